@@ -1,0 +1,116 @@
+"""The OpenCL devices present, and choosing one by kind, name or index.
+
+A selector is one of:
+  - a kind: ``fpga``, ``fpga-emulator`` (or ``fpga-emu``), ``cpu``, ``gpu``;
+  - ``P:D``, the platform and device indices as ``accel devices`` prints them;
+  - any other text, matched case-insensitively against the platform, vendor and device
+    names (``pocl``, ``intel``, ``EPYC``).
+When several devices match, the best-ranked one is taken (see ``RANK``). With no selector,
+``ACCEL_DEVICE`` is read, and without that the best device present is chosen; the FPGA
+emulator is only chosen when asked for, since it is a correctness tool, not a fast one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from . import _runtime
+from .errors import DeviceError
+
+# Lower is better. Within a kind, Intel's CPU runtime comes before PoCL (the faster of the two
+# on these machines; see benchmarks/README.md), then the order of enumeration.
+RANK = {"fpga": 0, "gpu": 1, "cpu": 2, "other": 3, "fpga-emulator": 4}
+KIND_ALIASES = {"fpga-emu": "fpga-emulator", "emulator": "fpga-emulator"}
+
+
+@dataclass(frozen=True)
+class Device:
+    platform: str
+    name: str
+    kind: str
+    vendor: str
+    compute_units: int
+    version: str
+    driver_version: str
+    global_mem_bytes: int
+    platform_index: int
+    device_index: int
+    extensions: tuple[str, ...] = ()
+
+    @property
+    def index(self) -> str:
+        return f"{self.platform_index}:{self.device_index}"
+
+    @property
+    def short_name(self) -> str:
+        """A stable identifier for test ids and file names, e.g. ``pocl-cpu``."""
+        platform = self.platform.lower()
+        if "portable computing language" in platform:
+            vendor = "pocl"
+        elif "intel" in platform:
+            vendor = "intel"
+        else:
+            vendor = re.sub(r"[^a-z0-9]+", "", platform.split()[0]) or "platform"
+        return f"{vendor}-{self.kind}"
+
+    def __str__(self) -> str:
+        return (f"{self.index}  {self.kind:<13}  {self.platform} / {self.name}  "
+                f"({self.compute_units} compute units, {self.version})")
+
+
+def _rank(device: Device) -> tuple[int, int, int, int]:
+    intel_first = 0 if "intel" in device.platform.lower() else 1
+    return (RANK.get(device.kind, 3), intel_first, device.platform_index, device.device_index)
+
+
+def devices() -> list[Device]:
+    """Every OpenCL device present, in enumeration order."""
+    found = []
+    for info in _runtime.devices():
+        found.append(Device(
+            platform=info["platform"], name=info["name"], kind=info["kind"],
+            vendor=info["vendor"], compute_units=info["compute_units"],
+            version=info["version"], driver_version=info["driver_version"],
+            global_mem_bytes=info["global_mem_bytes"],
+            platform_index=info["platform_index"], device_index=info["device_index"],
+            extensions=tuple(info["extensions"].split())))
+    return found
+
+
+def _listing(present: list[Device]) -> str:
+    if not present:
+        return "no OpenCL devices are present (run tools/setup-opencl.sh to install PoCL, " \
+               "Intel's CPU runtime and the FPGA emulator)"
+    return "devices present:\n" + "\n".join(f"  {d}" for d in present)
+
+
+def select_device(selector: str | Device | None = None) -> Device:
+    """The device a selector names (see the module doc); DeviceError lists what exists."""
+    if isinstance(selector, Device):
+        return selector
+    present = devices()
+    if selector is None:
+        selector = os.environ.get("ACCEL_DEVICE") or None
+    if selector is None:
+        candidates = [d for d in present if d.kind != "fpga-emulator"]
+        if not candidates:
+            raise DeviceError("no OpenCL device to run on by default "
+                              "(the FPGA emulator is used only when asked for: "
+                              "ACCEL_DEVICE=fpga-emulator); " + _listing(present))
+        return min(candidates, key=_rank)
+
+    text = str(selector).strip().lower()
+    text = KIND_ALIASES.get(text, text)
+    if re.fullmatch(r"\d+:\d+", text):
+        p, d = (int(v) for v in text.split(":"))
+        matches = [x for x in present if (x.platform_index, x.device_index) == (p, d)]
+    elif text in RANK:
+        matches = [x for x in present if x.kind == text]
+    else:
+        matches = [x for x in present
+                   if text in f"{x.platform}\n{x.vendor}\n{x.name}".lower()]
+    if not matches:
+        raise DeviceError(f"no OpenCL device matches {selector!r}; {_listing(present)}")
+    return min(matches, key=_rank)

@@ -1,0 +1,42 @@
+#include "buffer.hpp"
+
+#include "errors.hpp"
+
+namespace accel {
+
+Buffer::Buffer(const Context& context, size_t nbytes) : nbytes_(nbytes) {
+  if (nbytes == 0) {
+    throw Error(ErrorClass::Memory, "clCreateBuffer", CL_INVALID_BUFFER_SIZE,
+                "cannot allocate a zero-size device buffer");
+  }
+  cl_int status = CL_SUCCESS;
+  cl_mem mem = clCreateBuffer(context.get(), CL_MEM_READ_WRITE, nbytes, nullptr, &status);
+  check(status, "clCreateBuffer", std::to_string(nbytes) + " bytes on " + context.device().name);
+  mem_ = adopt(mem, clReleaseMemObject);
+}
+
+void Buffer::check_size(size_t nbytes, const char* what) const {
+  if (nbytes != nbytes_) {
+    throw Error(ErrorClass::Memory, what, CL_INVALID_VALUE,
+                std::string(what) + ": host array has " + std::to_string(nbytes) +
+                    " bytes but the device buffer has " + std::to_string(nbytes_));
+  }
+}
+
+Event Buffer::write(const Queue& queue, const void* host, size_t nbytes, bool blocking) const {
+  check_size(nbytes, "clEnqueueWriteBuffer");
+  cl_event event = nullptr;
+  ACCEL_CL(clEnqueueWriteBuffer, queue.get(), mem_.get(), blocking ? CL_TRUE : CL_FALSE, 0,
+           nbytes, host, 0, nullptr, &event);
+  return Event(event, "write");
+}
+
+Event Buffer::read(const Queue& queue, void* host, size_t nbytes, bool blocking) const {
+  check_size(nbytes, "clEnqueueReadBuffer");
+  cl_event event = nullptr;
+  ACCEL_CL(clEnqueueReadBuffer, queue.get(), mem_.get(), blocking ? CL_TRUE : CL_FALSE, 0, nbytes,
+           host, 0, nullptr, &event);
+  return Event(event, "read");
+}
+
+}  // namespace accel

@@ -1,0 +1,27 @@
+// A device buffer of a fixed size in bytes. Copies are checked against that size by the
+// caller (the bindings check numpy arrays) and again here.
+#pragma once
+#include <cstddef>
+
+#include "context.hpp"
+#include "event.hpp"
+
+namespace accel {
+
+class Buffer {
+ public:
+  Buffer(const Context& context, size_t nbytes);
+  size_t nbytes() const { return nbytes_; }
+  cl_mem get() const { return mem_.get(); }
+
+  // Host -> device and device -> host copies of exactly nbytes().
+  Event write(const Queue& queue, const void* host, size_t nbytes, bool blocking) const;
+  Event read(const Queue& queue, void* host, size_t nbytes, bool blocking) const;
+
+ private:
+  void check_size(size_t nbytes, const char* what) const;
+  size_t nbytes_;
+  ClRef<cl_mem> mem_;
+};
+
+}  // namespace accel

@@ -1,0 +1,27 @@
+#include "context.hpp"
+
+#include "errors.hpp"
+
+namespace accel {
+
+Context::Context(const DeviceInfo& device) : device_(device) {
+  cl_context_properties properties[] = {
+      CL_CONTEXT_PLATFORM, reinterpret_cast<cl_context_properties>(device.platform_id), 0};
+  cl_int status = CL_SUCCESS;
+  cl_context context =
+      clCreateContext(properties, 1, &device.device_id, nullptr, nullptr, &status);
+  check(status, "clCreateContext", device.platform + " / " + device.name);
+  context_ = adopt(context, clReleaseContext);
+}
+
+Queue::Queue(const Context& context) : context_(context) {
+  cl_int status = CL_SUCCESS;
+  cl_command_queue queue = clCreateCommandQueue(context.get(), context.device().device_id,
+                                                CL_QUEUE_PROFILING_ENABLE, &status);
+  check(status, "clCreateCommandQueue", context.device().name);
+  queue_ = adopt(queue, clReleaseCommandQueue);
+}
+
+void Queue::finish() const { ACCEL_CL(clFinish, queue_.get()); }
+
+}  // namespace accel

@@ -1,0 +1,197 @@
+#include "program.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "errors.hpp"
+
+namespace accel {
+namespace {
+
+std::atomic<uint64_t> cache_hits{0};
+std::atomic<uint64_t> cache_misses{0};
+
+const char kCacheMagic[] = "accel-program-cache-v1\n";
+
+std::string build_log(cl_program program, cl_device_id device) {
+  size_t size = 0;
+  if (clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, 0, nullptr, &size) !=
+      CL_SUCCESS) {
+    return "(no build log)";
+  }
+  std::string log(size, '\0');
+  clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, size, log.data(), nullptr);
+  while (!log.empty() && (log.back() == '\0' || log.back() == '\n')) log.pop_back();
+  return log;
+}
+
+// clBuildProgram, with the build log attached to any failure.
+void build(cl_program program, const Context& context, const std::string& options) {
+  cl_device_id device = context.device().device_id;
+  cl_int status = clBuildProgram(program, 1, &device, options.c_str(), nullptr, nullptr);
+  if (status == CL_SUCCESS) return;
+  std::string log = build_log(program, device);
+  throw Error(ErrorClass::Build, "clBuildProgram", status,
+              std::string("clBuildProgram failed: ") + error_name(status) + " (" +
+                  std::to_string(status) + ") on " + context.device().name + " with options '" +
+                  options + "'\n--- build log ---\n" + log,
+              log);
+}
+
+// The cache key names everything that changes the binary; it is stored whole in the entry
+// and compared on load, so a hash collision can only cost a rebuild.
+std::string cache_key(const Context& context, const std::string& source,
+                      const std::string& options) {
+  const DeviceInfo& d = context.device();
+  return d.platform + "\n" + d.platform_version + "\n" + d.name + "\n" + d.driver_version +
+         "\n" + options + "\n" + source;
+}
+
+uint64_t fnv1a(const std::string& text) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+std::filesystem::path cache_path(const std::string& dir, const std::string& key) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%016llx.bin", static_cast<unsigned long long>(fnv1a(key)));
+  return std::filesystem::path(dir) / name;
+}
+
+bool read_cache(const std::filesystem::path& path, const std::string& key,
+                std::vector<unsigned char>& binary) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::string magic(sizeof(kCacheMagic) - 1, '\0');
+  uint64_t key_size = 0, binary_size = 0;
+  in.read(magic.data(), magic.size());
+  in.read(reinterpret_cast<char*>(&key_size), sizeof(key_size));
+  if (!in || magic != kCacheMagic || key_size != key.size()) return false;
+  std::string stored_key(key_size, '\0');
+  in.read(stored_key.data(), key_size);
+  in.read(reinterpret_cast<char*>(&binary_size), sizeof(binary_size));
+  if (!in || stored_key != key || binary_size == 0 || binary_size > (1ull << 32)) return false;
+  binary.resize(binary_size);
+  in.read(reinterpret_cast<char*>(binary.data()), binary_size);
+  return static_cast<bool>(in);
+}
+
+// Written to a temporary name and renamed, so a reader never sees half an entry.
+void write_cache(const std::filesystem::path& path, const std::string& key,
+                 const std::vector<unsigned char>& binary) {
+  std::error_code ignored;
+  std::filesystem::create_directories(path.parent_path(), ignored);
+  std::filesystem::path tmp = path;
+  tmp += ".tmp" + std::to_string(reinterpret_cast<uintptr_t>(&binary));
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) return;  // an unwritable cache only costs rebuilds
+    uint64_t key_size = key.size(), binary_size = binary.size();
+    out.write(kCacheMagic, sizeof(kCacheMagic) - 1);
+    out.write(reinterpret_cast<const char*>(&key_size), sizeof(key_size));
+    out.write(key.data(), key.size());
+    out.write(reinterpret_cast<const char*>(&binary_size), sizeof(binary_size));
+    out.write(reinterpret_cast<const char*>(binary.data()), binary.size());
+    if (!out) {
+      std::filesystem::remove(tmp, ignored);
+      return;
+    }
+  }
+  std::filesystem::rename(tmp, path, ignored);
+  if (ignored) std::filesystem::remove(tmp, ignored);
+}
+
+ClRef<cl_program> create_with_binary(const Context& context,
+                                     const std::vector<unsigned char>& binary) {
+  cl_device_id device = context.device().device_id;
+  const unsigned char* data = binary.data();
+  size_t size = binary.size();
+  cl_int binary_status = CL_SUCCESS, status = CL_SUCCESS;
+  cl_program program = clCreateProgramWithBinary(context.get(), 1, &device, &size, &data,
+                                                 &binary_status, &status);
+  check(status, "clCreateProgramWithBinary", context.device().name);
+  ClRef<cl_program> owned = adopt(program, clReleaseProgram);
+  check(binary_status, "clCreateProgramWithBinary", "binary rejected by " + context.device().name);
+  return owned;
+}
+
+}  // namespace
+
+Program::Program(Context context, ClRef<cl_program> program, bool from_cache)
+    : context_(std::move(context)), program_(std::move(program)), from_cache_(from_cache) {}
+
+Program Program::from_source(const Context& context, const std::string& source,
+                             const std::string& options, const std::string& cache_dir) {
+  const std::string key = cache_key(context, source, options);
+  if (!cache_dir.empty()) {
+    std::vector<unsigned char> binary;
+    if (read_cache(cache_path(cache_dir, key), key, binary)) {
+      try {
+        Program program = from_binary(context, binary, options);
+        program.from_cache_ = true;
+        ++cache_hits;
+        return program;
+      } catch (const Error&) {
+        // A stale or foreign binary: fall through and rebuild from source.
+      }
+    }
+  }
+  const char* text = source.c_str();
+  size_t length = source.size();
+  cl_int status = CL_SUCCESS;
+  cl_program raw = clCreateProgramWithSource(context.get(), 1, &text, &length, &status);
+  check(status, "clCreateProgramWithSource");
+  Program program(context, adopt(raw, clReleaseProgram), false);
+  build(program.get(), context, options);
+  if (!cache_dir.empty()) {
+    ++cache_misses;
+    write_cache(cache_path(cache_dir, key), key, program.binary());
+  }
+  return program;
+}
+
+Program Program::from_binary(const Context& context, const std::vector<unsigned char>& binary,
+                             const std::string& options) {
+  if (binary.empty()) {
+    throw Error(ErrorClass::Build, "clCreateProgramWithBinary", CL_INVALID_BINARY,
+                "empty program binary");
+  }
+  Program program(context, create_with_binary(context, binary), false);
+  build(program.get(), context, options);
+  return program;
+}
+
+std::vector<unsigned char> Program::binary() const {
+  size_t size = 0;
+  ACCEL_CL(clGetProgramInfo, program_.get(), CL_PROGRAM_BINARY_SIZES, sizeof(size), &size,
+           nullptr);
+  std::vector<unsigned char> binary(size);
+  unsigned char* data = binary.data();
+  ACCEL_CL(clGetProgramInfo, program_.get(), CL_PROGRAM_BINARIES, sizeof(data), &data, nullptr);
+  return binary;
+}
+
+std::vector<std::string> Program::kernel_names() const {
+  size_t size = 0;
+  ACCEL_CL(clGetProgramInfo, program_.get(), CL_PROGRAM_KERNEL_NAMES, 0, nullptr, &size);
+  std::string names(size, '\0');
+  ACCEL_CL(clGetProgramInfo, program_.get(), CL_PROGRAM_KERNEL_NAMES, size, names.data(),
+           nullptr);
+  std::vector<std::string> result;
+  std::stringstream stream(names.c_str());
+  for (std::string name; std::getline(stream, name, ';');) {
+    if (!name.empty()) result.push_back(name);
+  }
+  return result;
+}
+
+ProgramCacheStats program_cache_stats() { return {cache_hits.load(), cache_misses.load()}; }
+
+}  // namespace accel

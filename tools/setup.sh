@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian machine, idempotently: the C++ build tools, a virtual
+# environment in .venv with accel built and installed (editable, with its test extras), and
+# the three OpenCL platforms (tools/setup-opencl.sh). Re-running it only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=""
+for p in g++ python3-venv python3-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+# A Python built outside Debian (pyenv) brings its own venv module and headers.
+if [ -n "$missing" ] && ! { command -v g++ >/dev/null && python3 -c 'import venv, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null; }; then
+  echo "[setup] apt:$missing"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+PY=.venv/bin/python
+$PY -m pip install -q --upgrade pip
+
+# OpenCL first: the build links the system ICD loader that it installs.
+bash tools/setup-opencl.sh "$PY"
+
+echo "[setup] building accel (C++ runtime) into .venv"
+$PY -m pip install -q -e ".[test]"
+echo "[setup] done: .venv/bin/accel is ready"
