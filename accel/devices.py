@@ -3,8 +3,8 @@
 A selector is one of:
   - a kind: ``fpga``, ``fpga-emulator`` (or ``fpga-emu``), ``cpu``, ``gpu``;
   - ``P:D``, the platform and device indices as ``accel devices`` prints them;
-  - any other text, matched case-insensitively against the platform, vendor and device
-    names (``pocl``, ``intel``, ``EPYC``).
+  - any other text, matched case-insensitively against the short name (``pocl-cpu``) and
+    the platform, vendor and device names (``pocl``, ``intel``, ``EPYC``).
 When several devices match, the best-ranked one is taken (see ``RANK``). With no selector,
 ``ACCEL_DEVICE`` is read, and without that the best device present is chosen; the FPGA
 emulator is only chosen when asked for, since it is a correctness tool, not a fast one.
@@ -110,7 +110,7 @@ def select_device(selector: str | Device | None = None) -> Device:
         matches = [x for x in present if x.kind == text]
     else:
         matches = [x for x in present
-                   if text in f"{x.platform}\n{x.vendor}\n{x.name}".lower()]
+                   if text in f"{x.short_name}\n{x.platform}\n{x.vendor}\n{x.name}".lower()]
     if not matches:
         raise DeviceError(f"no OpenCL device matches {selector!r}; {_listing(present)}")
     return min(matches, key=_rank)

@@ -49,6 +49,7 @@ class Context:
         self.device = select_device(device)
         self._context = _runtime.Context(self.device.platform_index, self.device.device_index)
         self.queue = _runtime.Queue(self._context)
+        self._programs: dict[tuple, Program] = {}
 
     def __repr__(self) -> str:
         return f"Context({self.device.index} {self.device.platform} / {self.device.name})"
@@ -68,6 +69,13 @@ class Context:
                    options: Sequence[str] = (), cache: bool = True) -> Program:
         """Build kernels/<name> (local includes inlined)."""
         return self.build(kernel_source.load(name), defines, options, cache)
+
+    def program(self, name: str, defines: Mapping[str, object] | None = None) -> Program:
+        """kernels/<name> built with these knobs, once per context (then kept in memory)."""
+        key = (name, tuple(sorted((defines or {}).items())))
+        if key not in self._programs:
+            self._programs[key] = self.build_file(name, defines)
+        return self._programs[key]
 
     def load_binary(self, path: str | os.PathLike, options: str = "") -> Program:
         """A prebuilt device binary, e.g. a board's .aocx bitstream."""

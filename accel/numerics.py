@@ -1,0 +1,102 @@
+"""The int8 numerics contract in numpy: the oracle every kernel is tested against.
+
+kernels/quant.h holds the same functions in OpenCL C; keep the two line for line.
+See quant.h's banner for the contract itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+INT8_MIN, INT8_MAX = -128, 127
+WEIGHT_MAX = 127  # symmetric int8 weights: [-127, 127]
+MULTIPLIER_MIN = 1 << 30  # normalised fixed-point multipliers lie in [2^30, 2^31)
+SHIFT_MIN, SHIFT_MAX = 1, 62
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(M, S) with M in [2^30, 2^31), S in [1, 62] and M * 2^-S closest to ``real``.
+
+    Raises ValueError for a multiplier the contract cannot represent (not finite, <= 0,
+    below 2^-32 or at least 2^30)."""
+    real = float(real)
+    if not math.isfinite(real) or real <= 0.0:
+        raise ValueError(f"requantization multiplier must be a positive finite number, got {real!r}")
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
+    multiplier = round(mantissa * (1 << 31))
+    if multiplier == 1 << 31:  # rounding carried into the next power of two
+        multiplier //= 2
+        exponent += 1
+    shift = 31 - exponent
+    if not SHIFT_MIN <= shift <= SHIFT_MAX:
+        raise ValueError(f"requantization multiplier {real!r} is out of range "
+                         f"[2^-{SHIFT_MAX - 31}, 2^{31 - SHIFT_MIN}) (shift would be {shift})")
+    return multiplier, shift
+
+
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_multiplier over an array: (multipliers int32, shifts int32)."""
+    pairs = [quantize_multiplier(r) for r in np.ravel(np.asarray(reals, dtype=np.float64))]
+    multipliers = np.array([m for m, _ in pairs], dtype=np.int32)
+    shifts = np.array([s for _, s in pairs], dtype=np.int32)
+    return multipliers, shifts
+
+
+def check_multipliers(multipliers, shifts) -> None:
+    """ValueError unless every (M, S) pair is inside the contract's ranges."""
+    m = np.asarray(multipliers, dtype=np.int64)
+    s = np.asarray(shifts, dtype=np.int64)
+    if m.shape != s.shape:
+        raise ValueError(f"multipliers {m.shape} and shifts {s.shape} differ in shape")
+    if np.any((m < MULTIPLIER_MIN) | (m >= 1 << 31)):
+        raise ValueError(f"multiplier out of range [2^30, 2^31): {m[(m < MULTIPLIER_MIN) | (m >= 1 << 31)][:4]}")
+    if np.any((s < SHIFT_MIN) | (s > SHIFT_MAX)):
+        raise ValueError(f"shift out of range [{SHIFT_MIN}, {SHIFT_MAX}]: {s[(s < SHIFT_MIN) | (s > SHIFT_MAX)][:4]}")
+
+
+def scale(value, multiplier, shift) -> np.ndarray:
+    """accel_scale: round(value * multiplier / 2^shift), half up, in 64 bits."""
+    product = np.asarray(value, dtype=np.int64) * np.asarray(multiplier, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    return (product + (np.int64(1) << (shift - 1))) >> shift
+
+
+def clamp_i8(value, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    return np.clip(value, lo, hi).astype(np.int8)
+
+
+def requantize(acc, multiplier, shift, zero_point, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    """accel_requantize: an int32 accumulator to int8 at the output scale."""
+    return clamp_i8(scale(acc, multiplier, shift) + zero_point, lo, hi)
+
+
+def requantize_add(acc, multiplier, shift, residual, residual_zero_point, residual_multiplier,
+                   residual_shift, zero_point, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    """accel_requantize_add: conv accumulator + residual, each rescaled, summed, clamped."""
+    main = scale(acc, multiplier, shift)
+    side = scale(np.asarray(residual, dtype=np.int64) - residual_zero_point,
+                 residual_multiplier, residual_shift)
+    return clamp_i8(main + side + zero_point, lo, hi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The clamp that ReLU/ReLU6 fold into, for an output with scale s and zero point z."""
+    lo: int = INT8_MIN
+    hi: int = INT8_MAX
+
+    @staticmethod
+    def none() -> "Activation":
+        return Activation()
+
+    @staticmethod
+    def relu(zero_point: int) -> "Activation":
+        return Activation(max(INT8_MIN, zero_point), INT8_MAX)
+
+    @staticmethod
+    def relu6(scale_: float, zero_point: int) -> "Activation":
+        six = zero_point + round(6.0 / scale_)
+        return Activation(max(INT8_MIN, zero_point), min(INT8_MAX, six))

@@ -1,0 +1,2 @@
+"""Op-level API: run one int8 kernel on numpy arrays (tests, benchmarks), or bind it to
+device buffers for a Plan (the compiler). Each op family lives in its own module."""

@@ -1,0 +1,56 @@
+/* ==================================================================================
+ * quant.h: the int8 numerics contract, shared by every kernel (NDRange and FPGA shapes).
+ *
+ * accel/numerics.py implements the same functions line for line in numpy; the kernels
+ * are tested bit-exact against it.
+ *
+ *   activations  int8, per-tensor scale s and zero point z: real = s * (q - z)
+ *   weights      int8 in [-127, 127], symmetric, one scale per output channel
+ *   accumulator  int32: acc = bias' + sum(x * w), with out-of-bounds taps read as z_x and
+ *                bias' = bias - z_x * sum(w) folded on the host
+ *   requantize   y = clamp(z_y + round(acc * M / 2^S), lo, hi) with an int32 multiplier
+ *                M in [2^30, 2^31) and a right shift S in [1, 62]: the real multiplier
+ *                M * 2^-S covers [2^-32, 2^30). The product is taken in 64 bits, so nothing
+ *                saturates before the final clamp; rounding is half up (add 2^(S-1), shift).
+ *   ReLU/ReLU6   fold into [lo, hi]: lo = z_y for ReLU.
+ * ================================================================================== */
+#ifndef ACCEL_QUANT_H
+#define ACCEL_QUANT_H
+
+/* The FPGA shape of the kernels (aoc defines INTELFPGA_CL; Intel's FPGA emulator defines
+ * cl_intel_channels). Everything FPGA-only sits behind this one macro. */
+#if defined(INTELFPGA_CL) || defined(cl_intel_channels)
+#define ACCEL_FPGA 1
+#else
+#define ACCEL_FPGA 0
+#endif
+
+#define ACCEL_INT8_MIN (-128)
+#define ACCEL_INT8_MAX 127
+
+/* round(value * multiplier / 2^shift), half up, in 64 bits. */
+inline long accel_scale(long value, int multiplier, int shift) {
+  const long product = value * (long)multiplier;
+  return (product + ((long)1 << (shift - 1))) >> shift;
+}
+
+inline char accel_clamp_i8(long value, int lo, int hi) {
+  return (char)clamp(value, (long)lo, (long)hi);
+}
+
+/* An int32 accumulator to int8 at the output scale. */
+inline char accel_requantize(int acc, int multiplier, int shift, int zero_point, int lo, int hi) {
+  return accel_clamp_i8(accel_scale(acc, multiplier, shift) + zero_point, lo, hi);
+}
+
+/* A conv accumulator plus a residual input, each rescaled to the output scale with its own
+ * multiplier, then summed (residual Add fused into the conv epilogue). */
+inline char accel_requantize_add(int acc, int multiplier, int shift, int residual,
+                                 int residual_zero_point, int residual_multiplier,
+                                 int residual_shift, int zero_point, int lo, int hi) {
+  const long main = accel_scale(acc, multiplier, shift);
+  const long side = accel_scale(residual - residual_zero_point, residual_multiplier, residual_shift);
+  return accel_clamp_i8(main + side + zero_point, lo, hi);
+}
+
+#endif /* ACCEL_QUANT_H */

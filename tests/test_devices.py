@@ -1,0 +1,94 @@
+"""Device enumeration and selection, the three-platform set-up, and ``accel devices``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import accel
+import accel.devices
+import accel.kernel_source
+from accel import _icd
+from accel.devices import RANK
+
+PRESENT = accel.devices()
+
+
+def test_devices_describe_themselves():
+    assert PRESENT, "no OpenCL device found"
+    for device in PRESENT:
+        assert device.kind in {"fpga", "fpga-emulator", "cpu", "gpu", "other"}
+        assert device.platform and device.name and device.vendor
+        assert device.compute_units >= 1
+        assert device.global_mem_bytes > 0
+
+
+@pytest.mark.skipif(_icd.setup_vendors_dir() is None,
+                    reason="tools/setup-opencl.sh has not run for this Python")
+def test_setup_brings_all_three_platforms():
+    """CI runs the set-up, so losing a platform (the FPGA emulator above all) fails here."""
+    platforms = {d.platform for d in PRESENT}
+    assert "Portable Computing Language" in platforms
+    assert "Intel(R) OpenCL" in platforms
+    assert any("FPGA Emulation" in p for p in platforms)
+    emulators = [d for d in PRESENT if d.kind == "fpga-emulator"]
+    assert emulators and "cl_intel_channels" in emulators[0].extensions
+
+
+def test_select_by_kind_index_and_name(monkeypatch):
+    for device in PRESENT:
+        assert accel.select_device(device.index) == device
+        assert accel.select_device(device.kind).kind == device.kind
+        assert accel.select_device(device) is device
+    if any(d.kind == "fpga-emulator" for d in PRESENT):
+        assert accel.select_device("fpga-emu").kind == "fpga-emulator"
+        monkeypatch.setenv("ACCEL_DEVICE", "fpga-emulator")
+        assert accel.select_device().kind == "fpga-emulator"
+    if any("Portable" in d.platform for d in PRESENT):
+        assert accel.select_device("POCL").platform == "Portable Computing Language"
+
+
+def test_default_device_is_never_the_emulator(monkeypatch):
+    monkeypatch.delenv("ACCEL_DEVICE", raising=False)
+    if all(d.kind == "fpga-emulator" for d in PRESENT):
+        with pytest.raises(accel.DeviceError, match="only when asked"):
+            accel.select_device()
+    else:
+        chosen = accel.select_device()
+        assert chosen.kind != "fpga-emulator"
+        ranked = sorted((d for d in PRESENT if d.kind != "fpga-emulator"),
+                        key=lambda d: RANK[d.kind])
+        assert RANK[chosen.kind] == RANK[ranked[0].kind]
+
+
+def test_bad_env_device_lists_devices(monkeypatch):
+    monkeypatch.setenv("ACCEL_DEVICE", "9:9")
+    with pytest.raises(accel.DeviceError, match="no OpenCL device matches '9:9'"):
+        accel.select_device()
+
+
+def test_no_platform_at_all_is_an_empty_list_not_a_crash(tmp_path):
+    env = dict(os.environ, OCL_ICD_VENDORS=str(tmp_path))  # an empty vendors folder
+    code = ("import accel; print(len(accel.devices()));\n"
+            "try:\n    accel.select_device()\nexcept accel.DeviceError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("0\n")
+    assert "no OpenCL devices are present" in out
+
+
+def test_cli_devices_prints_every_platform():
+    out = subprocess.run([sys.executable, "-m", "accel", "devices"], capture_output=True,
+                         text=True, check=True).stdout
+    for device in PRESENT:
+        assert device.platform in out and device.name in out
+
+
+def test_cli_smoke_on_a_bad_device_says_what_exists():
+    run = subprocess.run([sys.executable, "-m", "accel", "smoke", "--device", "nope-nope"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "no OpenCL device matches 'nope-nope'" in run.stderr

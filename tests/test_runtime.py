@@ -1,0 +1,174 @@
+"""The C++ runtime through Python: builds, buffers, launches, plans, errors, the cache."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+import accel
+import accel.devices
+import accel.kernel_source
+from accel import _runtime
+from accel.smoke import add_sat_reference
+
+N = 1000  # not a multiple of any work-group size
+
+
+def random_i8(n, seed):
+    return np.random.default_rng(seed).integers(-128, 128, n, dtype=np.int8)
+
+
+def test_add_sat_matches_numpy(ctx):
+    a, b = random_i8(N, 1), random_i8(N, 2)
+    a[:4], b[:4] = [127, -128, 100, -100], [1, -1, 100, -100]  # both ends saturate
+    program = ctx.build_file("eltwise.cl")
+    out = ctx.buffer(N)
+    ctx.launch(program, "add_sat_i8", [N], ctx.upload(a), ctx.upload(b), out, np.int32(N))
+    result = ctx.download(out, np.int8, N)
+    np.testing.assert_array_equal(result, add_sat_reference(a, b))
+    assert list(result[:4]) == [127, -128, 127, -128]
+
+
+def test_broken_kernel_raises_build_error_with_log(ctx):
+    source = "__kernel void broken(__global int* x) { x[0] = undeclared_name_42; }"
+    with pytest.raises(accel.BuildError) as info:
+        ctx.build(source, cache=False)
+    error = info.value
+    assert error.routine == "clBuildProgram"
+    assert error.code == -11  # CL_BUILD_PROGRAM_FAILURE
+    assert "undeclared_name_42" in error.log
+    assert "undeclared_name_42" in str(error)
+    assert isinstance(error, accel.AccelError)
+
+
+def test_unknown_kernel_name_is_a_build_error(ctx):
+    program = ctx.build_file("eltwise.cl")
+    assert "add_sat_i8" in program.kernel_names
+    with pytest.raises(accel.BuildError, match="no_such_kernel"):
+        _runtime.Kernel(program, "no_such_kernel")
+
+
+def test_bad_device_name_lists_the_devices():
+    with pytest.raises(accel.DeviceError) as info:
+        accel.select_device("no-such-device-xyz")
+    message = str(info.value)
+    assert "no-such-device-xyz" in message
+    for device in accel.devices():
+        assert device.name in message and device.index in message
+
+
+def test_size_mismatched_copies_raise_and_the_process_goes_on(ctx):
+    buffer = ctx.buffer(16)
+    with pytest.raises(accel.DeviceMemoryError, match="17 bytes.*16"):
+        buffer.write(ctx.queue, np.zeros(17, np.int8))
+    with pytest.raises(accel.DeviceMemoryError, match="8 bytes.*16"):
+        buffer.read(ctx.queue, np.zeros(8, np.int8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        buffer.write(ctx.queue, np.zeros(32, np.int8)[::2])
+    with pytest.raises(ValueError, match="read-only"):
+        readonly = np.zeros(16, np.int8)
+        readonly.flags.writeable = False
+        buffer.read(ctx.queue, readonly)
+    with pytest.raises(accel.DeviceMemoryError):
+        ctx.buffer(0)
+    # The same buffer still works afterwards.
+    data = np.arange(16, dtype=np.int8)
+    buffer.write(ctx.queue, data)
+    np.testing.assert_array_equal(ctx.download(buffer, np.int8, 16), data)
+
+
+def test_kernel_arguments_are_checked(ctx):
+    program = ctx.build_file("eltwise.cl")
+    kernel = _runtime.Kernel(program, "add_sat_i8")
+    assert kernel.num_args == 4
+    with pytest.raises(TypeError, match="numpy scalar"):
+        kernel.set_arg(3, 5)  # a Python int has no explicit width
+    with pytest.raises(TypeError, match="takes 4 arguments, got 2"):
+        kernel.set_args(ctx.buffer(4), ctx.buffer(4))
+    with pytest.raises(accel.LaunchError, match="argument 9"):
+        kernel.set_arg(9, np.int32(1))
+
+
+def test_bad_launch_raises_launch_error(ctx):
+    program = ctx.build_file("eltwise.cl")
+    a = ctx.buffer(N)
+    with pytest.raises(accel.LaunchError, match="CL_INVALID_WORK_GROUP_SIZE") as info:
+        ctx.launch(program, "add_sat_i8", [N], a, a, a, np.int32(N), local_size=[3])
+    assert info.value.routine == "clEnqueueNDRangeKernel" and info.value.code == -54
+    with pytest.raises(accel.LaunchError, match="CL_INVALID_KERNEL_ARGS"):
+        _runtime.Kernel(program, "add_sat_i8").launch(ctx.queue, [N])
+    with pytest.raises(accel.LaunchError, match="dimensions"):
+        ctx.launch(program, "add_sat_i8", [], a, a, a, np.int32(N))
+
+
+def test_program_cache_is_hit_on_the_second_build(ctx, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path))
+    # A comment unique to this run, so the first build cannot already be cached.
+    source = f"// {uuid.uuid4()}\n" + accel.kernel_source.load("eltwise.cl")
+    before = accel.program_cache_stats()
+    first = ctx.build(source)
+    middle = accel.program_cache_stats()
+    second = ctx.build(source)
+    after = accel.program_cache_stats()
+    assert not first.from_cache and second.from_cache
+    assert middle["misses"] == before["misses"] + 1 and middle["hits"] == before["hits"]
+    assert after["hits"] == middle["hits"] + 1 and after["misses"] == middle["misses"]
+    assert len(list(tmp_path.glob("*.bin"))) == 1
+    # Different options are a different program.
+    third = ctx.build(source, defines={"UNUSED_KNOB": 3})
+    assert not third.from_cache
+    # The cached program computes the same thing.
+    a, b = random_i8(N, 3), random_i8(N, 4)
+    out = ctx.buffer(N)
+    ctx.launch(second, "add_sat_i8", [N], ctx.upload(a), ctx.upload(b), out, np.int32(N))
+    np.testing.assert_array_equal(ctx.download(out, np.int8, N), add_sat_reference(a, b))
+
+
+def test_corrupt_cache_entry_is_rebuilt(ctx, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path))
+    source = f"// {uuid.uuid4()}\n" + accel.kernel_source.load("eltwise.cl")
+    ctx.build(source)
+    (entry,) = tmp_path.glob("*.bin")
+    entry.write_bytes(entry.read_bytes()[:40])  # truncated
+    rebuilt = ctx.build(source)
+    assert not rebuilt.from_cache
+    assert ctx.build(source).from_cache
+
+
+def test_plan_runs_launches_with_arguments_bound_once(ctx):
+    program = ctx.build_file("eltwise.cl")
+    a_buf, b_buf, mid, out = (ctx.buffer(N) for _ in range(4))
+    plan = ctx.plan()
+    plan.add_input(a_buf)
+    plan.add_input(b_buf)
+    plan.add_launch(ctx.kernel(program, "add_sat_i8", a_buf, b_buf, mid, np.int32(N)), [N])
+    plan.add_launch(ctx.kernel(program, "add_sat_i8", mid, b_buf, out, np.int32(N)), [N])
+    plan.add_output(out)
+    plan.set_profiling(True)
+    for seed in range(3):
+        a, b = random_i8(N, 10 + seed), random_i8(N, 20 + seed)
+        result = np.empty(N, np.int8)
+        plan.run([a, b], [result])
+        np.testing.assert_array_equal(result, add_sat_reference(add_sat_reference(a, b), b))
+    assert [name for name, _ in plan.last_profile] == ["add_sat_i8", "add_sat_i8"]
+    assert all(ns >= 0 for _, ns in plan.last_profile)
+    with pytest.raises(accel.DeviceMemoryError, match="input 1"):
+        plan.run([a, b[:-1]], [result])
+    with pytest.raises(ValueError, match="takes 2 inputs"):
+        plan.run([a], [result])
+
+
+def test_event_profiling_times_are_ordered(ctx):
+    program = ctx.build_file("eltwise.cl")
+    a = ctx.upload(random_i8(N, 5))
+    event = ctx.launch(program, "add_sat_i8", [N], a, a, ctx.buffer(N), np.int32(N))
+    assert event.queued_ns <= event.start_ns <= event.end_ns
+    assert event.duration_ns == event.end_ns - event.start_ns
+
+
+def test_error_names():
+    assert _runtime.error_name(-11) == "CL_BUILD_PROGRAM_FAILURE"
+    assert _runtime.error_name(-5) == "CL_OUT_OF_RESOURCES"
+    assert _runtime.error_name(-12345) == "CL_UNKNOWN_ERROR"
