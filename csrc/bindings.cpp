@@ -122,10 +122,14 @@ PYBIND11_MODULE(_runtime, m) {
 
   py::class_<Queue>(m, "Queue")
       .def(py::init<const Context&>(), py::arg("context"))
-      .def("finish", &Queue::finish, py::call_guard<py::gil_scoped_release>());
+      .def("finish", &Queue::finish, py::arg("timeout_s") = 0.0,
+           py::call_guard<py::gil_scoped_release>(),
+           "Wait for every command so far; with timeout_s > 0 raise LaunchError after that long.");
 
   py::class_<Event>(m, "Event")
-      .def("wait", &Event::wait, py::call_guard<py::gil_scoped_release>())
+      .def("wait", &Event::wait, py::arg("timeout_s") = 0.0,
+           py::call_guard<py::gil_scoped_release>(),
+           "Wait for the command; with timeout_s > 0 raise LaunchError after that long.")
       .def_property_readonly("queued_ns", &Event::queued_ns)
       .def_property_readonly("start_ns", &Event::start_ns)
       .def_property_readonly("end_ns", &Event::end_ns)
@@ -189,7 +193,8 @@ PYBIND11_MODULE(_runtime, m) {
              }
            })
       .def("launch", &Kernel::launch, py::arg("queue"), py::arg("global_size"),
-           py::arg("local_size") = std::vector<size_t>{});
+           py::arg("local_size") = std::vector<size_t>{},
+           py::arg("wait_for") = std::vector<Event>{});
 
   py::class_<Plan>(m, "Plan")
       .def(py::init<const Queue&>(), py::arg("queue"))
@@ -198,8 +203,21 @@ PYBIND11_MODULE(_runtime, m) {
       .def("add_launch", &Plan::add_launch, py::arg("kernel"), py::arg("global_size"),
            py::arg("local_size") = std::vector<size_t>{},
            "Append a launch. The kernel keeps the arguments it has now: use one Kernel per launch.")
+      .def("add_concurrent", [](Plan& plan, const std::vector<py::tuple>& launches) {
+             std::vector<Launch> stage;
+             for (const py::tuple& t : launches) {
+               if (t.size() != 3) throw py::value_error("add_concurrent takes (kernel, global, local) tuples");
+               stage.push_back(Launch{t[0].cast<Kernel>(), t[1].cast<std::vector<size_t>>(),
+                                      t[2].cast<std::vector<size_t>>()});
+             }
+             plan.add_concurrent(std::move(stage));
+           }, py::arg("launches"),
+           "Append a stage of (kernel, global, local) launches that run at the same time, the "
+           "i-th on the plan's i-th queue (FPGA pipelines joined by channels).")
       .def_property_readonly("num_launches", &Plan::num_launches)
+      .def_property_readonly("num_queues", &Plan::num_queues)
       .def("set_profiling", &Plan::set_profiling)
+      .def("set_timeout", &Plan::set_timeout, py::arg("seconds"))
       .def_property_readonly("last_profile", &Plan::last_profile)
       .def("run", [](Plan& plan, const std::vector<py::array>& inputs,
                      std::vector<py::array>& outputs) {

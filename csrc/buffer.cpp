@@ -31,11 +31,14 @@ Event Buffer::write(const Queue& queue, const void* host, size_t nbytes, bool bl
   return Event(event, "write");
 }
 
-Event Buffer::read(const Queue& queue, void* host, size_t nbytes, bool blocking) const {
+Event Buffer::read(const Queue& queue, void* host, size_t nbytes, bool blocking,
+                   const std::vector<Event>& wait_for) const {
   check_size(nbytes, "clEnqueueReadBuffer");
+  const std::vector<cl_event> waits = raw_events(wait_for);
   cl_event event = nullptr;
   ACCEL_CL(clEnqueueReadBuffer, queue.get(), mem_.get(), blocking ? CL_TRUE : CL_FALSE, 0, nbytes,
-           host, 0, nullptr, &event);
+           host, static_cast<cl_uint>(waits.size()), waits.empty() ? nullptr : waits.data(),
+           &event);
   return Event(event, "read");
 }
 

@@ -2,6 +2,7 @@
 // caller (the bindings check numpy arrays) and again here.
 #pragma once
 #include <cstddef>
+#include <vector>
 
 #include "context.hpp"
 #include "event.hpp"
@@ -16,7 +17,8 @@ class Buffer {
 
   // Host -> device and device -> host copies of exactly nbytes().
   Event write(const Queue& queue, const void* host, size_t nbytes, bool blocking) const;
-  Event read(const Queue& queue, void* host, size_t nbytes, bool blocking) const;
+  Event read(const Queue& queue, void* host, size_t nbytes, bool blocking,
+             const std::vector<Event>& wait_for = {}) const;
 
  private:
   void check_size(size_t nbytes, const char* what) const;

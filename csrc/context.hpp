@@ -2,6 +2,7 @@
 // launch can be timed from its event).
 #pragma once
 #include "device.hpp"
+#include "event.hpp"
 #include "opencl.hpp"
 
 namespace accel {
@@ -22,7 +23,9 @@ class Queue {
   explicit Queue(const Context& context);
   cl_command_queue get() const { return queue_.get(); }
   const Context& context() const { return context_; }
-  void finish() const;
+  // Waits for every command enqueued so far; timeout_s > 0 as in Event::wait.
+  void finish(double timeout_s = 0) const;
+  void flush() const;
 
  private:
   Context context_;

@@ -77,6 +77,8 @@ const char* error_name(cl_int code) {
 #undef ACCEL_NAME
     case -1001:
       return "CL_PLATFORM_NOT_FOUND_KHR";
+    case kTimeoutCode:
+      return "ACCEL_TIMEOUT";
     default:
       return "CL_UNKNOWN_ERROR";
   }

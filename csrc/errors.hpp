@@ -11,6 +11,10 @@ namespace accel {
 
 enum class ErrorClass { Device, Build, Launch, Memory };
 
+// Not an OpenCL code: a wait that ran past its timeout (a channel deadlock, a kernel that
+// never ends). Reported as a Launch error.
+constexpr cl_int kTimeoutCode = -10000;
+
 class Error : public std::runtime_error {
  public:
   Error(ErrorClass error_class, std::string routine, cl_int code, const std::string& message,

@@ -1,5 +1,9 @@
 #include "event.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "errors.hpp"
 
 namespace accel {
@@ -7,9 +11,34 @@ namespace accel {
 Event::Event(cl_event event, std::string label)
     : event_(adopt(event, clReleaseEvent)), label_(std::move(label)) {}
 
-void Event::wait() const {
+void Event::wait(double timeout_s) const {
   cl_event event = event_.get();
-  check(clWaitForEvents(1, &event), "clWaitForEvents", label_);
+  if (timeout_s <= 0) {
+    check(clWaitForEvents(1, &event), "clWaitForEvents", label_);
+    return;
+  }
+  // Make sure the command was submitted, then poll: clWaitForEvents has no timeout.
+  cl_command_queue queue = nullptr;
+  check(clGetEventInfo(event, CL_EVENT_COMMAND_QUEUE, sizeof(queue), &queue, nullptr),
+        "clGetEventInfo", label_);
+  if (queue != nullptr) check(clFlush(queue), "clFlush", label_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    cl_int status = CL_QUEUED;
+    check(clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status,
+                         nullptr),
+          "clGetEventInfo", label_);
+    if (status < 0) check(status, "clWaitForEvents", "command '" + label_ + "' failed");
+    if (status == CL_COMPLETE) return;
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw Error(ErrorClass::Launch, "clWaitForEvents", kTimeoutCode,
+                  "timed out after " + std::to_string(timeout_s) + " s waiting for '" + label_ +
+                      "' (a channel deadlock, or a kernel that never finishes)");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
 }
 
 cl_ulong Event::profile(cl_profiling_info what) const {
@@ -18,6 +47,13 @@ cl_ulong Event::profile(cl_profiling_info what) const {
   check(clGetEventProfilingInfo(event_.get(), what, sizeof(value), &value, nullptr),
         "clGetEventProfilingInfo", label_);
   return value;
+}
+
+std::vector<cl_event> raw_events(const std::vector<Event>& events) {
+  std::vector<cl_event> raw;
+  raw.reserve(events.size());
+  for (const Event& event : events) raw.push_back(event.get());
+  return raw;
 }
 
 cl_ulong Event::duration_ns() const {

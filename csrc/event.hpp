@@ -1,6 +1,7 @@
 // A finished-or-pending command and its profiling times (nanoseconds, device clock).
 #pragma once
 #include <string>
+#include <vector>
 
 #include "opencl.hpp"
 
@@ -9,7 +10,9 @@ namespace accel {
 class Event {
  public:
   Event(cl_event event, std::string label);  // takes ownership
-  void wait() const;
+  // Blocks until the command completes. With timeout_s > 0, throws a Launch error with
+  // code kTimeoutCode instead of blocking longer (the command itself is not cancelled).
+  void wait(double timeout_s = 0) const;
   cl_ulong queued_ns() const { return profile(CL_PROFILING_COMMAND_QUEUED); }
   cl_ulong start_ns() const { return profile(CL_PROFILING_COMMAND_START); }
   cl_ulong end_ns() const { return profile(CL_PROFILING_COMMAND_END); }
@@ -23,5 +26,8 @@ class Event {
   ClRef<cl_event> event_;
   std::string label_;
 };
+
+// The raw handles of events, for an OpenCL wait list.
+std::vector<cl_event> raw_events(const std::vector<Event>& events);
 
 }  // namespace accel

@@ -47,17 +47,18 @@ void Kernel::set_local(cl_uint index, size_t nbytes) {
 }
 
 Event Kernel::launch(const Queue& queue, const std::vector<size_t>& global,
-                     const std::vector<size_t>& local) const {
+                     const std::vector<size_t>& local, const std::vector<Event>& wait_for) const {
   if (global.empty() || global.size() > 3 || (!local.empty() && local.size() != global.size())) {
     throw Error(ErrorClass::Launch, "clEnqueueNDRangeKernel", CL_INVALID_WORK_DIMENSION,
                 "kernel '" + name_ + "': global " + sizes(global) + " and local " + sizes(local) +
                     " must have 1 to 3 matching dimensions");
   }
+  const std::vector<cl_event> waits = raw_events(wait_for);
   cl_event event = nullptr;
-  cl_int status = clEnqueueNDRangeKernel(queue.get(), kernel_.get(),
-                                         static_cast<cl_uint>(global.size()), nullptr,
-                                         global.data(), local.empty() ? nullptr : local.data(), 0,
-                                         nullptr, &event);
+  cl_int status = clEnqueueNDRangeKernel(
+      queue.get(), kernel_.get(), static_cast<cl_uint>(global.size()), nullptr, global.data(),
+      local.empty() ? nullptr : local.data(), static_cast<cl_uint>(waits.size()),
+      waits.empty() ? nullptr : waits.data(), &event);
   check(status, "clEnqueueNDRangeKernel",
         "kernel '" + name_ + "' global " + sizes(global) + " local " + sizes(local));
   return Event(event, name_);

@@ -24,7 +24,7 @@ class Kernel {
   // global/local have 1 to 3 entries; an empty local lets the runtime choose. A
   // single-work-item kernel (FPGA pipelines) is launched with global {1}.
   Event launch(const Queue& queue, const std::vector<size_t>& global,
-               const std::vector<size_t>& local) const;
+               const std::vector<size_t>& local, const std::vector<Event>& wait_for = {}) const;
 
  private:
   std::string where(cl_uint index) const;

@@ -1,6 +1,11 @@
 // A fixed sequence of kernel launches over buffers allocated once. Arguments are bound
 // when a launch is added; run() is one upload per input, the launches, one download per
-// output, and a single wait, with no per-launch work on the host beyond the enqueue.
+// output, and a wait, with no per-launch work on the host beyond the enqueue.
+//
+// Launches are grouped in stages. A stage of one launch is the usual case. A concurrent
+// stage runs its launches at the same time, the i-th on the plan's i-th queue: FPGA
+// pipelines whose kernels talk through channels must all be running at once. Each stage
+// starts when the previous one has ended.
 #pragma once
 #include <string>
 #include <utility>
@@ -10,6 +15,12 @@
 
 namespace accel {
 
+struct Launch {
+  Kernel kernel;
+  std::vector<size_t> global;
+  std::vector<size_t> local;
+};
+
 class Plan {
  public:
   explicit Plan(const Queue& queue);
@@ -17,10 +28,12 @@ class Plan {
   void add_input(const Buffer& buffer) { inputs_.push_back(buffer); }
   void add_output(const Buffer& buffer) { outputs_.push_back(buffer); }
   void add_launch(const Kernel& kernel, std::vector<size_t> global, std::vector<size_t> local);
+  void add_concurrent(std::vector<Launch> launches);
 
   const std::vector<Buffer>& inputs() const { return inputs_; }
   const std::vector<Buffer>& outputs() const { return outputs_; }
-  size_t num_launches() const { return steps_.size(); }
+  size_t num_launches() const;
+  size_t num_queues() const { return queues_.size(); }
 
   // Host pointers in add_input/add_output order, each of its buffer's size (the caller
   // checks). Safe to call without the Python GIL.
@@ -28,19 +41,17 @@ class Plan {
 
   // Per-launch (kernel name, device nanoseconds) of the last run when profiling is on.
   void set_profiling(bool on) { profiling_ = on; }
+  // run() throws a Launch error instead of waiting longer than this (0: no limit).
+  void set_timeout(double seconds) { timeout_s_ = seconds; }
   const std::vector<std::pair<std::string, cl_ulong>>& last_profile() const { return profile_; }
 
  private:
-  struct Step {
-    Kernel kernel;
-    std::vector<size_t> global;
-    std::vector<size_t> local;
-  };
-  Queue queue_;
+  std::vector<Queue> queues_;  // queues_[0] also does the copies
   std::vector<Buffer> inputs_;
   std::vector<Buffer> outputs_;
-  std::vector<Step> steps_;
+  std::vector<std::vector<Launch>> stages_;
   bool profiling_ = false;
+  double timeout_s_ = 0;
   std::vector<std::pair<std::string, cl_ulong>> profile_;
 };
 

@@ -172,3 +172,94 @@ def test_error_names():
     assert _runtime.error_name(-11) == "CL_BUILD_PROGRAM_FAILURE"
     assert _runtime.error_name(-5) == "CL_OUT_OF_RESOURCES"
     assert _runtime.error_name(-12345) == "CL_UNKNOWN_ERROR"
+
+
+CHANNEL_PAIR = """
+#pragma OPENCL EXTENSION cl_intel_channels : enable
+channel int pipe_ch __attribute__((depth(8)));
+
+__attribute__((max_global_work_dim(0)))
+__kernel void produce(__global const int* in, const int n) {
+  for (int i = 0; i < n; ++i) write_channel_intel(pipe_ch, in[i] * 3);
+}
+
+__attribute__((max_global_work_dim(0)))
+__kernel void consume(__global int* out, const int n) {
+  for (int i = 0; i < n; ++i) out[i] = read_channel_intel(pipe_ch) + 1;
+}
+"""
+
+
+def emulator_context():
+    emulators = [d for d in accel.devices() if d.kind == "fpga-emulator"]
+    if not emulators:
+        pytest.skip("no FPGA emulator present")
+    return accel.Context(emulators[0])
+
+
+def test_concurrent_stage_runs_a_channel_pipeline_on_the_fpga_emulator():
+    ctx = emulator_context()
+    program = ctx.build(CHANNEL_PAIR)
+    n = 1000  # far more than the channel depth: both kernels must run at once
+    src, dst, scaled = ctx.buffer(4 * n), ctx.buffer(4 * n), ctx.buffer(4 * n)
+    plan = ctx.plan()
+    plan.add_input(src)
+    plan.add_concurrent([(ctx.kernel(program, "produce", src, np.int32(n)), [1], [1]),
+                         (ctx.kernel(program, "consume", dst, np.int32(n)), [1], [1])])
+    plan.add_concurrent([(ctx.kernel(program, "produce", dst, np.int32(n)), [1], [1]),
+                         (ctx.kernel(program, "consume", scaled, np.int32(n)), [1], [1])])
+    plan.add_output(scaled)
+    plan.set_timeout(60)
+    assert plan.num_queues == 2 and plan.num_launches == 4
+    values = np.arange(n, dtype=np.int32)
+    out = np.empty(n, np.int32)
+    plan.run([values], [out])
+    np.testing.assert_array_equal(out, (values * 3 + 1) * 3 + 1)
+
+
+HANG = """
+import sys, os, numpy as np, accel
+ctx = accel.Context(sys.argv[1])
+{body}
+try:
+    {wait}
+except accel.LaunchError as error:
+    print("LaunchError", error.code, error)
+    sys.stdout.flush()
+    os._exit(0)  # the stuck kernel is still running; leave without waiting for it
+os._exit(1)
+"""
+
+
+def run_hang(device_index, body, wait):
+    import subprocess
+    import sys
+    code = HANG.format(body=body, wait=wait)
+    run = subprocess.run([sys.executable, "-c", code, device_index], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_a_kernel_that_never_ends_times_out_instead_of_hanging(device):
+    out = run_hang(device.index,
+                   'program = ctx.build("__kernel void spin(__global volatile int* f) '
+                   '{ while (f[0] == 0) { } }", cache=False)\n'
+                   'flag = ctx.upload(np.zeros(1, np.int32))\n'
+                   'event = ctx.launch(program, "spin", [1], flag, wait=False)',
+                   "event.wait(timeout_s=1.0)")
+    assert "LaunchError -10000 timed out after 1" in out
+
+
+def test_a_channel_deadlock_times_out_with_a_clear_error():
+    ctx = emulator_context()
+    # Only the consumer is launched: it waits on an empty channel forever.
+    out = run_hang(ctx.device.index,
+                   f"program = ctx.build({CHANNEL_PAIR!r})\n"
+                   "dst = ctx.buffer(4000)\n"
+                   "plan = ctx.plan()\n"
+                   "plan.add_concurrent([(ctx.kernel(program, 'consume', dst, np.int32(1000)), [1], [1])])\n"
+                   "plan.add_output(dst)\n"
+                   "plan.set_timeout(2.0)",
+                   "plan.run([], [np.empty(1000, np.int32)])")
+    assert "channel deadlock" in out
