@@ -1,0 +1,78 @@
+"""Activation ranges from representative inputs: min/max or a percentile of |x|."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .params import QParams, qparams_from_range
+
+
+class MinMaxObserver:
+    """The smallest and largest value seen."""
+
+    def __init__(self):
+        self.lo, self.hi = np.inf, -np.inf
+
+    def update(self, x: np.ndarray) -> None:
+        if x.size:
+            self.lo = min(self.lo, float(x.min()))
+            self.hi = max(self.hi, float(x.max()))
+
+    def qparams(self) -> QParams:
+        if self.lo > self.hi:
+            raise ValueError("observer saw no values")
+        return qparams_from_range(self.lo, self.hi)
+
+
+class PercentileObserver:
+    """The given percentile of the low and high tails, from a bounded random sample of the
+    values (deterministic: seeded), so outliers do not stretch the scale."""
+
+    def __init__(self, percentile: float = 99.99, sample_per_batch: int = 1 << 16, seed: int = 0):
+        if not 50.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+        self.percentile = percentile
+        self.sample_per_batch = sample_per_batch
+        self._rng = np.random.default_rng(seed)
+        self._samples: list[np.ndarray] = []
+
+    def update(self, x: np.ndarray) -> None:
+        flat = np.asarray(x, dtype=np.float32).ravel()
+        if flat.size > self.sample_per_batch:
+            flat = self._rng.choice(flat, self.sample_per_batch, replace=False)
+        if flat.size:
+            self._samples.append(flat)
+
+    def qparams(self) -> QParams:
+        if not self._samples:
+            raise ValueError("observer saw no values")
+        values = np.concatenate(self._samples)
+        lo = np.percentile(values, 100.0 - self.percentile)
+        hi = np.percentile(values, self.percentile)
+        return qparams_from_range(lo, hi)
+
+
+def calibrate(run: Callable[[object], Mapping[str, np.ndarray]], inputs: Iterable,
+              observer: Callable[[], object] = MinMaxObserver, progress: bool = True,
+              total: int | None = None) -> dict[str, QParams]:
+    """Runs ``run(input)`` (float activations by tensor name) over every input and returns the
+    QParams of each tensor. Shows a progress line on stderr."""
+    observers: dict[str, object] = {}
+    if total is None and hasattr(inputs, "__len__"):
+        total = len(inputs)  # type: ignore[arg-type]
+    count = 0
+    for item in inputs:
+        for name, value in run(item).items():
+            observers.setdefault(name, observer()).update(np.asarray(value))
+        count += 1
+        if progress:
+            of = f"/{total}" if total else ""
+            print(f"\rcalibrating: {count}{of} inputs", end="", file=sys.stderr, flush=True)
+    if progress and count:
+        print(file=sys.stderr)
+    if count == 0:
+        raise ValueError("calibration needs at least one input")
+    return {name: obs.qparams() for name, obs in observers.items()}
