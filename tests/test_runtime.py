@@ -137,6 +137,20 @@ def test_corrupt_cache_entry_is_rebuilt(ctx, tmp_path, monkeypatch):
     assert ctx.build(source).from_cache
 
 
+def test_prebuilt_binary_loads_like_an_aocx(ctx, tmp_path):
+    """Boards run prebuilt bitstreams (.aocx): the same path loads any device binary."""
+    path = tmp_path / "eltwise.aocx"
+    path.write_bytes(ctx.build_file("eltwise.cl", cache=False).binary())
+    program = ctx.load_binary(path)
+    a, b = random_i8(N, 6), random_i8(N, 7)
+    out = ctx.buffer(N)
+    ctx.launch(program, "add_sat_i8", [N], ctx.upload(a), ctx.upload(b), out, np.int32(N))
+    np.testing.assert_array_equal(ctx.download(out, np.int8, N), add_sat_reference(a, b))
+    path.write_bytes(b"this is not a device binary" * 10)
+    with pytest.raises(accel.BuildError):
+        ctx.load_binary(path)
+
+
 def test_plan_runs_launches_with_arguments_bound_once(ctx):
     program = ctx.build_file("eltwise.cl")
     a_buf, b_buf, mid, out = (ctx.buffer(N) for _ in range(4))
