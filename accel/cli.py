@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     smoke = sub.add_parser("smoke", help="run a small int8 kernel on every device (or one)")
     smoke.add_argument("--device", help="a selector: kind, name substring or P:D")
     smoke.set_defaults(func=cmd_smoke)
+    from .fpga.cli import add_subcommand as add_fpga_subcommand
+    add_fpga_subcommand(sub)
     return parser
 
 

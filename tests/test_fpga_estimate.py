@@ -1,0 +1,409 @@
+"""The analytical FPGA model (accel.fpga): layer extraction, cycle counts, resources, the
+knob search, calibration against PipeCNN and the CLI. Pure Python, no OpenCL device."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from accel import fpga  # noqa: E402
+from accel.fpga import calibration  # noqa: E402
+from accel.fpga.boards import ARRIA10_GX1150  # noqa: E402
+from accel.fpga.cli import main as fpga_main  # noqa: E402
+
+DEPTH = fpga.ACCEL_DESIGN.pipeline_depth_cycles
+
+
+class Graph:
+    """A tiny ONNX graph builder with real (zero) initializers."""
+
+    def __init__(self, shape):
+        self.nodes, self.inits, self.n = [], [], 0
+        self.input = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+
+    def op(self, op_type, inputs, weights=(), name=None, **attrs):
+        self.n += 1
+        names = []
+        for i, shape in enumerate(weights):
+            wname = f"w{self.n}_{i}"
+            self.inits.append(numpy_helper.from_array(np.zeros(shape, np.float32), wname))
+            names.append(wname)
+        out = name or f"{op_type.lower()}{self.n}"
+        self.nodes.append(helper.make_node(op_type, list(inputs) + names, [out], name=out,
+                                           **attrs))
+        return out
+
+    def conv(self, x, cin, cout, k, stride=1, pad=0, group=1, name=None):
+        return self.op("Conv", [x], [(cout, cin // group, k, k), (cout,)], name=name,
+                       kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
+                       group=group)
+
+    def model(self, out):
+        graph = helper.make_graph(self.nodes, "tiny", [self.input],
+                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                                  initializer=self.inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def one_conv(cin, cout, k=3, hw=4, pad=1, stride=1):
+    g = Graph((1, cin, hw, hw))
+    return g.model(g.conv("x", cin, cout, k, stride=stride, pad=pad, name="c"))
+
+
+def conv_row(model, vec, lane, **kw):
+    return fpga.estimate(model, vec_size=vec, lane_num=lane, fmax_mhz=200, **kw).layers[0]
+
+
+# ---------------------------------------------------------------- cycle counts by hand
+
+def test_cycles_of_a_tiny_conv_by_hand():
+    # 8->16 channels, 3x3 pad 1 on 4x4: VEC 4, LANE 8 -> 2 passes x 16 px x 9 taps x 2 vectors
+    row = conv_row(one_conv(8, 16), vec=4, lane=8)
+    assert row.macs == 16 * 16 * 9 * 8
+    assert row.cycles == 2 * 16 * 9 * 2 + 2 * DEPTH
+
+
+def test_channel_counts_not_dividing_vec_and_lane_round_up():
+    # Cin 5 -> ceil(5/4) = 2 vectors, Cout 9 -> ceil(9/8) = 2 passes: same as 8->16
+    row = conv_row(one_conv(5, 9), vec=4, lane=8)
+    assert row.cycles == 2 * 16 * 9 * 2 + 2 * DEPTH
+    # and one more channel each way costs nothing until the next multiple
+    assert conv_row(one_conv(8, 16), 4, 8).cycles == row.cycles
+
+
+def test_stride_and_fc_cycles():
+    row = conv_row(one_conv(16, 16, k=1, hw=8, pad=0, stride=2), vec=16, lane=16)
+    assert row.cycles == 1 * 4 * 4 * 1 * 1 + DEPTH          # 4x4 outputs, one vector each
+    g = Graph((1, 100))
+    model = g.model(g.op("Gemm", ["x"], [(30, 100), (30,)], transB=1))
+    row = conv_row(model, vec=16, lane=8)
+    assert row.type == "fc" and row.macs == 3000
+    assert row.cycles == 4 * 7 + 4 * DEPTH                  # ceil(30/8) x ceil(100/16)
+
+
+def test_ddr_bytes_by_hand():
+    # weights 16x8x3x3 + 9 param bytes per channel; the input (4 rows of 4 px, padded to 16
+    # channels) once per pass, 2 passes; the output 4x4x16
+    row = conv_row(one_conv(8, 16), vec=4, lane=8)
+    assert row.ddr_bytes == (16 * 8 * 9 + 16 * 9) + 2 * (4 * 4 * 16) + 4 * 4 * 16
+
+
+def test_pipecnn_refetches_weights_every_seven_pixels():
+    model = one_conv(16, 16, hw=14)            # 196 output pixels -> 28 weight loads
+    accel_row = conv_row(model, vec=16, lane=16)
+    pipecnn_row = conv_row(model, vec=16, lane=16, design=fpga.PIPECNN_DESIGN)
+    weights = 16 * 16 * 9 + 16 * 9
+    # PipeCNN also re-reads KH input rows per output row (no whole-row window)
+    assert pipecnn_row.ddr_bytes == 28 * weights + 14 * 3 * 14 * 16 + 14 * 14 * 16
+    assert accel_row.ddr_bytes == weights + 14 * 14 * 16 + 14 * 14 * 16
+
+
+def test_stem_folding_packs_kernel_width_into_the_vector():
+    model = one_conv(3, 16, k=7, hw=16, pad=3, stride=2)
+    plain = conv_row(model, vec=16, lane=16)
+    folded = conv_row(model, vec=16, lane=16,
+                      design=dataclasses.replace(fpga.ACCEL_DESIGN, fold_kernel_width=True))
+    assert plain.cycles - DEPTH == 8 * 8 * 7 * 7 * 1           # 3 channels fill 1 vector
+    assert folded.cycles - DEPTH == 8 * 8 * 7 * 2              # 7 x 3 = 21 -> 2 vectors
+
+
+def test_standalone_pool_and_eltwise_by_hand():
+    g = Graph((1, 16, 8, 8))
+    p = g.op("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], name="pool")
+    pool = conv_row(g.model(p), vec=16, lane=8)
+    # 4x4 outputs x 4 taps, one 16-channel vector per tap; every tap read from DDR
+    assert pool.type == "pool" and pool.cycles == 4 * 4 * 4 + DEPTH
+    assert pool.ddr_bytes == 4 * 4 * 4 * 16 + 4 * 4 * 16
+    g = Graph((1, 16, 8, 8))
+    add = conv_row(g.model(g.op("Add", ["x", "x"], name="add")), vec=8, lane=8)
+    assert add.type == "eltwise" and add.cycles == 8 * 8 * 4 + DEPTH   # 32 channels in
+
+
+def test_time_is_max_of_compute_and_memory_plus_overheads():
+    row = conv_row(one_conv(64, 64, hw=32), vec=8, lane=8)
+    board = ARRIA10_GX1150
+    expected = (max(row.compute_ms, row.memory_ms) + DEPTH * 8 / 200e6 * 1e3
+                + 8 * 64 * 9 / board.ddr_bytes_per_s * 1e3 + board.launch_overhead_us / 1e3)
+    assert row.time_ms == pytest.approx(expected)
+    assert row.bound == ("compute" if row.compute_ms >= row.memory_ms else "memory")
+
+
+def test_a_big_fc_at_batch_1_is_memory_bound():
+    g = Graph((1, 4096))
+    model = g.model(g.op("Gemm", ["x"], [(4096, 4096), (4096,)], transB=1))
+    row = conv_row(model, vec=16, lane=64)
+    assert row.bound == "memory"
+    assert row.ddr_bytes >= 4096 * 4096
+
+
+# ---------------------------------------------------------------- layer extraction
+
+def test_extracts_conv_geometry_and_fuses_relu_pool_and_residual():
+    g = Graph((1, 3, 32, 32))
+    x = g.conv("x", 3, 16, 7, stride=2, pad=3, name="stem")          # 16x16x16
+    x = g.op("Relu", [x])
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 8x8
+    a = g.conv(x, 16, 16, 3, pad=1, name="a")
+    a = g.op("BatchNormalization", [a], [(16,), (16,), (16,), (16,)])
+    s = g.op("Add", [a, x])                                          # residual into conv a
+    s = g.op("Relu", [s])
+    p = g.op("GlobalAveragePool", [s])
+    f = g.op("Flatten", [p])
+    out = g.op("Gemm", [f], [(10, 16), (10,)], transB=1, name="fc")
+    layers = fpga.extract_layers(g.model(out)).layers
+    assert [(l.name, l.kind) for l in layers] == [
+        ("stem", "conv"), ("a", "conv"), ("globalaveragepool8", "pool"), ("fc", "fc")]
+    stem, conv_a, pool, fc = layers
+    assert (stem.in_c, stem.in_h, stem.out_c, stem.out_h) == (3, 32, 16, 16)
+    assert stem.kernel == (7, 7) and stem.stride == (2, 2)
+    assert stem.pool is not None and stem.written_hw == (8, 8)
+    assert "MaxPool" in stem.fused and "Relu" in stem.fused
+    assert conv_a.residual and conv_a.pool is None
+    assert pool.pool.kind == "avg" and pool.kernel == (8, 8)
+    assert (fc.in_c, fc.out_c) == (16, 10)
+
+
+def test_pool_is_standalone_when_the_conv_output_is_also_used_elsewhere():
+    g = Graph((1, 8, 8, 8))
+    c = g.conv("x", 8, 8, 3, pad=1, name="c")
+    p = g.op("AveragePool", [c], kernel_shape=[2, 2], strides=[2, 2], name="pool")
+    q = g.op("MaxPool", [c], kernel_shape=[2, 2], strides=[2, 2], name="pool2")
+    out = g.op("Add", [p, q], name="sum")
+    layers = fpga.extract_layers(g.model(out)).layers
+    assert [(l.name, l.kind) for l in layers] == [
+        ("c", "conv"), ("pool", "pool"), ("pool2", "pool"), ("sum", "eltwise")]
+    assert layers[0].pool is None
+
+
+def test_grouped_conv_matmul_and_unmodelled_ops():
+    g = Graph((1, 8, 6, 6))
+    c = g.conv("x", 8, 16, 3, pad=1, group=2, name="grouped")
+    f = g.op("Flatten", [c])
+    m = g.op("MatMul", [f], [(16 * 36, 5)], name="mm")
+    out = g.op("Softmax", [m])
+    extracted = fpga.extract_layers(g.model(out))
+    grouped, mm = extracted.layers
+    assert grouped.groups == 2 and grouped.macs == 16 * 36 * 9 * 4
+    assert (mm.kind, mm.in_c, mm.out_c) == ("fc", 576, 5)
+    assert extracted.unmodelled == {"Softmax": 1}
+    # grouped: each group is its own pass: 2 x ceil(8/8) passes x 36 px x 9 x ceil(4/4)
+    row = conv_row(extracted, vec=4, lane=8)
+    assert row.cycles == 2 * 36 * 9 + 2 * DEPTH
+
+
+def test_qdq_model_weights_and_bias_are_constants():
+    g = Graph((1, 8, 6, 6))
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    weight = numpy_helper.from_array(np.zeros((8, 8, 3, 3), np.int8), "w_q")
+    bias = numpy_helper.from_array(np.zeros((1, 8, 1, 1), np.float32), "b")
+    g.inits += [scale, zero, weight, bias]
+    q = g.op("QuantizeLinear", ["x", "s", "z"])
+    dq = g.op("DequantizeLinear", [q, "s", "z"])
+    w = g.op("DequantizeLinear", ["w_q", "s", "z"])
+    c = g.op("Conv", [dq, w], name="c", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    out = g.op("Relu", [g.op("Add", [c, "b"])])
+    extracted = fpga.extract_layers(g.model(out))
+    assert [(l.name, l.kind) for l in extracted.layers] == [("c", "conv")]
+    assert extracted.unmodelled == {}
+
+
+def test_symbolic_batch_and_bad_models():
+    g = Graph(("N", 4, 5, 5))
+    model = g.model(g.conv("x", 4, 4, 3, pad=1, name="c"))
+    assert fpga.extract_layers(model).layers[0].out_h == 5
+    with pytest.raises(TypeError, match="ModelProto"):
+        fpga.extract_layers("not a model")
+    empty = helper.make_model(helper.make_graph([], "e", [], []))
+    with pytest.raises(ValueError, match="no nodes"):
+        fpga.extract_layers(empty)
+
+
+def test_the_alexnet_calibration_net():
+    est = fpga.estimate("alexnet", vec_size=16, lane_num=64)
+    # accel's pipeline runs a pool after a conv as its own pass (kernels/fpga_pool.cl)
+    assert [row.type for row in est.layers] == (["conv", "pool"] * 2 + ["conv"] * 3 + ["pool"]
+                                                + ["fc"] * 3)
+    assert sum(row.macs for row in est.layers) == pytest.approx(724e6, rel=0.01)
+    assert est.unmodelled == {"LRN": 2}
+    # PipeCNN's pool stage sits in the conv's writer: no pool passes
+    pipecnn = fpga.estimate("alexnet", vec_size=16, lane_num=64, design=fpga.PIPECNN_DESIGN)
+    assert [row.type for row in pipecnn.layers] == ["conv"] * 5 + ["fc"] * 3
+
+
+# ---------------------------------------------------------------- monotonicity, resources
+
+def _tiny_resnet():
+    g = Graph((1, 3, 64, 64))
+    x = g.op("Relu", [g.conv("x", 3, 32, 7, stride=2, pad=3)])
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = g.op("Relu", [g.conv(x, 32, 48, 1)])
+    y = g.op("Relu", [g.conv(y, 48, 48, 3, pad=1)])
+    y = g.conv(y, 48, 32, 1)
+    x = g.op("Relu", [g.op("Add", [y, x])])
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+    return g.model(g.op("Gemm", [x], [(100, 32), (100,)], transB=1))
+
+
+def test_more_lanes_never_more_compute_cycles():
+    model = fpga.extract_layers(_tiny_resnet())
+    previous = None
+    for lane in (4, 8, 16, 32, 64):
+        est = fpga.estimate(model, vec_size=8, lane_num=lane, fmax_mhz=200)
+        mac_cycles = sum(r.cycles for r in est.layers if r.type in ("conv", "fc"))
+        if previous is not None:
+            assert mac_cycles <= previous
+        previous = mac_cycles
+    assert previous < fpga.estimate(model, vec_size=8, lane_num=4, fmax_mhz=200).layers[0].cycles
+
+
+def test_more_bandwidth_is_never_slower():
+    model = fpga.extract_layers(_tiny_resnet())
+    previous = None
+    for gbps in (1.0, 4.0, 17.0, 100.0):
+        board = dataclasses.replace(ARRIA10_GX1150, ddr_bank_peak_gbps=gbps)
+        est = fpga.estimate(model, board, vec_size=16, lane_num=32, fmax_mhz=200)
+        if previous is not None:
+            assert est.latency_ms <= previous
+        previous = est.latency_ms
+    slow = dataclasses.replace(ARRIA10_GX1150, ddr_bank_peak_gbps=0.5)
+    assert fpga.estimate(model, slow, 16, 32, 200).memory_bound_layers > 0
+
+
+def test_resources_scale_with_vec_times_lane():
+    small = fpga.resources("a10gx1150", 8, 16)
+    double_vec = fpga.resources("a10gx1150", 16, 16)
+    double_lane = fpga.resources("a10gx1150", 8, 32)
+    # the MAC array: V x L / 2 DSPs; doubling V adds that many + the pool's requantizers
+    assert double_vec.dsp.used - small.dsp.used == (8 * 16 // 2
+                                                    + 8 * fpga.ACCEL_DESIGN.pool_dsp_per_vec)
+    assert double_lane.dsp.used > double_vec.dsp.used      # lanes also add requantizers
+    for bigger in (double_vec, double_lane):
+        # a buffer is as many M20Ks as its width or its depth needs, whichever is more
+        assert bigger.m20k.used >= small.m20k.used
+        assert bigger.alm.used > small.alm.used
+    assert double_lane.m20k.used > small.m20k.used                 # weight buffers per lane
+    assert fpga.resources("a10gx1150", 64, 16).m20k.used > small.m20k.used   # width-bound
+    for bigger in (double_vec, double_lane):
+        assert bigger.fmax_achievable_mhz <= small.fmax_achievable_mhz
+
+
+def test_too_big_a_configuration_does_not_fit():
+    est = fpga.estimate(_tiny_resnet(), vec_size=64, lane_num=256)
+    assert not est.fits and not est.resources.fits
+    assert est.binding_resource == "dsp"
+    assert est.resources.dsp.used > ARRIA10_GX1150.dsp_blocks
+    small = fpga.estimate(_tiny_resnet(), vec_size=8, lane_num=8)
+    assert small.fits
+
+
+def test_bad_arguments_are_clear_errors():
+    model = _tiny_resnet()
+    with pytest.raises(ValueError, match="vec_size"):
+        fpga.estimate(model, vec_size=0)
+    with pytest.raises(ValueError, match="lane_num"):
+        fpga.estimate(model, lane_num=2.5)
+    with pytest.raises(ValueError, match="fmax_mhz"):
+        fpga.estimate(model, fmax_mhz=-1)
+    with pytest.raises(ValueError, match="unknown board"):
+        fpga.estimate(model, board="stratix10")
+    with pytest.raises(TypeError, match="model name"):
+        fpga.estimate(42)
+    with pytest.raises(FileNotFoundError):
+        fpga.estimate("/nonexistent/model.onnx")
+
+
+def test_choose_knobs_picks_the_fastest_fitting_configuration():
+    model = fpga.extract_layers(_tiny_resnet())
+    choice = fpga.choose_knobs(model, "a10gx1150", vec_sizes=(8, 16), lane_nums=(16, 32, 512),
+                               goal_ms=None)
+    assert choice.estimate.fits and choice.rejected == 2            # LANE 512 never fits
+    for vec in (8, 16):
+        for lane in (16, 32):
+            other = fpga.estimate(model, "a10gx1150", vec, lane,
+                                  int(fpga.resources("a10gx1150", vec, lane).fmax_achievable_mhz))
+            assert choice.estimate.latency_ms <= other.latency_ms + 1e-9
+
+
+# ---------------------------------------------------------------- calibration, models
+
+# measured with this model (see benchmarks/README.md "## FPGA model")
+CALIBRATION_BOUNDS = {("a10gx1150", "alexnet"): 45.0, ("a10gx1150", "vgg16-pipecnn"): 25.0,
+                      ("s5gxa7", "alexnet"): 5.0, ("s5gxa7", "vgg16-pipecnn"): 25.0}
+
+
+def test_calibration_error_within_the_measured_bound():
+    points = fpga.calibrate()
+    assert len(points) == 4
+    for point in points:
+        key = (point.figure.board, point.figure.net)
+        assert abs(point.error_percent) <= CALIBRATION_BOUNDS[key], point.line()
+        # the modelled MAC-array DSPs never exceed what PipeCNN reports using
+        assert point.modelled_dsp <= point.figure.dsp_used
+
+
+def test_calibration_nets_are_weightless_and_quick():
+    model = calibration.vgg16()
+    assert len(model.graph.initializer) == 0
+    assert fpga.extract_layers(model).macs == pytest.approx(15.47e9, rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    models = pytest.importorskip("accel.models")
+    return fpga.extract_layers(models.build("resnet50"), name="resnet50")
+
+
+def test_resnet50_layers(resnet50):
+    kinds = [layer.kind for layer in resnet50.layers]
+    assert kinds.count("conv") == 53 and kinds.count("fc") == 1 and kinds.count("pool") == 1
+    assert sum(layer.residual for layer in resnet50.layers) == 16
+    assert resnet50.macs == pytest.approx(4.09e9, rel=0.01)
+
+
+def test_default_knobs_are_the_chosen_ones_and_the_goal_verdict(resnet50):
+    choice = fpga.choose_knobs(resnet50, "a10gx1150", goal_ms=5.0)
+    assert (choice.vec_size, choice.lane_num) == (fpga.DEFAULT_VEC_SIZE, fpga.DEFAULT_LANE_NUM)
+    assert choice.estimate.fits
+    # the 5 ms goal needs more int8 MACs/s than the board's DSPs give: the model says so
+    assert not choice.meets_goal and choice.estimate.binding_resource == "dsp"
+    assert "DSP binds" in choice.summary()
+
+
+@pytest.mark.parametrize("name", ["resnet152", "densenet121", "ssd_vgg300",
+                                  pytest.param("vgg16", marks=pytest.mark.slow)])
+def test_every_model_extracts_and_estimates(name):
+    models = pytest.importorskip("accel.models")
+    est = fpga.estimate(models.build(name))
+    assert est.layers and est.latency_ms > 0 and est.fits
+    assert all(row.type in ("conv", "fc", "pool", "eltwise") for row in est.layers)
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_prints_a_table(tmp_path, capsys):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(_tiny_resnet(), str(path))
+    status = fpga_main(["estimate", str(path), "--vec-size", "8", "--lane-num", "16",
+                        "--fmax-mhz", "200", "--plot", str(tmp_path / "layers.png")])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "VEC_SIZE=8 LANE_NUM=16 fmax=200 MHz" in out
+    assert "total:" in out and "DSP:" in out and "binding resource" in out
+    assert out.count(" conv ") == 4 and " fc " in out
+    assert ("plot written" in out and (tmp_path / "layers.png").exists()) or \
+        "matplotlib is not installed" in out
+
+
+def test_cli_too_big_and_bad_model(tmp_path, capsys):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(_tiny_resnet(), str(path))
+    assert fpga_main(["estimate", str(path), "--vec-size", "64", "--lane-num", "256"]) == 1
+    assert "fits: NO" in capsys.readouterr().out
+    assert fpga_main(["estimate", "no-such-model"]) == 2
+    assert "unknown model" in capsys.readouterr().out
