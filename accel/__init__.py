@@ -2,7 +2,7 @@
 
 from . import _icd
 
-_icd.use_setup_platforms()  # before the runtime's first OpenCL call
+_icd.configure_opencl_environment()  # before the runtime's first OpenCL call
 
 from .errors import AccelError, BuildError, DeviceError, DeviceMemoryError, LaunchError  # noqa: E402
 from .devices import Device, devices, select_device  # noqa: E402

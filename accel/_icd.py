@@ -1,9 +1,13 @@
-"""Points the OpenCL ICD loader at the platforms tools/setup-opencl.sh installed.
+"""The OpenCL environment accel sets up for itself, before the runtime's first OpenCL call.
 
-The set-up writes a vendors folder (the system's ICDs plus Intel's CPU runtime and FPGA
-emulator) under ``<sys.prefix>/etc/accel/vendors``. The loader reads OCL_ICD_VENDORS on its
-first call, so this must run before the runtime enumerates anything. A user's own
-OCL_ICD_VENDORS always wins.
+1. The ICD loader is pointed at the platforms tools/setup-opencl.sh installed: a vendors
+   folder (the system's ICDs plus Intel's CPU runtime and FPGA emulator) under
+   ``<sys.prefix>/etc/accel/vendors``. A user's own OCL_ICD_VENDORS always wins.
+2. Intel's CPU runtime does not recognise some AVX-512 hosts (AMD EPYC: "Unknown host CPU")
+   and then compiles for plain SSE, several times slower for int8 (see benchmarks/README.md).
+   On a host with AVX-512BW we ask it for the Skylake-server target unless the user chose
+   one (CL_CONFIG_CPU_TARGET_ARCH); an empty value would disable the device, so it is never
+   set empty.
 """
 
 from __future__ import annotations
@@ -19,9 +23,18 @@ def setup_vendors_dir() -> Path | None:
     return folder if any(folder.glob("*.icd")) else None
 
 
-def use_setup_platforms() -> None:
-    if os.environ.get("OCL_ICD_VENDORS"):
-        return
-    folder = setup_vendors_dir()
-    if folder is not None:
-        os.environ["OCL_ICD_VENDORS"] = str(folder)
+def _host_has_avx512bw() -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("flags") and " avx512bw" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def configure_opencl_environment() -> None:
+    if not os.environ.get("OCL_ICD_VENDORS"):
+        folder = setup_vendors_dir()
+        if folder is not None:
+            os.environ["OCL_ICD_VENDORS"] = str(folder)
+    if not os.environ.get("CL_CONFIG_CPU_TARGET_ARCH") and _host_has_avx512bw():
+        os.environ["CL_CONFIG_CPU_TARGET_ARCH"] = "skx"

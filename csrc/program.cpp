@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -46,8 +47,10 @@ void build(cl_program program, const Context& context, const std::string& option
 std::string cache_key(const Context& context, const std::string& source,
                       const std::string& options) {
   const DeviceInfo& d = context.device();
+  // Intel's runtimes compile for the instruction set this variable names.
+  const char* target = std::getenv("CL_CONFIG_CPU_TARGET_ARCH");
   return d.platform + "\n" + d.platform_version + "\n" + d.name + "\n" + d.driver_version +
-         "\n" + options + "\n" + source;
+         "\ntarget=" + (target ? target : "") + "\n" + options + "\n" + source;
 }
 
 uint64_t fnv1a(const std::string& text) {

@@ -92,3 +92,13 @@ def test_cli_smoke_on_a_bad_device_says_what_exists():
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert "no OpenCL device matches 'nope-nope'" in run.stderr
+
+
+def test_intel_cpu_runtime_is_asked_for_avx512_on_avx512_hosts():
+    if _icd._host_has_avx512bw():
+        assert os.environ.get("CL_CONFIG_CPU_TARGET_ARCH")
+    env = dict(os.environ, CL_CONFIG_CPU_TARGET_ARCH="")
+    code = "import os, accel; print(repr(os.environ.get('CL_CONFIG_CPU_TARGET_ARCH')))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out != "''"  # never left empty: an empty value disables Intel's devices

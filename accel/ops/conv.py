@@ -1,0 +1,371 @@
+"""int8 convolution and dense layers on the NDRange kernel kernels/conv.cl.
+
+Three levels, from the compiler's to the tests':
+
+    layer = ConvLayer(batch=1, in_height=56, in_width=56, in_channels=64, out_channels=64,
+                      kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1), input_zero_point=-3,
+                      output_zero_point=5, activation=Activation.relu(5))
+    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts)   # once: packs weights
+    kernel, global_size, local_size = bind(prepared, x_buffer, out_buffer) # per Plan
+    y = conv2d(ctx, x, weights, bias, pads=..., ...)                      # numpy in, numpy out
+
+Device tensors are NHWC int8 with channels padded to CHANNEL_ALIGN (accel/ops/layout.py);
+a layer may read its input from, and write its output into, a slice of a wider tensor
+(``in_channel_offset``/``in_channel_stride``, ``out_channel_offset``/``out_channel_stride``),
+which makes a concat free. A dense layer is a 1x1 conv over a [1, 1, N, K] "image", so the
+batch rows share each weight load (``dense_layer``, ``dense``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from accel import numerics
+from accel.numerics import INT8_MAX, INT8_MIN, WEIGHT_MAX, Activation
+from accel.ops import tuning
+from accel.ops.layout import (CHANNEL_ALIGN, pad_channels, padded_channels, round_up,
+                              unpad_channels)
+from accel.reference.conv import output_size
+from accel.runtime import Buffer, Context, Event, Kernel, Program
+
+KERNEL_FILE = "conv.cl"
+KERNEL_NAME = "conv2d_nhwc"
+COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
+SMALL_CIN_STEP = 4  # CIN_STEP for layers with at most this many input channels
+_PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1  # padded channels: scale(0) = 0
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A residual input added in the conv's epilogue, rescaled to the output scale."""
+    zero_point: int
+    multiplier: int
+    shift: int
+
+    def __post_init__(self):
+        _check_zero_point("residual zero point", self.zero_point)
+        numerics.check_multipliers([self.multiplier], [self.shift])
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """Everything about one conv layer except its weights: shapes, stride, pads, zero points,
+    the fused epilogue and where its tensors sit in (possibly wider) device buffers."""
+    batch: int
+    in_height: int
+    in_width: int
+    in_channels: int
+    out_channels: int
+    kernel_h: int
+    kernel_w: int
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    input_zero_point: int = 0
+    output_zero_point: int = 0
+    activation: Activation = field(default_factory=Activation)
+    residual: Residual | None = None
+    in_channel_offset: int = 0
+    in_channel_stride: int | None = None   # None: the input's own padded channel count
+    out_channel_offset: int = 0
+    out_channel_stride: int | None = None  # None: the output's own padded channel count
+    residual_channel_stride: int | None = None  # None: the output's padded channel count
+
+    def __post_init__(self):
+        for name in ("batch", "in_height", "in_width", "in_channels", "out_channels",
+                     "kernel_h", "kernel_w"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if len(self.stride) != 2 or any(s <= 0 for s in self.stride):
+            raise ValueError(f"stride must be two positive integers, got {self.stride!r}")
+        if len(self.pads) != 4 or any(p < 0 for p in self.pads):
+            raise ValueError(f"pads must be four non-negative integers (top, left, bottom, "
+                             f"right), got {self.pads!r}")
+        if self.out_height <= 0 or self.out_width <= 0:
+            raise ValueError(f"kernel {self.kernel_h}x{self.kernel_w} with pads {self.pads} does "
+                             f"not fit the {self.in_height}x{self.in_width} input")
+        _check_zero_point("input zero point", self.input_zero_point)
+        _check_zero_point("output zero point", self.output_zero_point)
+        lo, hi = self.activation.lo, self.activation.hi
+        if not INT8_MIN <= lo <= hi <= INT8_MAX:
+            raise ValueError(f"activation clamp [{lo}, {hi}] is not an int8 range")
+        for name, offset, stride, width in (
+                ("in", self.in_channel_offset, self.in_channel_stride, self.in_channels_padded),
+                ("out", self.out_channel_offset, self.out_channel_stride,
+                 self.out_channels_padded)):
+            if offset < 0 or offset % CHANNEL_ALIGN:
+                raise ValueError(f"{name}_channel_offset {offset} must be a non-negative "
+                                 f"multiple of {CHANNEL_ALIGN}")
+            if stride is not None and (stride % CHANNEL_ALIGN or offset + width > stride):
+                raise ValueError(f"{name}_channel_stride {stride} must be a multiple of "
+                                 f"{CHANNEL_ALIGN} holding offset {offset} + {width} channels")
+        if self.residual_channel_stride is not None and (
+                self.residual_channel_stride % CHANNEL_ALIGN
+                or self.residual_channel_stride < self.out_channels_padded):
+            raise ValueError(f"residual_channel_stride {self.residual_channel_stride} must be a "
+                             f"multiple of {CHANNEL_ALIGN} >= {self.out_channels_padded}")
+
+    # Derived sizes ----------------------------------------------------------------------
+    @property
+    def out_height(self) -> int:
+        return output_size(self.in_height, self.kernel_h, self.stride[0], self.pads[0],
+                           self.pads[2])
+
+    @property
+    def out_width(self) -> int:
+        return output_size(self.in_width, self.kernel_w, self.stride[1], self.pads[1], self.pads[3])
+
+    @property
+    def in_channels_padded(self) -> int:
+        return padded_channels(self.in_channels)
+
+    @property
+    def out_channels_padded(self) -> int:
+        return padded_channels(self.out_channels)
+
+    @property
+    def in_stride(self) -> int:
+        return self.in_channel_stride or self.in_channels_padded
+
+    @property
+    def out_stride(self) -> int:
+        return self.out_channel_stride or self.out_channels_padded
+
+    @property
+    def residual_stride(self) -> int:
+        return self.residual_channel_stride or self.out_channels_padded
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.out_channels, self.kernel_h, self.kernel_w, self.in_channels)
+
+    @property
+    def input_bytes(self) -> int:
+        """Size of the device input buffer (NHWC, in_stride channels)."""
+        return self.batch * self.in_height * self.in_width * self.in_stride
+
+    @property
+    def output_bytes(self) -> int:
+        return self.batch * self.out_height * self.out_width * self.out_stride
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the logical layer (no channel padding)."""
+        return (self.batch * self.out_height * self.out_width * self.out_channels
+                * self.kernel_h * self.kernel_w * self.in_channels)
+
+
+def dense_layer(batch: int, in_features: int, out_features: int, *, input_zero_point: int = 0,
+                output_zero_point: int = 0, activation: Activation = Activation(),
+                **placement) -> ConvLayer:
+    """A fully connected layer as a 1x1 conv over a [1, 1, batch, in_features] image: the
+    device input [batch, in_features padded] and output buffers are the same bytes."""
+    return ConvLayer(batch=1, in_height=1, in_width=batch, in_channels=in_features,
+                     out_channels=out_features, kernel_h=1, kernel_w=1,
+                     input_zero_point=input_zero_point, output_zero_point=output_zero_point,
+                     activation=activation, **placement)
+
+
+@dataclass(frozen=True)
+class PreparedConv:
+    """A layer with its packed parameters on the device and its program built."""
+    layer: ConvLayer
+    program: Program
+    knobs: dict
+    weights: Buffer      # [cout_pad/16][KH][KW][cin_pad/2][16][2] int8
+    bias: Buffer         # bias - zx * sum(w), int32 [cout_pad]
+    multipliers: Buffer  # int32 [cout_pad]
+    shifts: Buffer       # int32 [cout_pad]
+    pad_row: Buffer      # cin_pad bytes of the input zero point
+
+    @property
+    def global_size(self) -> tuple[int, int, int]:
+        layer, tile = self.layer, self.knobs["TILE_W"]
+        return (layer.out_channels_padded // COUT_BLOCK, -(-layer.out_width // tile),
+                layer.batch * layer.out_height)
+
+
+class Binding(NamedTuple):
+    kernel: Kernel
+    global_size: tuple[int, ...]
+    local_size: tuple[int, ...]
+
+
+def _check_zero_point(name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or not INT8_MIN <= value <= INT8_MAX:
+        raise ValueError(f"{name} must be an int8 value, got {value!r}")
+
+
+def _check_array(name: str, array, dtype, shape=None) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
+    return array
+
+
+def _wrap_int32(values: np.ndarray) -> np.ndarray:
+    """int64 -> int32 modulo 2^32 (the kernel's accumulation is modular too)."""
+    return ((values.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+
+
+def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
+                    multipliers: np.ndarray, shifts: np.ndarray):
+    """The kernel's parameter arrays (see conv.cl's banner): packed weights, folded bias,
+    padded multipliers and shifts. Validates the logical arrays."""
+    cout = layer.out_channels
+    _check_array("weights", weights, np.int8, layer.weight_shape)
+    _check_array("bias", bias, np.int32, (cout,))
+    _check_array("multipliers", multipliers, np.int32, (cout,))
+    _check_array("shifts", shifts, np.int32, (cout,))
+    if weights.min() < -WEIGHT_MAX:
+        raise ValueError(f"weights must lie in [-{WEIGHT_MAX}, {WEIGHT_MAX}] (symmetric int8); "
+                         f"found {int(weights.min())}")
+    numerics.check_multipliers(multipliers, shifts)
+    cin_pad, cout_pad = layer.in_channels_padded, layer.out_channels_padded
+    kh, kw = layer.kernel_h, layer.kernel_w
+
+    padded = np.zeros((cout_pad, kh, kw, cin_pad), dtype=np.int8)
+    padded[:cout, :, :, :layer.in_channels] = weights
+    # [block, co, kh, kw, pair, 2] -> [block, kh, kw, pair, co, 2] (see conv.cl's banner)
+    packed = padded.reshape(cout_pad // COUT_BLOCK, COUT_BLOCK, kh, kw, cin_pad // 2, 2)
+    packed = np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1, 5))
+
+    folded = np.zeros(cout_pad, dtype=np.int64)
+    # The kernel reads x + 128 (see conv.cl): fold (zx + 128) * sum(w) into the bias.
+    weight_sums = weights.astype(np.int64).sum(axis=(1, 2, 3))
+    folded[:cout] = bias.astype(np.int64) - (layer.input_zero_point + 128) * weight_sums
+    mult = np.full(cout_pad, _PAD_MULTIPLIER, dtype=np.int32)
+    shift = np.full(cout_pad, _PAD_SHIFT, dtype=np.int32)
+    mult[:cout], shift[:cout] = multipliers, shifts
+    return packed, _wrap_int32(folded), mult, shift
+
+
+def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
+            multipliers: np.ndarray, shifts: np.ndarray, knobs: dict | None = None) -> PreparedConv:
+    """Pack and upload a layer's parameters and build its program (once per layer).
+    ``knobs`` overrides the device's tuned -D values (kernels/tuning.json)."""
+    packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
+    chosen = tuning.knobs(KERNEL_FILE, ctx.device.short_name)
+    if layer.in_channels <= SMALL_CIN_STEP:  # e.g. an RGB stem: skip the zero channels
+        chosen["CIN_STEP"] = SMALL_CIN_STEP
+    chosen.update(knobs or {})
+    chosen["HAS_RESIDUAL"] = int(layer.residual is not None)
+    program = ctx.program(KERNEL_FILE, chosen)
+    pad_row = np.full(layer.in_channels_padded, layer.input_zero_point, dtype=np.int8)
+    return PreparedConv(layer=layer, program=program, knobs=chosen, weights=ctx.upload(packed),
+                        bias=ctx.upload(folded), multipliers=ctx.upload(mult),
+                        shifts=ctx.upload(shift), pad_row=ctx.upload(pad_row))
+
+
+def _check_buffer(name: str, buffer: Buffer, nbytes: int) -> None:
+    if not isinstance(buffer, Buffer):
+        raise TypeError(f"{name} must be a device Buffer, got {type(buffer).__name__}")
+    if buffer.nbytes < nbytes:
+        raise ValueError(f"{name} buffer holds {buffer.nbytes} bytes, the layer needs {nbytes}")
+
+
+def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None = None) -> Binding:
+    """The conv kernel with every argument set for these device buffers, and its NDRange."""
+    layer = prepared.layer
+    _check_buffer("input", x, layer.input_bytes)
+    _check_buffer("output", out, layer.output_bytes)
+    if layer.residual is not None:
+        if residual is None:
+            raise ValueError("the layer has a fused residual add but no residual buffer was given")
+        _check_buffer("residual", residual,
+                      layer.batch * layer.out_height * layer.out_width * layer.residual_stride)
+        res = layer.residual
+    else:
+        if residual is not None:
+            raise ValueError("a residual buffer was given to a layer without a residual add")
+        residual, res = prepared.pad_row, Residual(0, numerics.MULTIPLIER_MIN, 1)
+    i32 = np.int32
+    kernel = Kernel(prepared.program, KERNEL_NAME)
+    kernel.set_args(
+        x, prepared.pad_row, prepared.weights, prepared.bias, prepared.multipliers,
+        prepared.shifts, out, residual,
+        i32(layer.in_height), i32(layer.in_width), i32(layer.in_channels_padded),
+        i32(round_up(layer.in_channels, prepared.knobs["CIN_STEP"])),
+        i32(layer.in_stride), i32(layer.in_channel_offset),
+        i32(layer.out_height), i32(layer.out_width), i32(layer.out_stride),
+        i32(layer.out_channel_offset), i32(layer.residual_stride),
+        i32(layer.kernel_h), i32(layer.kernel_w), i32(layer.stride[0]), i32(layer.stride[1]),
+        i32(layer.pads[0]), i32(layer.pads[1]),
+        i32(layer.output_zero_point), i32(layer.activation.lo), i32(layer.activation.hi),
+        i32(res.zero_point), i32(res.multiplier), i32(res.shift))
+    return Binding(kernel, prepared.global_size, ())
+
+
+def launch(ctx: Context, prepared: PreparedConv, x: Buffer, out: Buffer,
+           residual: Buffer | None = None, wait: bool = True) -> Event:
+    """Run the layer once on device buffers; the event carries its profiled duration."""
+    kernel, global_size, local_size = bind(prepared, x, out, residual)
+    event = kernel.launch(ctx.queue, list(global_size), list(local_size))
+    if wait:
+        event.wait()
+    return event
+
+
+def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
+           stride=(1, 1), pads=(0, 0, 0, 0), input_zero_point: int, multipliers: np.ndarray,
+           shifts: np.ndarray, output_zero_point: int, activation: Activation = Activation(),
+           residual: np.ndarray | None = None, residual_zero_point: int = 0,
+           residual_multiplier: int | None = None, residual_shift: int | None = None,
+           knobs: dict | None = None) -> np.ndarray:
+    """accel.reference.conv.conv2d on the device: logical int8 NHWC in, int8 NHWC out."""
+    _check_array("x", x, np.int8)
+    _check_array("weights", weights, np.int8)
+    if x.ndim != 4:
+        raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
+    if weights.ndim != 4:
+        raise ValueError(f"weights must be [Cout, KH, KW, Cin], got shape {weights.shape}")
+    if weights.shape[3] != x.shape[3]:
+        raise ValueError(f"weights have {weights.shape[3]} input channels, x has {x.shape[3]}")
+    fused = None
+    if residual is not None:
+        if residual_multiplier is None or residual_shift is None:
+            raise ValueError("a residual needs residual_multiplier and residual_shift")
+        fused = Residual(residual_zero_point, int(residual_multiplier), int(residual_shift))
+    n, h, w, cin = x.shape
+    cout, kh, kw, _ = weights.shape
+    layer = ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
+                      kernel_h=kh, kernel_w=kw, stride=tuple(stride), pads=tuple(pads),
+                      input_zero_point=input_zero_point, output_zero_point=output_zero_point,
+                      activation=activation, residual=fused)
+    out_shape = (n, layer.out_height, layer.out_width, cout)
+    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, knobs)
+    x_buf = ctx.upload(pad_channels(x))
+    out_buf = ctx.buffer(layer.output_bytes)
+    res_buf = None
+    if residual is not None:
+        _check_array("residual", residual, np.int8, out_shape)
+        res_buf = ctx.upload(pad_channels(residual))
+    launch(ctx, prepared, x_buf, out_buf, res_buf)
+    y = ctx.download(out_buf, np.int8, out_shape[:3] + (layer.out_channels_padded,))
+    return unpad_channels(y, cout)
+
+
+def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
+          input_zero_point: int, multipliers: np.ndarray, shifts: np.ndarray,
+          output_zero_point: int, activation: Activation = Activation(),
+          knobs: dict | None = None) -> np.ndarray:
+    """accel.reference.conv.dense on the device: x [N, K], weights [Cout, K] -> int8 [N, Cout]."""
+    _check_array("x", x, np.int8)
+    _check_array("weights", weights, np.int8)
+    if x.ndim != 2 or weights.ndim != 2:
+        raise ValueError(f"dense needs x [N, K] and weights [Cout, K]; "
+                         f"got {x.shape}, {weights.shape}")
+    if x.shape[1] != weights.shape[1]:
+        raise ValueError(f"weights have {weights.shape[1]} inputs, x has {x.shape[1]}")
+    y = conv2d(ctx, x[None, None], weights[:, None, None, :], bias,
+               input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
+               output_zero_point=output_zero_point, activation=activation, knobs=knobs)
+    return y[0, 0]

@@ -1,0 +1,199 @@
+/* ==================================================================================
+ * conv.cl: int8 2-D convolution (and dense layers, as 1x1 convs), NDRange shape.
+ *
+ * One work-item computes a tile of TILE_W output pixels along a row x 16 output channels,
+ * keeping TILE_W int16 accumulators (one int lane per output channel) in registers. For
+ * every tap (ky, kx) it walks the input channels CIN_STEP at a time, a pair of channels per
+ * step: the weights of the pair for the 16 output channels (32 bytes) are loaded once and
+ * shared by all TILE_W pixels, and each pixel's input pair is broadcast against them.
+ *   - x86 with AVX-512BW in the compiler's target (PoCL here: skylake-avx512): one vpmaddwd
+ *     (clang builtin) does the 32 MACs of a pair; the inputs are widened 16 channels at a
+ *     time and the pairs broadcast with vpermd. LLVM never forms this from portable code,
+ *     because one operand is a broadcast.
+ *   - everywhere else (Intel's CPU runtime, the FPGA emulator, or -DX86_PAIR_MAC=0):
+ *     ACCEL_MAC, 16 MACs per multiply (LLVM emits vpmaddwd with a zero upper half, or
+ *     whatever the target has). Both paths give the same bits.
+ * The input is read as x + 128 (x ^ 0x80: unsigned, which is what lets LLVM use vpmaddwd);
+ * the host folds the extra 128*sum(w) into the bias. The epilogue applies quant.h's
+ * accel_requantize(_add) lane by lane, unrolled so the compiler vectorises it.
+ *
+ *   x        NHWC int8: pixel (n, y, x) starts at ((n*H + y)*W + x)*in_stride + in_offset
+ *            and holds cin_pad (a multiple of 16) channels; the kernel reads the first
+ *            cin_used (the real channel count rounded up to CIN_STEP): a 3-channel image
+ *            with CIN_STEP 4 does 4/3 of the useful MACs, not 16/3.
+ *   pad_row  cin_pad bytes, all equal to the input zero point zx: out-of-bounds taps read
+ *            it, so the folded bias is exact at the borders.
+ *   weights  int8 packed by the host as [cout_pad/16][KH][KW][cin_pad/2][16][2]: for one
+ *            block of 16 output channels, tap and pair of input channels, 32 adjacent
+ *            bytes hold (channel 2j, channel 2j+1) for each output channel in turn (the
+ *            operand order of vpmaddwd). Padded channels are zero.
+ *   bias     int32 [cout_pad] = bias - (zx + 128)*sum(w), reduced modulo 2^32. The
+ *            accumulation is modulo 2^32 too and the true accumulator fits int32, so the
+ *            final sum is exact.
+ *   multipliers, shifts  int32 [cout_pad] (quant.h); padded channels get (2^30, 1).
+ *   out      int8; pixel (n, oy, ox) at ((n*OH + oy)*OW + ox)*out_stride + out_offset, so
+ *            a conv can write its channels into a slice of a concat tensor.
+ *   residual int8 (only with HAS_RESIDUAL=1): pixel at (...)*res_stride, cout_pad channels,
+ *            added in the epilogue with its own zero point, multiplier and shift.
+ *
+ * NDRange: global (cout_pad/16, ceil(OW/TILE_W), N*OH); work-items past OW compute from
+ * the pad row and skip their stores.
+ *
+ * Knobs (-D, defaults below; per-device values in kernels/tuning.json):
+ *   TILE_W        output pixels per work-item (accumulator registers)
+ *   CIN_STEP      input channels per unrolled inner step: 2, 4, 8 or 16
+ *   X86_PAIR_MAC  1: use the vpmaddwd builtin where the target has AVX-512BW; 0: never
+ *   HAS_RESIDUAL  1: fused residual add in the epilogue
+ * ================================================================================== */
+#include "quant.h"
+
+#ifndef TILE_W
+#define TILE_W 8
+#endif
+#ifndef CIN_STEP
+#define CIN_STEP 16
+#endif
+#ifndef HAS_RESIDUAL
+#define HAS_RESIDUAL 0
+#endif
+
+#ifndef X86_PAIR_MAC
+#define X86_PAIR_MAC 1
+#endif
+
+#define COUT_BLOCK 16
+
+/* The x86 pair path (see the banner). */
+#if X86_PAIR_MAC && defined(__AVX512BW__) && defined(__clang__)
+#define ACCEL_PAIR_MAC 1
+typedef short accel_short32 __attribute__((ext_vector_type(32)));
+#define ACCEL_IOTA32 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, \
+                     20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+#else
+#define ACCEL_PAIR_MAC 0
+#endif
+
+/* The portable path, one input channel over the 16 output channels: acc += (x + 128) * w.
+ * With one operand of the 32-bit multiply known to be in [0, 2^15) and the other
+ * sign-extended from 8 bits, LLVM emits vpmaddwd instead of vpmulld. */
+#define ACCEL_MAC(acc, xval, wvec) \
+  ((acc) += convert_int16(wvec) * (int)(uchar)((xval) ^ 0x80))
+
+__kernel void conv2d_nhwc(__global const char* restrict x,
+                          __global const char* restrict pad_row,
+                          __global const char* restrict weights,
+                          __global const int* restrict bias,
+                          __global const int* restrict multipliers,
+                          __global const int* restrict shifts,
+                          __global char* restrict out,
+                          __global const char* restrict residual,
+                          const int in_height, const int in_width, const int cin_pad,
+                          const int cin_used,
+                          const int in_stride, const int in_offset,
+                          const int out_height, const int out_width,
+                          const int out_stride, const int out_offset, const int res_stride,
+                          const int kernel_h, const int kernel_w,
+                          const int stride_h, const int stride_w,
+                          const int pad_top, const int pad_left,
+                          const int output_zero_point, const int lo, const int hi,
+                          const int residual_zero_point, const int residual_multiplier,
+                          const int residual_shift) {
+  const int block = get_global_id(0);
+  const int ox0 = get_global_id(1) * TILE_W;
+  const int row = get_global_id(2);  /* n * out_height + oy */
+  const int n = row / out_height;
+  const int oy = row - n * out_height;
+  const int cout0 = block * COUT_BLOCK;
+
+  int16 acc[TILE_W];
+  const int16 bias_vec = vload16(0, bias + cout0);
+#pragma unroll
+  for (int p = 0; p < TILE_W; ++p) acc[p] = bias_vec;
+
+  const int tap_bytes = cin_pad * COUT_BLOCK;
+  const __global char* w_tap = weights + (size_t)block * kernel_h * kernel_w * tap_bytes;
+  for (int ky = 0; ky < kernel_h; ++ky) {
+    const int iy = oy * stride_h - pad_top + ky;
+    const bool row_in = iy >= 0 && iy < in_height;
+    const size_t row_base = ((size_t)n * in_height + iy) * in_width;
+    for (int kx = 0; kx < kernel_w; ++kx, w_tap += tap_bytes) {
+      /* Each pixel's input for this tap: its own bytes, or the zero-point row. */
+      const __global char* x_tap[TILE_W];
+#pragma unroll
+      for (int p = 0; p < TILE_W; ++p) {
+        const int ix = (ox0 + p) * stride_w - pad_left + kx;
+        x_tap[p] = (row_in && ix >= 0 && ix < in_width)
+                       ? x + (row_base + ix) * in_stride + in_offset
+                       : pad_row;
+      }
+      for (int c = 0; c < cin_used; c += CIN_STEP) {
+        const __global char* w = w_tap + c * COUT_BLOCK;
+#if ACCEL_PAIR_MAC && CIN_STEP == 16
+        /* Each pixel's 16 input channels, flipped to unsigned and widened to 8 pairs of
+         * 16-bit values (one pair per 32-bit lane), broadcast pair by pair below. */
+        uint8 xpairs[TILE_W];
+#pragma unroll
+        for (int p = 0; p < TILE_W; ++p) {
+          const uchar16 xu = as_uchar16(vload16(0, x_tap[p] + c)) ^ (uchar16)0x80;
+          xpairs[p] = as_uint8(convert_ushort16(xu));
+        }
+#endif
+#pragma unroll
+        for (int k = 0; k < CIN_STEP; k += 2) {
+          /* One channel pair: 16 output channels x (channel c + k, channel c + k + 1). */
+          const char16 wa = vload16(0, w + k * COUT_BLOCK), wb = vload16(1, w + k * COUT_BLOCK);
+#if ACCEL_PAIR_MAC
+          const accel_short32 wv =
+              __builtin_convertvector(__builtin_shufflevector(wa, wb, ACCEL_IOTA32), accel_short32);
+#pragma unroll
+          for (int p = 0; p < TILE_W; ++p) {
+#if CIN_STEP == 16
+            const uint pair = xpairs[p][k / 2];
+#else
+            const uint pair = (uint)(uchar)(x_tap[p][c + k] ^ 0x80) |
+                              (uint)(uchar)(x_tap[p][c + k + 1] ^ 0x80) << 16;
+#endif
+            acc[p] += __builtin_ia32_pmaddwd512(wv, __builtin_astype((uint16)pair, accel_short32));
+          }
+#else
+          const char16 w0 = (char16)(wa.even, wb.even), w1 = (char16)(wa.odd, wb.odd);
+#pragma unroll
+          for (int p = 0; p < TILE_W; ++p) {
+            ACCEL_MAC(acc[p], x_tap[p][c + k], w0);
+            ACCEL_MAC(acc[p], x_tap[p][c + k + 1], w1);
+          }
+#endif
+        }
+      }
+    }
+  }
+
+  /* Epilogue: requantize (+ residual), clamp, store 16 channels per pixel. The per-lane
+   * parameters are read once, as vectors, outside the pixel loop. */
+  int m[16], s[16];
+  vstore16(vload16(0, multipliers + cout0), 0, m);
+  vstore16(vload16(0, shifts + cout0), 0, s);
+  for (int p = 0; p < TILE_W; ++p) {
+    const int ox = ox0 + p;
+    if (ox >= out_width) break;
+    const size_t pixel = ((size_t)n * out_height + oy) * out_width + ox;
+    int a[16];
+    vstore16(acc[p], 0, a);
+    char result[16];
+#if HAS_RESIDUAL
+    const __global char* r = residual + pixel * res_stride + cout0;
+#endif
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+#if HAS_RESIDUAL
+      result[i] = accel_requantize_add(a[i], m[i], s[i], r[i], residual_zero_point,
+                                       residual_multiplier, residual_shift,
+                                       output_zero_point, lo, hi);
+#else
+      result[i] = accel_requantize(a[i], m[i], s[i], output_zero_point, lo, hi);
+#endif
+    }
+    __global char* o = out + pixel * out_stride + out_offset + cout0;
+    vstore16(vload16(0, result), 0, o);
+  }
+}

@@ -1,0 +1,347 @@
+"""kernels/conv.cl (NDRange conv) bit-exact against accel.reference.conv on every device."""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import accel
+from accel import numerics
+from accel.numerics import Activation
+from accel.ops import conv as ops
+from accel.ops.layout import pad_channels
+from accel.reference import conv as reference
+
+from conv_shapes import densenet121_convs, resnet50_convs, vgg16_convs
+
+
+def make_case(rng, n, h, w, cin, cout, kh, kw, *, stride=(1, 1), pads=(0, 0, 0, 0),
+              gain=1.0, activation=Activation(), residual=False):
+    """Random int8 data with per-channel multipliers that spread the outputs over int8
+    (gain scales them: large gains saturate, tiny ones collapse to the zero point)."""
+    x = rng.integers(-128, 128, (n, h, w, cin)).astype(np.int8)
+    weights = rng.integers(-127, 128, (cout, kh, kw, cin)).astype(np.int8)
+    bias = rng.integers(-20000, 20000, cout).astype(np.int32)
+    spread = 60.0 * np.sqrt(kh * kw * cin) * 127.0
+    multipliers, shifts = numerics.quantize_multipliers(
+        gain * 127.0 / spread * rng.uniform(0.5, 2.0, cout))
+    kwargs = dict(stride=stride, pads=pads, input_zero_point=int(rng.integers(-128, 128)),
+                  multipliers=multipliers, shifts=shifts,
+                  output_zero_point=int(rng.integers(-20, 20)), activation=activation)
+    if residual:
+        oh = reference.output_size(h, kh, stride[0], pads[0], pads[2])
+        ow = reference.output_size(w, kw, stride[1], pads[1], pads[3])
+        m, s = numerics.quantize_multiplier(float(rng.uniform(0.3, 1.5)))
+        kwargs.update(residual=rng.integers(-128, 128, (n, oh, ow, cout)).astype(np.int8),
+                      residual_zero_point=int(rng.integers(-128, 128)),
+                      residual_multiplier=m, residual_shift=s)
+    return x, weights, bias, kwargs
+
+
+def check(ctx, x, weights, bias, kwargs, knobs=None):
+    expected = reference.conv2d(x, weights, bias, **kwargs)
+    got = ops.conv2d(ctx, x, weights, bias, knobs=knobs, **kwargs)
+    np.testing.assert_array_equal(got, expected)
+    return got
+
+
+# (n, h, w, cin, cout, kh, kw, stride, pads): the odd corners of the kernel's indexing.
+SHAPES = {
+    "3x3-channels-not-16": (1, 5, 7, 3, 5, 3, 3, (1, 1), (1, 1, 1, 1)),
+    "1x1-spatial": (2, 1, 1, 40, 20, 1, 1, (1, 1), (0, 0, 0, 0)),
+    "3x3-on-1x1-spatial": (1, 1, 1, 16, 17, 3, 3, (1, 1), (1, 1, 1, 1)),
+    "stride2-odd": (1, 9, 11, 20, 33, 3, 3, (2, 2), (1, 1, 1, 1)),
+    "7x7-stride2-pad3": (1, 15, 13, 3, 16, 7, 7, (2, 2), (3, 3, 3, 3)),
+    "asymmetric-pads": (2, 6, 5, 18, 9, 2, 3, (1, 2), (0, 1, 2, 0)),
+    "11x11-stride4": (1, 23, 19, 3, 8, 11, 11, (4, 4), (2, 2, 2, 2)),
+    "1x1-stride2": (1, 7, 7, 32, 48, 1, 1, (2, 2), (0, 0, 0, 0)),
+    "wide-row": (1, 2, 37, 16, 16, 1, 3, (1, 1), (0, 1, 0, 1)),
+}
+SMALLEST = {"3x3-channels-not-16", "1x1-spatial", "asymmetric-pads"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[pytest.mark.oclgrind] if name in SMALLEST else [])
+    for name in SHAPES])
+def test_conv_shapes(ctx, name):
+    n, h, w, cin, cout, kh, kw, stride, pads = SHAPES[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    check(ctx, *make_case(rng, n, h, w, cin, cout, kh, kw, stride=stride, pads=pads))
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_conv_activation(ctx, activation):
+    rng = np.random.default_rng(3)
+    x, weights, bias, kwargs = make_case(rng, 1, 6, 6, 24, 20, 3, 3, pads=(1, 1, 1, 1))
+    zy = kwargs["output_zero_point"]
+    kwargs["activation"] = (Activation.relu(zy) if activation == "relu"
+                            else Activation.relu6(0.05, zy))
+    got = check(ctx, x, weights, bias, kwargs)
+    assert got.min() == kwargs["activation"].lo  # the clamp was exercised
+    if activation == "relu6":
+        assert got.max() == kwargs["activation"].hi
+
+
+@pytest.mark.oclgrind
+def test_conv_residual(ctx):
+    rng = np.random.default_rng(4)
+    x, weights, bias, kwargs = make_case(rng, 2, 5, 4, 20, 24, 3, 3, pads=(1, 1, 1, 1),
+                                         residual=True, activation=Activation.relu(3))
+    check(ctx, x, weights, bias, kwargs)
+
+
+def test_conv_saturates_both_ends(ctx):
+    rng = np.random.default_rng(5)
+    x, weights, bias, kwargs = make_case(rng, 1, 6, 6, 16, 16, 3, 3, pads=(1, 1, 1, 1),
+                                         gain=300.0)
+    got = check(ctx, x, weights, bias, kwargs)
+    assert (got == -128).any() and (got == 127).any()
+
+
+@pytest.mark.parametrize("real", [1.0 - 2.0**-24, 2.0**-31, 2.0**-32 * 1.0000001])
+def test_conv_extreme_multipliers(ctx, real):
+    rng = np.random.default_rng(6)
+    x, weights, bias, kwargs = make_case(rng, 1, 4, 4, 8, 16, 1, 1)
+    m, s = numerics.quantize_multiplier(real)
+    kwargs["multipliers"] = np.full(16, m, dtype=np.int32)
+    kwargs["shifts"] = np.full(16, s, dtype=np.int32)
+    # Small accumulators, so a multiplier near 1 is not all saturated.
+    weights //= 16
+    bias //= 64
+    check(ctx, x, weights, bias, kwargs)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_conv_int32_wraparound_is_exact(ctx, sign):
+    """bias near an int32 end and a large (zx + 128) * sum(w): the host-folded bias wraps
+    modulo 2^32 and the kernel's accumulation wraps back; the result must be exact."""
+    rng = np.random.default_rng(7)
+    cin = 256
+    x = np.full((1, 3, 3, cin), 127, dtype=np.int8)  # x == zx: the true acc is the bias
+    weights = (sign * rng.integers(0, 128, (16, 3, 3, cin))).astype(np.int8)
+    bias = (-sign * (2**31 - 1) + sign * rng.integers(0, 1000, 16)).astype(np.int32)
+    multipliers, shifts = numerics.quantize_multipliers(np.full(16, 2.0**-25))
+    kwargs = dict(pads=(1, 1, 1, 1), input_zero_point=127, multipliers=multipliers,
+                  shifts=shifts, output_zero_point=0)
+    check(ctx, x, weights, bias, kwargs)
+
+
+@pytest.mark.oclgrind
+def test_conv_channel_offset_write(ctx):
+    """A conv writing its channels into a slice of a wider (concat) tensor, reading its input
+    from a slice of another: the rest of the output tensor stays untouched."""
+    rng = np.random.default_rng(8)
+    x, weights, bias, kwargs = make_case(rng, 1, 4, 5, 20, 20, 3, 3, pads=(1, 1, 1, 1))
+    expected = reference.conv2d(x, weights, bias, **kwargs)
+    layer = ops.ConvLayer(batch=1, in_height=4, in_width=5, in_channels=20, out_channels=20,
+                          kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1),
+                          input_zero_point=kwargs["input_zero_point"],
+                          output_zero_point=kwargs["output_zero_point"],
+                          in_channel_offset=16, in_channel_stride=64,
+                          out_channel_offset=32, out_channel_stride=80)
+    prepared = ops.prepare(ctx, layer, weights, bias, kwargs["multipliers"], kwargs["shifts"])
+    wide_in = rng.integers(-128, 128, (1, 4, 5, 64)).astype(np.int8)
+    wide_in[..., 16:48] = pad_channels(x)
+    sentinel = rng.integers(-128, 128, (1, 4, 5, 80)).astype(np.int8)
+    x_buf, out_buf = ctx.upload(wide_in), ctx.upload(sentinel)
+    ops.launch(ctx, prepared, x_buf, out_buf)
+    got = ctx.download(out_buf, np.int8, sentinel.shape)
+    np.testing.assert_array_equal(got[..., 32:52], expected)
+    np.testing.assert_array_equal(got[..., :32], sentinel[..., :32])
+    np.testing.assert_array_equal(got[..., 64:], sentinel[..., 64:])
+    # Padded output channels 52..63 hold the output zero point.
+    assert (got[..., 52:64] == kwargs["output_zero_point"]).all()
+
+
+def test_conv_bound_in_a_plan(ctx):
+    """prepare + bind give a kernel that a Plan (the compiler's executor) can run."""
+    rng = np.random.default_rng(13)
+    x, weights, bias, kwargs = make_case(rng, 1, 6, 6, 16, 16, 3, 3, pads=(1, 1, 1, 1))
+    layer = ops.ConvLayer(batch=1, in_height=6, in_width=6, in_channels=16, out_channels=16,
+                          kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1),
+                          input_zero_point=kwargs["input_zero_point"],
+                          output_zero_point=kwargs["output_zero_point"])
+    prepared = ops.prepare(ctx, layer, weights, bias, kwargs["multipliers"], kwargs["shifts"])
+    x_buf, out_buf = ctx.buffer(layer.input_bytes), ctx.buffer(layer.output_bytes)
+    kernel, global_size, local_size = ops.bind(prepared, x_buf, out_buf)
+    plan = ctx.plan()
+    plan.add_input(x_buf)
+    plan.add_launch(kernel, list(global_size), list(local_size))
+    plan.add_output(out_buf)
+    got = np.empty((1, 6, 6, 16), dtype=np.int8)
+    plan.run([x], [got])
+    np.testing.assert_array_equal(got, reference.conv2d(x, weights, bias, **kwargs))
+
+
+@pytest.mark.parametrize("knobs", [{"TILE_W": 1, "CIN_STEP": 2}, {"TILE_W": 3, "CIN_STEP": 4},
+                                   {"TILE_W": 8, "CIN_STEP": 16, "X86_PAIR_MAC": 0},
+                                   {"TILE_W": 5, "CIN_STEP": 8, "X86_PAIR_MAC": 1}])
+def test_conv_knobs(ctx, knobs):
+    """Every knob value gives the same bits (tile edges: width 7 is not a multiple of 3 or 8)."""
+    rng = np.random.default_rng(9)
+    check(ctx, *make_case(rng, 1, 5, 7, 20, 20, 3, 3, pads=(1, 1, 1, 1)), knobs=knobs)
+
+
+@pytest.mark.parametrize("n, k, cout", [
+    pytest.param(1, 100, 10, marks=pytest.mark.oclgrind), (3, 48, 33), (5, 2048, 40)])
+def test_dense(ctx, n, k, cout):
+    rng = np.random.default_rng(10)
+    x = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    weights = rng.integers(-127, 128, (cout, k)).astype(np.int8)
+    bias = rng.integers(-20000, 20000, cout).astype(np.int32)
+    multipliers, shifts = numerics.quantize_multipliers(rng.uniform(0.5, 2, cout) / (40 * k))
+    kwargs = dict(input_zero_point=-7, multipliers=multipliers, shifts=shifts,
+                  output_zero_point=4, activation=Activation.relu(4))
+    np.testing.assert_array_equal(ops.dense(ctx, x, weights, bias, **kwargs),
+                                  reference.dense(x, weights, bias, **kwargs))
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_conv_property(ctx, data):
+    kh = data.draw(st.integers(1, 4), "kh")
+    kw = data.draw(st.integers(1, 4), "kw")
+    stride = (data.draw(st.integers(1, 3), "sh"), data.draw(st.integers(1, 3), "sw"))
+    pads = tuple(data.draw(st.integers(0, 2), f"pad{i}") for i in range(4))
+    h = data.draw(st.integers(max(1, kh - pads[0] - pads[2]), 7), "h")
+    w = data.draw(st.integers(max(1, kw - pads[1] - pads[3]), 9), "w")
+    n = data.draw(st.integers(1, 2), "n")
+    cin = data.draw(st.integers(1, 35), "cin")
+    cout = data.draw(st.integers(1, 35), "cout")
+    residual = data.draw(st.booleans(), "residual")
+    gain = data.draw(st.sampled_from([0.01, 1.0, 50.0]), "gain")
+    seed = data.draw(st.integers(0, 2**32 - 1), "seed")
+    rng = np.random.default_rng(seed)
+    zy = int(rng.integers(-20, 20))
+    activation = data.draw(st.sampled_from([Activation(), Activation.relu(zy),
+                                            Activation.relu6(0.1, zy)]), "activation")
+    x, weights, bias, kwargs = make_case(rng, n, h, w, cin, cout, kh, kw, stride=stride,
+                                         pads=pads, gain=gain, residual=residual,
+                                         activation=activation)
+    kwargs["output_zero_point"] = zy
+    check(ctx, x, weights, bias, kwargs)
+
+
+# Real layer shapes -------------------------------------------------------------------------
+
+def _distinct(shapes):
+    return sorted(set(shapes))
+
+
+ALL_SHAPES = _distinct(resnet50_convs() + vgg16_convs() + densenet121_convs())
+
+
+def _layer(shape, **extra) -> ops.ConvLayer:
+    h, w, cin, cout, k, stride, pad = shape
+    return ops.ConvLayer(batch=1, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
+                         kernel_h=k, kernel_w=k, stride=(stride, stride), pads=(pad,) * 4,
+                         **extra)
+
+
+def test_model_shapes_prepare_and_bind():
+    """Every distinct conv of ResNet-50, VGG-16 and DenseNet-121 is accepted by prepare/bind."""
+    assert len(ALL_SHAPES) > 70  # the generators really walked the architectures
+    ctx = accel.Context(accel.devices()[0])
+    for shape in ALL_SHAPES:
+        layer = _layer(shape)
+        zeros = np.zeros(layer.out_channels, dtype=np.int32)
+        multipliers = np.full(layer.out_channels, 1 << 30, dtype=np.int32)
+        prepared = ops.prepare(ctx, layer, np.zeros(layer.weight_shape, np.int8), zeros,
+                               multipliers, np.full(layer.out_channels, 40, dtype=np.int32))
+        kernel, global_size, local_size = ops.bind(prepared, ctx.buffer(layer.input_bytes),
+                                                   ctx.buffer(layer.output_bytes))
+        assert kernel.name == ops.KERNEL_NAME and local_size == ()
+        assert global_size[0] * ops.COUT_BLOCK == layer.out_channels_padded
+
+
+@pytest.mark.parametrize("shape", [
+    (224, 224, 3, 64, 7, 2, 3),    # ResNet-50 / DenseNet-121 stem
+    (56, 56, 64, 64, 3, 1, 1),     # ResNet-50 conv2_x 3x3
+    (28, 28, 256, 512, 1, 2, 0),   # ResNet-50 conv3_1 downsample
+    (7, 7, 512, 512, 3, 1, 1),     # ResNet-50 conv5_x 3x3
+    (28, 28, 480, 128, 1, 1, 0),   # DenseNet-121 block 2 bottleneck, 480 input channels
+], ids=str)
+def test_model_shapes_bit_exact(shape):
+    """A few real layers bit-exact on the first device (the others run the same code)."""
+    ctx = accel.Context(accel.devices()[0])
+    h, w, cin, cout, k, stride, pad = shape
+    rng = np.random.default_rng(11)
+    check(ctx, *make_case(rng, 1, h, w, cin, cout, k, k, stride=(stride, stride),
+                          pads=(pad,) * 4, activation=Activation.relu(0)))
+
+
+# Bad input ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def first_ctx():
+    return accel.Context(accel.devices()[0])
+
+
+def _good(rng=None):
+    rng = rng or np.random.default_rng(12)
+    return make_case(rng, 1, 4, 4, 8, 8, 3, 3, pads=(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("mutate, error, words", [
+    (lambda a: a.update(x=a["x"].astype(np.float32)), TypeError, "x must be int8"),
+    (lambda a: a.update(weights=a["weights"].astype(np.int16)), TypeError, "weights must be int8"),
+    (lambda a: a.update(bias=a["bias"].astype(np.int64)), TypeError, "bias must be int32"),
+    (lambda a: a.update(x=a["x"][:, :, :, :0]), ValueError, "x is empty"),
+    (lambda a: a.update(x=a["x"][0]), ValueError, "NHWC"),
+    (lambda a: a.update(weights=a["weights"][:, :, :, :5]), ValueError, "input channels"),
+    (lambda a: a.update(bias=a["bias"][:3]), ValueError, "bias has shape"),
+    (lambda a: a["weights"].__setitem__((0, 0, 0, 0), -128), ValueError, "-127, 127"),
+    (lambda a: a["kwargs"]["multipliers"].__setitem__(0, 5), ValueError, "multiplier out of range"),
+    (lambda a: a["kwargs"]["shifts"].__setitem__(0, 0), ValueError, "shift out of range"),
+    (lambda a: (a.update(x=a["x"][:, :2, :2]), a["kwargs"].update(pads=(0, 0, 0, 0))),
+     ValueError, "does not fit"),
+    (lambda a: a["kwargs"].update(stride=(0, 1)), ValueError, "stride"),
+    (lambda a: a["kwargs"].update(pads=(1, 1, -1, 1)), ValueError, "pads"),
+    (lambda a: a["kwargs"].update(input_zero_point=200), ValueError, "input zero point"),
+    (lambda a: a["kwargs"].update(activation=Activation(10, 5)), ValueError, "activation"),
+    (lambda a: a["kwargs"].update(residual=np.zeros((1, 4, 4, 8), np.int8)), ValueError,
+     "residual_multiplier"),
+    (lambda a: a["kwargs"].update(residual=np.zeros((1, 3, 4, 8), np.int8),
+                                  residual_multiplier=1 << 30, residual_shift=3),
+     ValueError, "residual has shape"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_conv_rejects_bad_input(first_ctx, mutate, error, words):
+    x, weights, bias, kwargs = _good()
+    args = dict(x=x, weights=weights, bias=bias, kwargs=kwargs)
+    mutate(args)
+    with pytest.raises(error, match=re.escape(words)):
+        ops.conv2d(first_ctx, args["x"], args["weights"], args["bias"], **args["kwargs"])
+
+
+def test_bind_rejects_small_buffers_and_missing_residual(first_ctx):
+    x, weights, bias, kwargs = _good()
+    layer = ops.ConvLayer(batch=1, in_height=4, in_width=4, in_channels=8, out_channels=8,
+                          kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1),
+                          residual=ops.Residual(0, 1 << 30, 1))
+    prepared = ops.prepare(first_ctx, layer, weights, bias, kwargs["multipliers"], kwargs["shifts"])
+    good_in, good_out = first_ctx.buffer(layer.input_bytes), first_ctx.buffer(layer.output_bytes)
+    with pytest.raises(ValueError, match="input buffer holds"):
+        ops.bind(prepared, first_ctx.buffer(layer.input_bytes - 1), good_out, good_out)
+    with pytest.raises(ValueError, match="no residual buffer"):
+        ops.bind(prepared, good_in, good_out)
+    with pytest.raises(ValueError, match="out_channel_stride"):
+        ops.ConvLayer(batch=1, in_height=4, in_width=4, in_channels=8, out_channels=20,
+                      kernel_h=1, kernel_w=1, out_channel_offset=16, out_channel_stride=32)
+
+
+def test_dense_rejects_bad_input(first_ctx):
+    x = np.zeros((2, 10), np.int8)
+    with pytest.raises(ValueError, match="inputs"):
+        ops.dense(first_ctx, x, np.zeros((4, 11), np.int8), np.zeros(4, np.int32),
+                  input_zero_point=0, multipliers=np.full(4, 1 << 30, np.int32),
+                  shifts=np.full(4, 31, np.int32), output_zero_point=0)
+    with pytest.raises(TypeError, match="x must be int8"):
+        ops.dense(first_ctx, x.astype(np.uint8), np.zeros((4, 10), np.int8),
+                  np.zeros(4, np.int32), input_zero_point=0,
+                  multipliers=np.full(4, 1 << 30, np.int32), shifts=np.full(4, 31, np.int32),
+                  output_zero_point=0)
