@@ -21,7 +21,7 @@ from .errors import DeviceError
 
 # Lower is better. Within a kind, Intel's CPU runtime comes before PoCL (the faster of the two
 # on these machines; see benchmarks/README.md), then the order of enumeration.
-RANK = {"fpga": 0, "gpu": 1, "cpu": 2, "other": 3, "fpga-emulator": 4}
+RANK = {"fpga": 0, "gpu": 1, "cpu": 2, "other": 3, "fpga-emulator": 4, "simulator": 5}
 KIND_ALIASES = {"fpga-emu": "fpga-emulator", "emulator": "fpga-emulator"}
 
 
@@ -94,7 +94,7 @@ def select_device(selector: str | Device | None = None) -> Device:
     if selector is None:
         selector = os.environ.get("ACCEL_DEVICE") or None
     if selector is None:
-        candidates = [d for d in present if d.kind != "fpga-emulator"]
+        candidates = [d for d in present if d.kind not in ("fpga-emulator", "simulator")]
         if not candidates:
             raise DeviceError("no OpenCL device to run on by default "
                               "(the FPGA emulator is used only when asked for: "

@@ -82,6 +82,33 @@ def requantize_add(acc, multiplier, shift, residual, residual_zero_point, residu
     return clamp_i8(main + side + zero_point, lo, hi)
 
 
+def isqrt64(value) -> np.ndarray:
+    """accel_isqrt64: floor(sqrt(value)) of unsigned 64-bit values, digit by digit, 32 steps."""
+    value = np.asarray(value, dtype=np.uint64).copy()
+    root = np.zeros_like(value)
+    bit = np.uint64(1) << np.uint64(62)
+    for _ in range(32):
+        trial = root + bit
+        take = value >= trial
+        value = np.where(take, value - trial, value)
+        root = np.where(take, (root >> np.uint64(1)) + bit, root >> np.uint64(1))
+        bit >>= np.uint64(2)
+    return root
+
+
+def inv_sqrt_q46(sum_sq) -> np.ndarray:
+    """accel_inv_sqrt_q46: 2^46 / sqrt(sum_sq) as floor(2^62 / floor(sqrt(sum_sq * 2^32)))."""
+    root = isqrt64(np.asarray(sum_sq, dtype=np.uint64) << np.uint64(32))
+    safe_root = np.where(root == 0, np.uint64(1), root)
+    return np.where(root == 0, np.uint64(0), (np.uint64(1) << np.uint64(62)) // safe_root).astype(np.int64)
+
+
+def l2_normalize_q30(d, inv) -> np.ndarray:
+    """accel_l2_normalize_q30: d / sqrt(sum_sq) in Q30, rounded half up."""
+    product = np.asarray(d, dtype=np.int64) * np.asarray(inv, dtype=np.int64)
+    return ((product + (np.int64(1) << 15)) >> 16).astype(np.int32)
+
+
 @dataclass(frozen=True)
 class Activation:
     """The clamp that ReLU/ReLU6 fold into, for an output with scale s and zero point z."""

@@ -31,6 +31,8 @@ T device_value(cl_device_id id, cl_device_info what) {
 }
 
 std::string kind_of(cl_device_type type, const std::string& platform, const std::string& name) {
+  // oclgrind's simulated device calls itself an accelerator; it is a checking tool.
+  if (platform.find("Oclgrind") != std::string::npos) return "simulator";
   if (type & CL_DEVICE_TYPE_ACCELERATOR) {
     bool emulated = platform.find("Emulation") != std::string::npos ||
                     name.find("Emulation") != std::string::npos;

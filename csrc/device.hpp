@@ -17,7 +17,7 @@ struct DeviceInfo {
   std::string name;
   std::string version;
   std::string driver_version;
-  std::string kind;  // "fpga", "fpga-emulator", "cpu", "gpu" or "other"
+  std::string kind;  // "fpga", "fpga-emulator", "cpu", "gpu", "simulator" (oclgrind) or "other"
   std::string extensions;
   cl_uint compute_units = 0;
   cl_ulong global_mem_bytes = 0;

@@ -4,10 +4,37 @@
  * add_sat_i8: out[i] = saturate(a[i] + b[i]) on raw int8 values. It is the smoke test of
  * every device (it touches build, buffers, scalar arguments and launch) and needs no
  * quantisation parameters.
+ *
+ * add_i8: the quantized Add of two int8 tensors (ResNet's residual Add when it is not fused
+ * into a conv): each input is rescaled to the output scale with its own multiplier/shift,
+ * y = clamp(z_y + scale(a - z_a, M_a, S_a) + scale(b - z_b, M_b, S_b), lo, hi), which is
+ * accel_requantize_add with acc = a - z_a. Both inputs and the output share one layout
+ * (NHWC, channels padded to 16), so it runs over the flat buffers: VEC elements per
+ * work-item, global size n / VEC (n is a multiple of 16).
  * ================================================================================== */
+#include "quant.h"
+
+/* Elements per work-item of add_i8; must divide 16. */
+#ifndef VEC
+#define VEC 1
+#endif
 
 __kernel void add_sat_i8(__global const char* a, __global const char* b, __global char* out,
                          const int n) {
   const int i = get_global_id(0);
   if (i < n) out[i] = add_sat(a[i], b[i]);
+}
+
+__kernel void add_i8(__global const char* restrict a, __global const char* restrict b,
+                     __global char* restrict out,
+                     const int a_zero_point, const int a_multiplier, const int a_shift,
+                     const int b_zero_point, const int b_multiplier, const int b_shift,
+                     const int out_zero_point, const int lo, const int hi) {
+  const long i0 = (long)get_global_id(0) * VEC;
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) {
+    out[i0 + v] = accel_requantize_add(a[i0 + v] - a_zero_point, a_multiplier, a_shift,
+                                       b[i0 + v], b_zero_point, b_multiplier, b_shift,
+                                       out_zero_point, lo, hi);
+  }
 }

@@ -53,4 +53,32 @@ inline char accel_requantize_add(int acc, int multiplier, int shift, int residua
   return accel_clamp_i8(main + side + zero_point, lo, hi);
 }
 
+/* floor(sqrt(value)) for a 64-bit value, exact, by the digit-by-digit method. The loop
+ * always runs 32 times (a fixed trip count pipelines on an FPGA). */
+inline ulong accel_isqrt64(ulong value) {
+  ulong root = 0;
+  ulong bit = (ulong)1 << 62;
+  for (int i = 0; i < 32; ++i) {
+    const ulong trial = root + bit;
+    const int take = value >= trial;
+    value = take ? value - trial : value;
+    root = take ? (root >> 1) + bit : root >> 1;
+    bit >>= 2;
+  }
+  return root;
+}
+
+/* L2 normalisation: 2^46 / sqrt(sum_sq) for a sum of squares in [0, 2^31), as
+ * floor(2^62 / floor(sqrt(sum_sq * 2^32))); 0 when sum_sq is 0. */
+inline long accel_inv_sqrt_q46(int sum_sq) {
+  const ulong root = accel_isqrt64((ulong)sum_sq << 32);
+  return root == 0 ? 0 : (long)(((ulong)1 << 62) / root);
+}
+
+/* L2 normalisation: d / sqrt(sum_sq) as a Q30 fixed-point value (|result| < 2^30 + 2^15),
+ * from d = x - z_x and inv = accel_inv_sqrt_q46(sum_sq); rounded half up. */
+inline int accel_l2_normalize_q30(int d, long inv) {
+  return (int)(((long)d * inv + ((long)1 << 15)) >> 16);
+}
+
 #endif /* ACCEL_QUANT_H */

@@ -20,7 +20,7 @@ PRESENT = accel.devices()
 def test_devices_describe_themselves():
     assert PRESENT, "no OpenCL device found"
     for device in PRESENT:
-        assert device.kind in {"fpga", "fpga-emulator", "cpu", "gpu", "other"}
+        assert device.kind in {"fpga", "fpga-emulator", "cpu", "gpu", "simulator", "other"}
         assert device.platform and device.name and device.vendor
         assert device.compute_units >= 1
         assert device.global_mem_bytes > 0

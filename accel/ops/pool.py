@@ -1,0 +1,287 @@
+"""Pooling on int8 NHWC activations: MaxPool, AveragePool, GlobalAveragePool (kernels/pool.cl).
+
+    params = PoolParams("max", input_shape=(1, 112, 112, 64), kernel=(3, 3), stride=(2, 2),
+                        pads=(1, 1, 1, 1))
+    y = pool2d(ctx, params, x)                      # logical int8 arrays in and out
+    kernel, global_size, local_size = bind(ctx, params, [in_buf], out_buf)   # for a Plan
+
+Shapes are logical (N, H, W, C); on the device C is padded to CHANNEL_ALIGN. Windows follow
+ONNX: pads are (top, left, bottom, right); with ceil_mode the last window must start inside
+the input or its top/left pad (the PyTorch/onnxruntime rule), so no window is empty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .. import numerics
+from ..numerics import Activation
+from . import tuning
+from .layout import CHANNEL_ALIGN, pad_channels, padded_channels, unpad_channels
+
+KINDS = ("max", "avg")
+KERNEL_FILE = "pool.cl"
+# Channels per work-item where kernels/tuning.json has no entry. Measured on the ResNet-50
+# max pool, GAP and DenseNet's 2x2 average pool: PoCL is ~10x faster with 16 than with 1,
+# Intel's CPU runtime ~1.2-2x faster with 1 than with 16.
+DEFAULT_VEC = 16
+
+
+def check_int8_nhwc(x, expected_shape: tuple[int, ...], what: str = "input") -> np.ndarray:
+    """x as a C-contiguous int8 NHWC array of the expected logical shape, or a clear error."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what} must be a numpy array, got {type(x).__name__}")
+    if x.dtype != np.int8:
+        raise TypeError(f"{what} must be int8, got {x.dtype}")
+    if x.shape != tuple(expected_shape):
+        raise ValueError(f"{what} has shape {x.shape}, the layer expects {tuple(expected_shape)}")
+    return np.ascontiguousarray(x)
+
+
+def check_shape(shape: Sequence[int], what: str = "input_shape") -> tuple[int, int, int, int]:
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != 4:
+        raise ValueError(f"{what} must be (N, H, W, C), got {shape}")
+    if min(shape) <= 0:
+        raise ValueError(f"{what} {shape} has a zero-size or negative dimension")
+    return shape  # type: ignore[return-value]
+
+
+def check_zero_point(value: int, what: str) -> int:
+    if not numerics.INT8_MIN <= int(value) <= numerics.INT8_MAX:
+        raise ValueError(f"{what} {value} is outside int8 [-128, 127]")
+    return int(value)
+
+
+def check_activation(activation: Activation) -> None:
+    if not numerics.INT8_MIN <= activation.lo <= activation.hi <= numerics.INT8_MAX:
+        raise ValueError(f"activation clamp [{activation.lo}, {activation.hi}] is not an "
+                         f"ordered range inside int8")
+
+
+def kernel_knobs(ctx, kernel_file: str, defines: dict | None, default_vec: int) -> dict:
+    """The -D knobs of a launch: the caller's, else the device's entry in kernels/tuning.json,
+    else VEC = default_vec."""
+    return check_vec({**tuning.knobs(kernel_file, ctx.device.short_name), **(defines or {})},
+                     default_vec)
+
+
+def check_vec(defines: dict | None, default_vec: int) -> dict:
+    """Kernel knobs; VEC (channels per work-item) must divide CHANNEL_ALIGN."""
+    defines = dict(defines or {})
+    vec = int(defines.get("VEC", default_vec))
+    if vec <= 0 or CHANNEL_ALIGN % vec:
+        raise ValueError(f"VEC={vec} must divide the channel alignment {CHANNEL_ALIGN}")
+    defines["VEC"] = vec
+    return defines
+
+
+def check_scale_ratio(ratio: float, what: str = "scale_ratio") -> float:
+    ratio = float(ratio)
+    if not math.isfinite(ratio) or ratio <= 0.0:
+        raise ValueError(f"{what} (input scale / output scale) must be positive and finite, got {ratio!r}")
+    return ratio
+
+
+def pair(value, what: str) -> tuple[int, int]:
+    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{what} must be one int or (h, w), got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
+                     ceil_mode: bool) -> int:
+    """Output length along one axis (ONNX; PyTorch's rule for the last ceil_mode window)."""
+    span = size + pad_begin + pad_end - kernel
+    if span < 0:
+        raise ValueError(f"pool kernel {kernel} is larger than the padded input "
+                         f"{size} + {pad_begin} + {pad_end}")
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + pad_begin:  # that window would start inside the end pad
+        out -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class PoolParams:
+    """One MaxPool or AveragePool layer.
+
+    scale_ratio is input_scale / output_scale (1.0 with equal zero points: max pool is then
+    an exact copy of the maximum). count_include_pad only matters for "avg"."""
+    kind: str
+    input_shape: tuple[int, int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    ceil_mode: bool = False
+    count_include_pad: bool = False
+    input_zero_point: int = 0
+    output_zero_point: int = 0
+    scale_ratio: float = 1.0
+    activation: Activation = field(default_factory=Activation)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"pool kind must be one of {KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "input_shape", check_shape(self.input_shape))
+        object.__setattr__(self, "kernel", pair(self.kernel, "kernel"))
+        object.__setattr__(self, "stride", pair(self.stride, "stride"))
+        pads = tuple(int(p) for p in self.pads)
+        if len(pads) != 4:
+            raise ValueError(f"pads must be (top, left, bottom, right), got {self.pads!r}")
+        object.__setattr__(self, "pads", pads)
+        if min(self.kernel) <= 0 or min(self.stride) <= 0:
+            raise ValueError(f"kernel {self.kernel} and stride {self.stride} must be positive")
+        if min(pads) < 0:
+            raise ValueError(f"pads {pads} must not be negative")
+        kh, kw = self.kernel
+        if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
+            raise ValueError(f"pads {pads} must be smaller than the kernel {self.kernel} "
+                             f"(a window of padding only has no value)")
+        check_zero_point(self.input_zero_point, "input_zero_point")
+        check_zero_point(self.output_zero_point, "output_zero_point")
+        check_activation(self.activation)
+        object.__setattr__(self, "scale_ratio", check_scale_ratio(self.scale_ratio))
+        self.output_shape  # raises when the kernel is larger than the padded input
+        self.multiplier_table()  # raises when a multiplier is out of range
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        n, h, w, c = self.input_shape
+        (kh, kw), (sh, sw), (pt, pl, pb, pr) = self.kernel, self.stride, self.pads
+        return (n, pool_output_size(h, kh, sh, pt, pb, self.ceil_mode),
+                pool_output_size(w, kw, sw, pl, pr, self.ceil_mode), c)
+
+    def count_region(self) -> tuple[int, int, int, int]:
+        """(h0, h1, w0, w1): the taps an average divides by lie in [h0, h1) x [w0, w1)."""
+        _, h, w, _ = self.input_shape
+        if self.count_include_pad:
+            pt, pl, pb, pr = self.pads
+            return -pt, h + pb, -pl, w + pr
+        return 0, h, 0, w
+
+    def multiplier_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, S) int32 arrays. Max: one entry. Avg: entry n encodes scale_ratio / n for
+        n = 0 .. kh*kw (entry 0 is never used; it holds the identity)."""
+        if self.kind == "max":
+            return numerics.quantize_multipliers([self.scale_ratio])
+        taps = self.kernel[0] * self.kernel[1]
+        reals = [1.0] + [self.scale_ratio / n for n in range(1, taps + 1)]
+        try:
+            return numerics.quantize_multipliers(reals)
+        except ValueError as error:
+            raise ValueError(f"average pool with scale_ratio {self.scale_ratio!r} over up to "
+                             f"{taps} taps: {error}") from None
+
+
+@dataclass(frozen=True)
+class GlobalAvgPoolParams:
+    """GlobalAveragePool: (N, H, W, C) -> (N, 1, 1, C)."""
+    input_shape: tuple[int, int, int, int]
+    input_zero_point: int = 0
+    output_zero_point: int = 0
+    scale_ratio: float = 1.0
+    activation: Activation = field(default_factory=Activation)
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", check_shape(self.input_shape))
+        check_zero_point(self.input_zero_point, "input_zero_point")
+        check_zero_point(self.output_zero_point, "output_zero_point")
+        check_activation(self.activation)
+        object.__setattr__(self, "scale_ratio", check_scale_ratio(self.scale_ratio))
+        _, h, w, _ = self.input_shape
+        if h * w * 255 >= 1 << 31:
+            raise ValueError(f"global average pool over {h}x{w} pixels could overflow the int32 sum")
+        self.multiplier()
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.input_shape[0], 1, 1, self.input_shape[3])
+
+    def multiplier(self) -> tuple[int, int]:
+        _, h, w, _ = self.input_shape
+        return numerics.quantize_multiplier(self.scale_ratio / (h * w))
+
+
+def _check_buffers(in_bufs, out_buf, params, out_channel_stride: int, out_channel_offset: int):
+    if len(in_bufs) != 1:
+        raise ValueError(f"pooling takes one input buffer, got {len(in_bufs)}")
+    n, h, w, c = params.input_shape
+    _, oh, ow, _ = params.output_shape
+    cp = padded_channels(c)
+    if in_bufs[0].nbytes < n * h * w * cp:
+        raise ValueError(f"input buffer of {in_bufs[0].nbytes} bytes is smaller than the padded "
+                         f"input {n}x{h}x{w}x{cp}")
+    if out_channel_offset < 0 or out_channel_offset % CHANNEL_ALIGN or \
+            out_channel_offset + cp > out_channel_stride:
+        raise ValueError(f"output channels [{out_channel_offset}, {out_channel_offset + cp}) do not "
+                         f"fit a tensor of {out_channel_stride} channels at a multiple of {CHANNEL_ALIGN}")
+    if out_buf.nbytes < n * oh * ow * out_channel_stride:
+        raise ValueError(f"output buffer of {out_buf.nbytes} bytes is smaller than the output "
+                         f"{n}x{oh}x{ow}x{out_channel_stride}")
+
+
+def bind(ctx, params: PoolParams | GlobalAvgPoolParams, in_bufs, out_buf, *,
+         out_channel_stride: int | None = None, out_channel_offset: int = 0,
+         defines: dict | None = None):
+    """(Kernel with its arguments set, global size, local size) for one pooling layer.
+
+    The output may be a channel slice [offset, offset + C_padded) of a tensor with
+    out_channel_stride padded channels (a Concat written in place)."""
+    defines = kernel_knobs(ctx, KERNEL_FILE, defines, DEFAULT_VEC)
+    vec = defines["VEC"]
+    n, h, w, c = params.input_shape
+    _, oh, ow, _ = params.output_shape
+    cp = padded_channels(c)
+    out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
+    _check_buffers(list(in_bufs), out_buf, params, out_channel_stride, out_channel_offset)
+    program = ctx.program(KERNEL_FILE, defines)
+    i32 = np.int32
+    act = params.activation
+    if isinstance(params, GlobalAvgPoolParams):
+        multiplier, shift = params.multiplier()
+        kernel = ctx.kernel(program, "global_avg_pool_i8", in_bufs[0], out_buf,
+                            i32(h * w), i32(cp), i32(out_channel_stride), i32(out_channel_offset),
+                            i32(params.input_zero_point), i32(multiplier), i32(shift),
+                            i32(params.output_zero_point), i32(act.lo), i32(act.hi))
+        return kernel, [cp // vec, n], []
+    (kh, kw), (sh, sw), (pt, pl, _, _) = params.kernel, params.stride, params.pads
+    geometry = [i32(n), i32(h), i32(w), i32(cp), i32(oh), i32(ow), i32(out_channel_stride),
+                i32(out_channel_offset), i32(kh), i32(kw), i32(sh), i32(sw), i32(pt), i32(pl)]
+    multipliers, shifts = params.multiplier_table()
+    if params.kind == "max":
+        kernel = ctx.kernel(program, "max_pool_i8", in_bufs[0], out_buf, *geometry,
+                            i32(params.input_zero_point), multipliers[0], shifts[0],
+                            i32(params.output_zero_point), i32(act.lo), i32(act.hi))
+    else:
+        kernel = ctx.kernel(program, "avg_pool_i8", in_bufs[0], out_buf, *geometry,
+                            *(i32(v) for v in params.count_region()),
+                            i32(params.input_zero_point), ctx.upload(multipliers),
+                            ctx.upload(shifts), i32(params.output_zero_point),
+                            i32(act.lo), i32(act.hi))
+    return kernel, [cp // vec, ow, oh], []
+
+
+def pool2d(ctx, params: PoolParams | GlobalAvgPoolParams, x: np.ndarray,
+           defines: dict | None = None) -> np.ndarray:
+    """Run one pooling layer on a logical int8 (N, H, W, C) array; returns (N, OH, OW, C)."""
+    x = check_int8_nhwc(x, params.input_shape)
+    n, oh, ow, c = params.output_shape
+    cp = padded_channels(c)
+    in_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
+    out_buf = ctx.buffer(n * oh * ow * cp)
+    kernel, global_size, local_size = bind(ctx, params, [in_buf], out_buf, defines=defines)
+    kernel.launch(ctx.queue, global_size, local_size).wait()
+    return unpad_channels(ctx.download(out_buf, np.int8, (n, oh, ow, cp)), c)
+
+
+def global_avg_pool(ctx, params: GlobalAvgPoolParams, x: np.ndarray,
+                    defines: dict | None = None) -> np.ndarray:
+    return pool2d(ctx, params, x, defines)

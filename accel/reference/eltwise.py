@@ -1,0 +1,16 @@
+"""numpy reference of kernels/eltwise.cl's add_i8 on logical int8 arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import numerics
+from ..ops.eltwise import AddParams
+
+
+def add(params: AddParams, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    (ma, sa), (mb, sb) = params.multipliers()
+    act = params.activation
+    return numerics.requantize_add(a.astype(np.int32) - params.a_zero_point, ma, sa,
+                                   b, params.b_zero_point, mb, sb,
+                                   params.output_zero_point, act.lo, act.hi)

@@ -1,0 +1,158 @@
+"""kernels/eltwise.cl add_i8: bit-exact against accel.reference.eltwise on every device, the
+reference against the float formula, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accel.numerics import Activation
+from accel.ops import eltwise
+from accel.ops.layout import pad_channels
+from accel.reference import eltwise as reference
+
+A = eltwise.AddParams
+
+
+def random_i8(shape, seed):
+    return np.random.default_rng(seed).integers(-128, 128, shape, dtype=np.int8)
+
+
+def check(ctx, params, seed=0, defines=None):
+    a, b = random_i8(params.shape, seed), random_i8(params.shape, seed + 1)
+    expected = reference.add(params, a, b)
+    np.testing.assert_array_equal(eltwise.add(ctx, params, a, b, defines), expected)
+    return expected
+
+
+CASES = [
+    ("c20_odd", A((1, 3, 5, 20), 3, 0.7, -4, 1.9, 5), True),
+    ("spatial1_c5", A((1, 1, 1, 5), -128, 1.0, 127, 1.0, 0), True),
+    ("resnet_relu", A((2, 7, 7, 48), -3, 0.8, 5, 1.3, -128, Activation.relu(-128)), True),
+    ("relu6", A((1, 4, 4, 16), 0, 0.5, 0, 0.5, -100, Activation.relu6(0.05, -100)), True),
+    ("saturates", A((1, 4, 4, 32), 0, 4.0, 0, 3.0, 0), True),
+    ("ratio_near_1", A((1, 4, 4, 16), 1, 1.0 - 2.0 ** -30, -1, 1.0 - 2.0 ** -29, 2), True),
+    ("ratio_near_2^-31", A((1, 4, 4, 16), 0, 1.2 * 2.0 ** -31, 0, 1.7 * 2.0 ** -31, 7), True),
+    ("ratio_large", A((1, 2, 2, 16), 0, 2.0 ** 20, 0, 2.0 ** -20, 0), True),
+    ("flat_1d", A((37,), 2, 0.9, 3, 1.1, 4), True),
+]
+
+
+@pytest.mark.parametrize("params", [
+    pytest.param(p, id=name, marks=[pytest.mark.oclgrind] if small else [])
+    for name, p, small in CASES])
+def test_add_is_bit_exact(ctx, params):
+    check(ctx, params)
+
+
+def test_resnet50_residual_add_shape(ctx):
+    check(ctx, A((1, 56, 56, 256), -5, 0.6, 2, 0.9, -128, Activation.relu(-128)))
+
+
+def test_saturation_case_reaches_both_ends():
+    params = dict((name, p) for name, p, _ in CASES)["saturates"]
+    out = reference.add(params, random_i8(params.shape, 0), random_i8(params.shape, 1))
+    assert out.min() == -128 and out.max() == 127
+
+
+@pytest.mark.oclgrind
+@pytest.mark.parametrize("vec", [1, 2, 8, 16])
+def test_vector_width_knob(ctx, vec):
+    check(ctx, A((1, 3, 3, 24), 1, 0.6, 2, 1.4, 3), defines={"VEC": vec})
+
+
+def test_reference_matches_the_float_formula():
+    """Dequantize, add, quantize in float64: the fixed-point result is within 1 LSB."""
+    params = A((4, 9, 9, 64), 7, 0.61, -9, 1.37, 3)
+    a, b = random_i8(params.shape, 2), random_i8(params.shape, 3)
+    real = (a - 7.0) * 0.61 + (b + 9.0) * 1.37
+    expected = np.clip(np.floor(real + 0.5) + 3, -128, 127)
+    assert np.abs(reference.add(params, a, b) - expected).max() <= 1
+
+
+def test_padded_channels_hold_the_output_zero_point(ctx):
+    params = A((1, 2, 2, 5), 3, 0.7, -4, 1.9, 11)
+    a, b = random_i8(params.shape, 4), random_i8(params.shape, 5)
+    a_buf = ctx.upload(pad_channels(a, fill=3))
+    b_buf = ctx.upload(pad_channels(b, fill=-4))
+    out_buf = ctx.buffer(2 * 2 * 16)
+    kernel, global_size, local_size = eltwise.bind(ctx, params, [a_buf, b_buf], out_buf)
+    kernel.launch(ctx.queue, global_size, local_size).wait()
+    out = ctx.download(out_buf, np.int8, (1, 2, 2, 16))
+    np.testing.assert_array_equal(out[..., :5], reference.add(params, a, b))
+    np.testing.assert_array_equal(out[..., 5:], 11)
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_random_adds_are_bit_exact(ctx, data):
+    shape = tuple(data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))) + \
+        (data.draw(st.integers(1, 40)),)
+    zp = st.integers(-128, 127)
+    ratio = st.floats(2.0 ** -20, 16.0)
+    params = A(shape, data.draw(zp), data.draw(ratio), data.draw(zp), data.draw(ratio),
+               data.draw(zp))
+    check(ctx, params, seed=data.draw(st.integers(0, 1000)))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(shape=(1, 0, 4)), ValueError, "zero-size"),
+    (dict(shape=()), ValueError, "empty"),
+    (dict(a_zero_point=-129), ValueError, "a_zero_point"),
+    (dict(b_scale_ratio=-1.0), ValueError, "b_scale_ratio"),
+    (dict(a_scale_ratio=2.0 ** 30), ValueError, "a_scale_ratio.*out of range"),
+    (dict(b_scale_ratio=2.0 ** -33), ValueError, "b_scale_ratio.*out of range"),
+    (dict(activation=Activation(0, 200)), ValueError, "clamp"),
+])
+def test_bad_parameters_are_clear_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        A(**{"shape": (1, 2, 2, 4), **kwargs})
+
+
+def test_bad_arrays_and_buffers_are_clear_errors(ctx):
+    params = A((1, 2, 2, 4))
+    good = np.zeros(params.shape, np.int8)
+    with pytest.raises(TypeError, match="b must be int8"):
+        eltwise.add(ctx, params, good, good.astype(np.int16))
+    with pytest.raises(ValueError, match="a has shape"):
+        eltwise.add(ctx, params, np.zeros((1, 2, 2, 5), np.int8), good)
+    with pytest.raises(ValueError, match="two input buffers"):
+        eltwise.bind(ctx, params, [ctx.buffer(64)], ctx.buffer(64))
+    with pytest.raises(ValueError, match="output buffer"):
+        eltwise.bind(ctx, params, [ctx.buffer(64), ctx.buffer(64)], ctx.buffer(16))
+
+
+@pytest.mark.oclgrind
+def test_bound_ops_run_as_one_plan(ctx):
+    """bind() of Add, MaxPool, L2Norm and GlobalAvgPool chained in a Plan: one upload,
+    four launches, one download, the same bits as the references chained."""
+    from accel.ops import l2norm, pool
+    from accel.reference import l2norm as l2norm_reference
+    from accel.reference import pool as pool_reference
+
+    add_params = A((1, 6, 6, 20), 3, 0.7, -4, 1.9, 5)
+    pool_params = pool.PoolParams("max", (1, 6, 6, 20), 2, 2, input_zero_point=5,
+                                  output_zero_point=5)
+    norm_params = l2norm.L2NormParams((1, 3, 3, 20), np.linspace(-5, 20, 20), 0.2, 5, -1)
+    gap_params = pool.GlobalAvgPoolParams((1, 3, 3, 20), -1, 2, 0.5)
+    a, b = random_i8(add_params.shape, 11), random_i8(add_params.shape, 12)
+
+    a_buf, b_buf = ctx.buffer(6 * 6 * 32), ctx.buffer(6 * 6 * 32)
+    added, pooled, normed, out = (ctx.buffer(n) for n in (6 * 6 * 32, 3 * 3 * 32, 3 * 3 * 32, 32))
+    plan = ctx.plan()
+    plan.add_input(a_buf)
+    plan.add_input(b_buf)
+    for launch in (eltwise.bind(ctx, add_params, [a_buf, b_buf], added),
+                   pool.bind(ctx, pool_params, [added], pooled),
+                   l2norm.bind(ctx, norm_params, [pooled], normed),
+                   pool.bind(ctx, gap_params, [normed], out)):
+        plan.add_launch(*launch)
+    plan.add_output(out)
+    result = np.zeros((1, 1, 1, 32), np.int8)
+    plan.run([pad_channels(a, fill=3), pad_channels(b, fill=-4)], [result])
+
+    expected = pool_reference.pool2d(gap_params, l2norm_reference.l2norm(
+        norm_params, pool_reference.pool2d(pool_params, reference.add(add_params, a, b))))
+    np.testing.assert_array_equal(result[..., :20], expected)
