@@ -102,3 +102,13 @@ def test_intel_cpu_runtime_is_asked_for_avx512_on_avx512_hosts():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out != "''"  # never left empty: an empty value disables Intel's devices
+
+
+def test_pocl_is_preferred_among_cpu_runtimes(monkeypatch):
+    monkeypatch.delenv("ACCEL_DEVICE", raising=False)
+    platforms = {d.platform for d in PRESENT}
+    if {"Portable Computing Language", "Intel(R) OpenCL"} <= platforms and not any(
+            d.kind in ("fpga", "gpu") for d in PRESENT):
+        assert accel.select_device().platform == "Portable Computing Language"
+        assert accel.select_device("cpu").platform == "Portable Computing Language"
+        assert accel.select_device("intel").platform == "Intel(R) OpenCL"
