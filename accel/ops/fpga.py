@@ -1,0 +1,441 @@
+"""Conv, dense and pooling layers on the FPGA pipelines (kernels/fpga_conv.cl, fpga_pool.cl).
+
+On an FPGA (or Intel's FPGA emulator) a layer is not one NDRange launch but a *stage*: a few
+single-work-item kernels joined by channels that must run at the same time, each on its own
+queue. ``bind`` returns that stage as [(kernel, global, local), ...], ready for
+``plan.add_concurrent``; the compiler's scheduler emits it when ``is_fpga(device)``.
+
+    layer = ConvLayer(batch=1, in_height=56, in_width=56, in_channels=64, out_channels=64,
+                      kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1), input_zero_point=-3)
+    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts)   # packs, uploads
+    plan.add_concurrent(bind(prepared, x_buffer, out_buffer))           # 4 concurrent kernels
+    y = conv2d(ctx, x, weights, bias, pads=..., ...)                     # numpy in, numpy out
+
+Layers are described with the NDRange op's ConvLayer (accel/ops/conv.py: shapes, pads, zero
+points, activation, fused residual, channel offsets/strides for concat) plus ``dilation``,
+which ConvLayer has not got (SSD's fc6 is a 3x3 conv with dilation 6). Pooling layers use
+accel/ops/pool.py's PoolParams / GlobalAvgPoolParams.
+
+One FpgaConfig (VEC_SIZE, LANE_NUM, buffer sizes: the bitstream's knobs) serves every layer.
+All pipelines live in one program, kernels/fpga_bitstream.cl, built from source here (the
+emulator) or, on a board, passed in as the loaded .aocx (``program=ctx.load_binary(...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, NamedTuple, Sequence, Tuple
+
+import numpy as np
+
+from accel import numerics
+from accel.numerics import Activation
+from accel.ops import pool as pool_ops
+from accel.ops.conv import ConvLayer, Residual
+from accel.ops.layout import CHANNEL_ALIGN, pad_channels, padded_channels, unpad_channels
+from accel.reference.conv import output_size
+from accel.runtime import Buffer, Context, Kernel, Program
+
+# One program holds every FPGA pipeline (a board holds one bitstream at a time).
+BITSTREAM_FILE = "fpga_bitstream.cl"
+FPGA_KINDS = ("fpga", "fpga-emulator")
+DEFAULT_TIMEOUT_S = 300.0
+_PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1  # padded lanes: scale(0) = 0
+
+
+class Launch(NamedTuple):
+    kernel: Kernel
+    global_size: Tuple[int, ...]
+    local_size: Tuple[int, ...]
+
+
+Stage = List[Launch]  # launches that run at the same time, one queue each
+
+
+def is_fpga(device) -> bool:
+    """Whether a device (or a Context's device) runs the FPGA pipelines."""
+    device = getattr(device, "device", device)
+    return getattr(device, "kind", None) in FPGA_KINDS
+
+
+@dataclass(frozen=True)
+class FpgaConfig:
+    """The bitstream's knobs (fpga_conv.cl's banner). The defaults fit every conv layer of
+    the five models on chip; larger layers still run, reading from global memory."""
+    vec_size: int = 16          # input channels per cycle
+    lane_num: int = 16          # output channels per cycle
+    win_buf_size: int = 65536   # bytes of one half of the window double buffer
+    weight_buf_size: int = 9216  # reduction length (bytes per lane) of one weight buffer half
+
+    def __post_init__(self):
+        for name in ("vec_size", "lane_num", "win_buf_size", "weight_buf_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"FpgaConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("win_buf_size", "weight_buf_size"):
+            if getattr(self, name) % self.vec_size:
+                raise ValueError(f"FpgaConfig.{name} {getattr(self, name)} must be a multiple of "
+                                 f"vec_size {self.vec_size}")
+
+    def defines(self) -> dict:
+        return {"VEC_SIZE": self.vec_size, "LANE_NUM": self.lane_num,
+                "WIN_BUF_SIZE": self.win_buf_size, "WEIGHT_BUF_SIZE": self.weight_buf_size}
+
+
+DEFAULT_CONFIG = FpgaConfig()
+
+
+def bitstream(ctx: Context, config: FpgaConfig = DEFAULT_CONFIG) -> Program:
+    """The program holding every FPGA pipeline, built from source with these knobs (once
+    per context)."""
+    _check_fpga(ctx)
+    return ctx.program(BITSTREAM_FILE, config.defines())
+
+
+def _check_fpga(ctx: Context) -> None:
+    if not is_fpga(ctx):
+        raise ValueError(f"the FPGA pipelines need an FPGA or the FPGA emulator; {ctx.device.name!r} "
+                         f"is a {ctx.device.kind} device (use accel.ops.conv / pool there)")
+
+
+def _pair(value, what: str) -> tuple[int, int]:
+    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != 2 or any(not isinstance(v, (int, np.integer)) or v <= 0 for v in values):
+        raise ValueError(f"{what} must be one positive int or two, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+# Convolution ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The FPGA pipeline's view of a conv layer: output size with dilation, loop counts and
+    whether its window and weights fit the on-chip buffers."""
+    layer: ConvLayer
+    dilation: tuple[int, int]
+    config: FpgaConfig
+
+    @property
+    def out_height(self) -> int:
+        span = (self.layer.kernel_h - 1) * self.dilation[0] + 1
+        return output_size(self.layer.in_height, span, self.layer.stride[0],
+                                    self.layer.pads[0], self.layer.pads[2])
+
+    @property
+    def out_width(self) -> int:
+        span = (self.layer.kernel_w - 1) * self.dilation[1] + 1
+        return output_size(self.layer.in_width, span, self.layer.stride[1],
+                                    self.layer.pads[1], self.layer.pads[3])
+
+    @property
+    def pixels(self) -> int:
+        return self.layer.batch * self.out_height * self.out_width
+
+    @property
+    def groups(self) -> int:
+        return -(-self.layer.out_channels_padded // self.config.lane_num)
+
+    @property
+    def in_vecs(self) -> int:
+        return -(-self.layer.in_channels // self.config.vec_size)
+
+    @property
+    def kvecs(self) -> int:
+        return self.layer.kernel_h * self.layer.kernel_w * self.in_vecs
+
+    @property
+    def window_on_chip(self) -> bool:
+        row_bytes = self.layer.kernel_h * self.layer.in_width * self.in_vecs * self.config.vec_size
+        return row_bytes <= self.config.win_buf_size
+
+    @property
+    def weights_on_chip(self) -> bool:
+        return self.kvecs * self.config.vec_size <= self.config.weight_buf_size
+
+    @property
+    def output_bytes(self) -> int:
+        return self.pixels * self.layer.out_stride
+
+    @property
+    def mac_cycles(self) -> int:
+        """Cycles of the MAC array: one per (group, pixel, reduction vector)."""
+        return self.groups * self.pixels * self.kvecs
+
+    def check(self) -> None:
+        if self.out_height <= 0 or self.out_width <= 0:
+            raise ValueError(f"kernel {self.layer.kernel_h}x{self.layer.kernel_w} with dilation "
+                             f"{self.dilation} and pads {self.layer.pads} does not fit the "
+                             f"{self.layer.in_height}x{self.layer.in_width} input")
+        if self.mac_cycles >= 1 << 62 or self.groups * self.pixels >= 1 << 31:
+            raise ValueError(f"layer too large for the pipeline's counters ({self.mac_cycles} steps)")
+
+
+@dataclass(frozen=True)
+class PreparedFpgaConv:
+    """A conv/dense layer with its packed parameters on the device and its program built."""
+    geometry: ConvGeometry
+    program: Program
+    weights: Buffer      # [groups][KH][KW][Cv][LANE_NUM][VEC_SIZE] int8
+    bias: Buffer         # int32 [groups * LANE_NUM], bias - zx * sum(w) modulo 2^32
+    multipliers: Buffer  # int32 [groups * LANE_NUM]
+    shifts: Buffer       # int32 [groups * LANE_NUM]
+    no_residual: Buffer  # a placeholder bound when the layer has no residual
+
+    @property
+    def layer(self) -> ConvLayer:
+        return self.geometry.layer
+
+
+def pack_weights(geometry: ConvGeometry, weights: np.ndarray) -> np.ndarray:
+    """Logical [Cout, KH, KW, Cin] int8 -> [groups][KH][KW][Cv][LANE_NUM][VEC_SIZE], zero padded."""
+    layer, config = geometry.layer, geometry.config
+    lanes, cin_pad = geometry.groups * config.lane_num, geometry.in_vecs * config.vec_size
+    padded = np.zeros((lanes, layer.kernel_h, layer.kernel_w, cin_pad), dtype=np.int8)
+    padded[:layer.out_channels, :, :, :layer.in_channels] = weights
+    packed = padded.reshape(geometry.groups, config.lane_num, layer.kernel_h, layer.kernel_w,
+                            geometry.in_vecs, config.vec_size)
+    return np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1, 5))
+
+
+def _check_array(name: str, array, dtype, shape) -> None:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
+    if array.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
+
+
+def fold_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
+                    multipliers: np.ndarray, shifts: np.ndarray):
+    """Validate the logical arrays; (bias - z_x * sum(w) modulo 2^32, multipliers, shifts)."""
+    cout = layer.out_channels
+    _check_array("weights", weights, np.int8, layer.weight_shape)
+    _check_array("bias", bias, np.int32, (cout,))
+    _check_array("multipliers", multipliers, np.int32, (cout,))
+    _check_array("shifts", shifts, np.int32, (cout,))
+    if weights.min() < -numerics.WEIGHT_MAX:
+        raise ValueError(f"weights must lie in [-{numerics.WEIGHT_MAX}, {numerics.WEIGHT_MAX}] "
+                         f"(symmetric int8); found {int(weights.min())}")
+    numerics.check_multipliers(multipliers, shifts)
+    folded = bias.astype(np.int64) - layer.input_zero_point * weights.astype(np.int64).sum(axis=(1, 2, 3))
+    wrapped = ((folded + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+    return wrapped, multipliers, shifts
+
+
+def _pad_lanes(values: np.ndarray, lanes: int, fill: int) -> np.ndarray:
+    out = np.full(lanes, fill, dtype=np.int32)
+    out[:values.size] = values
+    return out
+
+
+def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
+            multipliers: np.ndarray, shifts: np.ndarray, *, dilation=None,
+            config: FpgaConfig = DEFAULT_CONFIG, program: Program | None = None) -> PreparedFpgaConv:
+    """Validate, pack and upload one layer's parameters. ``dilation`` defaults to the layer's
+    own (should ConvLayer gain the field), else 1. ``program`` is the bitstream (default:
+    fpga_bitstream.cl built with ``config``'s knobs, which must match it)."""
+    _check_fpga(ctx)
+    if not isinstance(layer, ConvLayer):
+        raise TypeError(f"layer must be an accel.ops.conv.ConvLayer, got {type(layer).__name__}")
+    if dilation is None:
+        dilation = getattr(layer, "dilation", (1, 1))
+    geometry = ConvGeometry(layer, _pair(dilation, "dilation"), config)
+    geometry.check()
+    folded, mult, shift = fold_parameters(layer, weights, bias, multipliers, shifts)
+    lanes = geometry.groups * config.lane_num
+    program = program if program is not None else bitstream(ctx, config)
+    return PreparedFpgaConv(
+        geometry=geometry, program=program, weights=ctx.upload(pack_weights(geometry, weights)),
+        bias=ctx.upload(_pad_lanes(folded, lanes, 0)),
+        multipliers=ctx.upload(_pad_lanes(mult, lanes, _PAD_MULTIPLIER)),
+        shifts=ctx.upload(_pad_lanes(shift, lanes, _PAD_SHIFT)),
+        no_residual=ctx.buffer(16))
+
+
+def _check_buffer(name: str, buffer, nbytes: int) -> None:
+    if not isinstance(buffer, Buffer):
+        raise TypeError(f"{name} must be a device Buffer, got {type(buffer).__name__}")
+    if buffer.nbytes < nbytes:
+        raise ValueError(f"{name} buffer holds {buffer.nbytes} bytes, the layer needs {nbytes}")
+
+
+def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
+         residual: Buffer | None = None) -> Stage:
+    """The pipeline's four kernels (reader, core, epilogue, writer) with every argument set,
+    as one concurrent stage for plan.add_concurrent. Fresh Kernel objects on every call."""
+    g = prepared.geometry
+    layer, i32 = g.layer, np.int32
+    _check_buffer("input", x, layer.input_bytes)
+    _check_buffer("output", out, g.output_bytes)
+    if layer.residual is not None:
+        if residual is None:
+            raise ValueError("the layer has a fused residual add but no residual buffer was given")
+        _check_buffer("residual", residual, g.pixels * layer.residual_stride)
+        res = layer.residual
+    else:
+        if residual is not None:
+            raise ValueError("a residual buffer was given to a layer without a residual add")
+        residual, res = prepared.no_residual, Residual(0, _PAD_MULTIPLIER, _PAD_SHIFT)
+    program = prepared.program
+    reader = Kernel(program, "fpga_conv_reader")
+    reader.set_args(x, prepared.weights, i32(layer.batch), i32(layer.in_height),
+                    i32(layer.in_width), i32(layer.in_channels), i32(layer.in_stride),
+                    i32(layer.in_channel_offset), i32(g.out_height), i32(g.out_width),
+                    i32(layer.kernel_h), i32(layer.kernel_w), i32(layer.stride[0]),
+                    i32(layer.stride[1]), i32(g.dilation[0]), i32(g.dilation[1]),
+                    i32(layer.pads[0]), i32(layer.pads[1]), i32(layer.input_zero_point),
+                    i32(g.groups))
+    core = Kernel(program, "fpga_conv_core")
+    core.set_args(i32(g.groups * g.pixels), i32(g.kvecs))
+    epilogue = Kernel(program, "fpga_conv_epilogue")
+    epilogue.set_args(prepared.bias, prepared.multipliers, prepared.shifts, residual,
+                      i32(g.groups), i32(g.pixels), i32(layer.out_channels_padded),
+                      i32(layer.output_zero_point), i32(layer.activation.lo),
+                      i32(layer.activation.hi), i32(layer.residual is not None),
+                      i32(layer.residual_stride), i32(res.zero_point), i32(res.multiplier),
+                      i32(res.shift))
+    writer = Kernel(program, "fpga_conv_writer")
+    writer.set_args(out, i32(g.groups), i32(g.pixels), i32(layer.out_channels_padded),
+                    i32(layer.out_stride), i32(layer.out_channel_offset))
+    one = (1,)
+    return [Launch(k, one, one) for k in (reader, core, epilogue, writer)]
+
+
+def run_stage(ctx: Context, stage: Sequence[Launch], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Run one concurrent stage to completion (its own plan, one queue per kernel).
+    accel.LaunchError after timeout_s seconds when the pipeline stalls (a channel deadlock)."""
+    plan = ctx.plan()
+    plan.add_concurrent(list(stage))
+    plan.set_timeout(float(timeout_s))
+    plan.run([], [])
+
+
+def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
+           stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), input_zero_point: int,
+           multipliers: np.ndarray, shifts: np.ndarray, output_zero_point: int,
+           activation: Activation = Activation(), residual: np.ndarray | None = None,
+           residual_zero_point: int = 0, residual_multiplier: int | None = None,
+           residual_shift: int | None = None, config: FpgaConfig = DEFAULT_CONFIG,
+           timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
+    """accel.reference.conv.conv2d (plus dilation) on the FPGA pipeline: logical int8 NHWC
+    in and out."""
+    for name, array in (("x", x), ("weights", weights)):
+        if not isinstance(array, np.ndarray) or array.dtype != np.int8 or array.ndim != 4:
+            raise TypeError(f"{name} must be a 4-D int8 numpy array, got "
+                            f"{getattr(array, 'dtype', type(array).__name__)} "
+                            f"{getattr(array, 'shape', '')}")
+    if weights.shape[3] != x.shape[3]:
+        raise ValueError(f"weights have {weights.shape[3]} input channels, x has {x.shape[3]}")
+    if 0 in x.shape or 0 in weights.shape:
+        raise ValueError(f"empty input {x.shape} or weights {weights.shape}")
+    fused = None
+    if residual is not None:
+        if residual_multiplier is None or residual_shift is None:
+            raise ValueError("a residual needs residual_multiplier and residual_shift")
+        fused = Residual(residual_zero_point, int(residual_multiplier), int(residual_shift))
+    n, h, w, cin = x.shape
+    cout, kh, kw, _ = weights.shape
+    layer = ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
+                      kernel_h=kh, kernel_w=kw, stride=tuple(stride), pads=tuple(pads),
+                      input_zero_point=input_zero_point, output_zero_point=output_zero_point,
+                      activation=activation, residual=fused)
+    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, dilation=dilation,
+                       config=config)
+    g = prepared.geometry
+    out_shape = (n, g.out_height, g.out_width, cout)
+    res_buf = None
+    if residual is not None:
+        if not isinstance(residual, np.ndarray) or residual.dtype != np.int8 \
+                or residual.shape != out_shape:
+            raise ValueError(f"residual must be int8 of the output's shape {out_shape}, got "
+                             f"{getattr(residual, 'dtype', None)} {getattr(residual, 'shape', None)}")
+        res_buf = ctx.upload(pad_channels(residual, fill=residual_zero_point))
+    x_buf = ctx.upload(pad_channels(x, fill=input_zero_point))
+    out_buf = ctx.buffer(g.output_bytes)
+    run_stage(ctx, bind(prepared, x_buf, out_buf, res_buf), timeout_s)
+    y = ctx.download(out_buf, np.int8, out_shape[:3] + (layer.out_channels_padded,))
+    return unpad_channels(y, cout)
+
+
+def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
+          input_zero_point: int, multipliers: np.ndarray, shifts: np.ndarray,
+          output_zero_point: int, activation: Activation = Activation(),
+          config: FpgaConfig = DEFAULT_CONFIG, timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
+    """accel.reference.conv.dense on the FPGA pipeline: a 1x1 conv over a [1, 1, N, K] image
+    (the same layout as accel.ops.conv.dense_layer). x [N, K], weights [Cout, K] -> [N, Cout]."""
+    for name, array in (("x", x), ("weights", weights)):
+        if not isinstance(array, np.ndarray) or array.dtype != np.int8 or array.ndim != 2:
+            raise TypeError(f"{name} must be a 2-D int8 numpy array, got "
+                            f"{getattr(array, 'dtype', type(array).__name__)} "
+                            f"{getattr(array, 'shape', '')}")
+    if x.shape[1] != weights.shape[1]:
+        raise ValueError(f"weights have {weights.shape[1]} inputs, x has {x.shape[1]}")
+    y = conv2d(ctx, x[None, None], weights[:, None, None, :], bias,
+               input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
+               output_zero_point=output_zero_point, activation=activation, config=config,
+               timeout_s=timeout_s)
+    return y[0, 0]
+
+
+# Pooling ----------------------------------------------------------------------------------
+def _pool_tables(params) -> tuple[np.ndarray, np.ndarray]:
+    """(M, S) indexed by the window's divisor (max: entry 0)."""
+    if isinstance(params, pool_ops.GlobalAvgPoolParams):
+        _, h, w, _ = params.input_shape
+        mult = np.full(h * w + 1, _PAD_MULTIPLIER, dtype=np.int32)
+        shift = np.full(h * w + 1, _PAD_SHIFT, dtype=np.int32)
+        mult[-1], shift[-1] = params.multiplier()
+        return mult, shift
+    return params.multiplier_table()
+
+
+def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_stride: int | None = None,
+              out_channel_offset: int = 0, config: FpgaConfig = DEFAULT_CONFIG,
+              program: Program | None = None) -> Stage:
+    """The pooling pipeline (fpga_pool, fpga_pool_writer) as one concurrent stage. The output
+    may be a channel slice [offset, offset + C_padded) of a wider tensor (concat)."""
+    _check_fpga(ctx)
+    if not isinstance(params, (pool_ops.PoolParams, pool_ops.GlobalAvgPoolParams)):
+        raise TypeError(f"params must be PoolParams or GlobalAvgPoolParams, got {type(params).__name__}")
+    n, h, w, c = params.input_shape
+    _, oh, ow, _ = params.output_shape
+    cp = padded_channels(c)
+    out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
+    _check_buffer("input", x, n * h * w * cp)
+    _check_buffer("output", out, n * oh * ow * out_channel_stride)
+    if out_channel_offset < 0 or out_channel_offset % CHANNEL_ALIGN or \
+            out_channel_offset + cp > out_channel_stride:
+        raise ValueError(f"output channels [{out_channel_offset}, {out_channel_offset + cp}) do not "
+                         f"fit a tensor of {out_channel_stride} channels at a multiple of "
+                         f"{CHANNEL_ALIGN}")
+    i32 = np.int32
+    if isinstance(params, pool_ops.GlobalAvgPoolParams):
+        kernel, stride, pads, is_max, region = (h, w), (1, 1), (0, 0), 0, (0, h, 0, w)
+    else:
+        kernel, stride, pads = params.kernel, params.stride, params.pads[:2]
+        is_max, region = int(params.kind == "max"), params.count_region()
+    mult, shift = _pool_tables(params)
+    act = params.activation
+    program = program if program is not None else bitstream(ctx, config)
+    pool = Kernel(program, "fpga_pool")
+    pool.set_args(x, ctx.upload(mult), ctx.upload(shift), i32(n), i32(h), i32(w), i32(cp),
+                  i32(cp), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),
+                  i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(is_max),
+                  *(i32(v) for v in region), i32(params.input_zero_point),
+                  i32(params.output_zero_point), i32(act.lo), i32(act.hi))
+    writer = Kernel(program, "fpga_pool_writer")
+    writer.set_args(out, i32(n * oh * ow), i32(cp), i32(out_channel_stride), i32(out_channel_offset))
+    one = (1,)
+    return [Launch(pool, one, one), Launch(writer, one, one)]
+
+
+def pool2d(ctx: Context, params, x: np.ndarray, *, config: FpgaConfig = DEFAULT_CONFIG,
+           timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
+    """accel.reference.pool.pool2d on the FPGA pipeline: logical int8 (N, H, W, C) in and out."""
+    x = pool_ops.check_int8_nhwc(x, params.input_shape)
+    n, oh, ow, c = params.output_shape
+    cp = padded_channels(c)
+    x_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
+    out_buf = ctx.buffer(n * oh * ow * cp)
+    run_stage(ctx, bind_pool(ctx, params, x_buf, out_buf, config=config), timeout_s)
+    return unpad_channels(ctx.download(out_buf, np.int8, (n, oh, ow, cp)), c)
