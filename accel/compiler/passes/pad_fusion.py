@@ -1,0 +1,54 @@
+"""Pad fusion: an explicit Pad (tf2onnx writes Keras' ZeroPadding2D so) becomes the padding of
+the Conv or pool that reads it.
+
+- Conv: zero padding is what conv padding means; always fused when the value is 0.
+- AveragePool: fused as count_include_pad=1 padding when the pool has no padding of its own
+  (or already counts it), value 0.
+- MaxPool: a pool pads with -inf; zero padding is the same only when the input is never
+  negative (its producer clamps at >= 0, e.g. a fused ReLU) and every window keeps at least
+  one real element (pad < kernel). Fused only then, or when the value is -inf.
+
+Unsafe otherwise (a non-zero value, or a MaxPool over values that can be negative): not
+matched. Every reader of the Pad must accept it, or none is rewritten.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import ir
+
+
+def _nonnegative(graph: ir.Graph, producers, name: str) -> bool:
+    node = producers.get(name)
+    return node is not None and hasattr(node, "clamp") and node.clamp.lo >= 0
+
+
+def _accepts(graph: ir.Graph, producers, pad: ir.Pad, reader: ir.Node) -> bool:
+    if isinstance(reader, ir.Conv):
+        return pad.value == 0 and reader.x == pad.output and reader.residual != pad.output
+    if isinstance(reader, ir.Pool) and not reader.is_global:
+        if reader.kind == "avg":
+            return pad.value == 0 and (reader.count_include_pad or not any(reader.pads))
+        total = [a + b for a, b in zip(reader.pads, pad.pads)]
+        fits = all(p < reader.kernel[i % 2] for i, p in enumerate(total))
+        return fits and (pad.value == -math.inf or
+                         (pad.value == 0 and _nonnegative(graph, producers, pad.x)))
+    return False
+
+
+def match(graph: ir.Graph) -> list[ir.Pad]:
+    producers, users = graph.producers(), graph.consumers()
+    return [n for n in graph.nodes if isinstance(n, ir.Pad) and n.output not in graph.outputs
+            and users.get(n.output)
+            and all(_accepts(graph, producers, n, r) for r in users[n.output])]
+
+
+def apply(graph: ir.Graph, pad: ir.Pad) -> None:
+    for reader in graph.consumers()[pad.output]:
+        reader.pads = tuple(a + b for a, b in zip(reader.pads, pad.pads))
+        if isinstance(reader, ir.Pool) and reader.kind == "avg":
+            reader.count_include_pad = True
+        reader.replace_input(pad.output, pad.x)
+    graph.nodes.remove(pad)
+    del graph.tensors[pad.output]
