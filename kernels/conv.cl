@@ -36,6 +36,10 @@
  *   residual int8 (only with HAS_RESIDUAL=1): pixel at (...)*res_stride, cout_pad channels,
  *            added in the epilogue with its own zero point, multiplier and shift.
  *
+ * Tap (ky, kx) of output pixel (oy, ox) reads input (oy*stride_h - pad_top + ky*dilation_h,
+ * ox*stride_w - pad_left + kx*dilation_w): dilation spreads the taps (SSD's fc6: 3x3,
+ * dilation 6) at the cost of a 3x3 kernel, not of its zero-inflated 13x13.
+ *
  * NDRange: global (cout_pad/16, ceil(OW/TILE_W), N*OH); work-items past OW compute from
  * the pad row and skip their stores.
  *
@@ -95,6 +99,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
                           const int kernel_h, const int kernel_w,
                           const int stride_h, const int stride_w,
                           const int pad_top, const int pad_left,
+                          const int dilation_h, const int dilation_w,
                           const int output_zero_point, const int lo, const int hi,
                           const int residual_zero_point, const int residual_multiplier,
                           const int residual_shift) {
@@ -113,7 +118,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
   const int tap_bytes = cin_pad * COUT_BLOCK;
   const __global char* w_tap = weights + (size_t)block * kernel_h * kernel_w * tap_bytes;
   for (int ky = 0; ky < kernel_h; ++ky) {
-    const int iy = oy * stride_h - pad_top + ky;
+    const int iy = oy * stride_h - pad_top + ky * dilation_h;
     const bool row_in = iy >= 0 && iy < in_height;
     const size_t row_base = ((size_t)n * in_height + iy) * in_width;
     for (int kx = 0; kx < kernel_w; ++kx, w_tap += tap_bytes) {
@@ -121,7 +126,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
       const __global char* x_tap[TILE_W];
 #pragma unroll
       for (int p = 0; p < TILE_W; ++p) {
-        const int ix = (ox0 + p) * stride_w - pad_left + kx;
+        const int ix = (ox0 + p) * stride_w - pad_left + kx * dilation_w;
         x_tap[p] = (row_in && ix >= 0 && ix < in_width)
                        ? x + (row_base + ix) * in_stride + in_offset
                        : pad_row;

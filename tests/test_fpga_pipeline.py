@@ -41,8 +41,8 @@ def random_conv(rng, cin, cout, k, *, bias_range=5000, scale=(0.0005, 0.004)):
 
 
 def dilate(weights, dilation):
-    """The same conv as a dense kernel with zeros between the taps (the reference has no
-    dilation; a dilated conv is exactly this)."""
+    """The same conv as a dense kernel with zeros between the taps (a dilated conv is
+    exactly this; kept as a check independent of the reference's own ``dilation``)."""
     dh, dw = dilation
     cout, kh, kw, cin = weights.shape
     out = np.zeros((cout, (kh - 1) * dh + 1, (kw - 1) * dw + 1, cin), dtype=np.int8)
@@ -123,6 +123,33 @@ def test_other_knob_values(emu, config):
              config=config)
     run_conv(emu, rng, h=9, w=9, cin=8, cout=16, k=3, pads=(2, 2, 2, 2), dilation=(2, 2),
              config=config)
+
+
+def test_dilation_comes_from_the_conv_layer(emu):
+    """The compiler's path: a ConvLayer carrying its dilation, prepared and bound with no
+    separate argument; ``prepare(dilation=...)`` overrides it; ConvGeometry refuses a
+    dilation that contradicts its layer."""
+    rng = np.random.default_rng(81)
+    x = rng.integers(-128, 128, (1, 9, 10, 12), dtype=np.int8)
+    weights, bias, multipliers, shifts = random_conv(rng, 12, 20, (3, 2))
+    layer = ConvLayer(batch=1, in_height=9, in_width=10, in_channels=12, out_channels=20,
+                      kernel_h=3, kernel_w=2, stride=(1, 2), pads=(2, 1, 1, 3),
+                      input_zero_point=-6, output_zero_point=2, dilation=(2, 3))
+    common = dict(input_zero_point=-6, multipliers=multipliers, shifts=shifts,
+                  output_zero_point=2)
+    for override, dilation in ((None, (2, 3)), (1, (1, 1))):
+        prepared = fpga.prepare(emu, layer, weights, bias, multipliers, shifts,
+                                dilation=override)
+        assert prepared.layer.dilation == prepared.geometry.dilation == dilation
+        out = emu.buffer(prepared.geometry.output_bytes)
+        fpga.run_stage(emu, fpga.bind(prepared, emu.upload(pad_channels(x, fill=-6)), out))
+        g = prepared.geometry
+        got = unpad_channels(emu.download(out, np.int8, (1, g.out_height, g.out_width, 32)), 20)
+        want = conv_ref.conv2d(x, dilate(weights, dilation), bias, stride=(1, 2),
+                               pads=(2, 1, 1, 3), **common)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"dilation \(2, 2\) differs from the layer's \(2, 3\)"):
+        fpga.ConvGeometry(layer, (2, 2))
 
 
 # Dense ----------------------------------------------------------------------------------------
@@ -309,7 +336,7 @@ LARGEST_LAYERS = {
     "vgg16-conv5_3": ConvLayer(1, 14, 14, 512, 512, 3, 3, (1, 1), (1, 1, 1, 1)),
     "densenet121-b4-1x1": ConvLayer(1, 7, 7, 1024, 128, 1, 1),
     "ssd300-conv1_2": ConvLayer(1, 300, 300, 64, 64, 3, 3, (1, 1), (1, 1, 1, 1)),
-    "ssd300-fc6": ConvLayer(1, 19, 19, 512, 1024, 3, 3, (1, 1), (6, 6, 6, 6)),
+    "ssd300-fc6": ConvLayer(1, 19, 19, 512, 1024, 3, 3, (1, 1), (6, 6, 6, 6), dilation=(6, 6)),
     "ssd300-fc7-head": ConvLayer(1, 19, 19, 1024, 24, 3, 3, (1, 1), (1, 1, 1, 1)),
     "ssd300-conv4_3-head": ConvLayer(1, 38, 38, 512, 84, 3, 3, (1, 1), (1, 1, 1, 1)),
 }
@@ -317,8 +344,7 @@ LARGEST_LAYERS = {
 
 @pytest.mark.parametrize("name", LARGEST_LAYERS, ids=list(LARGEST_LAYERS))
 def test_default_knobs_keep_every_conv_layer_on_chip(name):
-    dilation = (6, 6) if name == "ssd300-fc6" else (1, 1)
-    geometry = fpga.ConvGeometry(LARGEST_LAYERS[name], dilation, fpga.DEFAULT_CONFIG)
+    geometry = fpga.ConvGeometry(LARGEST_LAYERS[name], config=fpga.DEFAULT_CONFIG)
     geometry.check()
     assert geometry.window_on_chip and geometry.weights_on_chip
 
@@ -358,7 +384,7 @@ def test_bad_input_gives_clear_errors(emu):
     x = rng.integers(-128, 128, (1, 4, 4, 16), dtype=np.int8)
     weights, bias, multipliers, shifts = random_conv(rng, 16, 8, 3)
     common = dict(input_zero_point=0, multipliers=multipliers, shifts=shifts, output_zero_point=0)
-    with pytest.raises(TypeError, match="x must be a 4-D int8"):
+    with pytest.raises(TypeError, match="x must be int8"):
         fpga.conv2d(emu, x.astype(np.int16), weights, bias, **common)
     with pytest.raises(ValueError, match="input channels"):
         fpga.conv2d(emu, x[..., :8], weights, bias, **common)

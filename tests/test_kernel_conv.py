@@ -21,7 +21,7 @@ from conv_shapes import densenet121_convs, resnet50_convs, vgg16_convs
 
 
 def make_case(rng, n, h, w, cin, cout, kh, kw, *, stride=(1, 1), pads=(0, 0, 0, 0),
-              gain=1.0, activation=Activation(), residual=False):
+              dilation=(1, 1), gain=1.0, activation=Activation(), residual=False):
     """Random int8 data with per-channel multipliers that spread the outputs over int8
     (gain scales them: large gains saturate, tiny ones collapse to the zero point)."""
     x = rng.integers(-128, 128, (n, h, w, cin)).astype(np.int8)
@@ -30,12 +30,13 @@ def make_case(rng, n, h, w, cin, cout, kh, kw, *, stride=(1, 1), pads=(0, 0, 0, 
     spread = 60.0 * np.sqrt(kh * kw * cin) * 127.0
     multipliers, shifts = numerics.quantize_multipliers(
         gain * 127.0 / spread * rng.uniform(0.5, 2.0, cout))
-    kwargs = dict(stride=stride, pads=pads, input_zero_point=int(rng.integers(-128, 128)),
+    kwargs = dict(stride=stride, pads=pads, dilation=dilation,
+                  input_zero_point=int(rng.integers(-128, 128)),
                   multipliers=multipliers, shifts=shifts,
                   output_zero_point=int(rng.integers(-20, 20)), activation=activation)
     if residual:
-        oh = reference.output_size(h, kh, stride[0], pads[0], pads[2])
-        ow = reference.output_size(w, kw, stride[1], pads[1], pads[3])
+        oh = reference.output_size(h, kh, stride[0], pads[0], pads[2], dilation[0])
+        ow = reference.output_size(w, kw, stride[1], pads[1], pads[3], dilation[1])
         m, s = numerics.quantize_multiplier(float(rng.uniform(0.3, 1.5)))
         kwargs.update(residual=rng.integers(-128, 128, (n, oh, ow, cout)).astype(np.int8),
                       residual_zero_point=int(rng.integers(-128, 128)),
@@ -72,6 +73,50 @@ def test_conv_shapes(ctx, name):
     n, h, w, cin, cout, kh, kw, stride, pads = SHAPES[name]
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     check(ctx, *make_case(rng, n, h, w, cin, cout, kh, kw, stride=stride, pads=pads))
+
+
+# (n, h, w, cin, cout, kh, kw, stride, pads, dilation)
+DILATED = {
+    "dilation2": (1, 9, 9, 20, 24, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    # SSD-VGG300 fc6 (3x3, dilation 6, pad 6) scaled down: most taps land in the padding.
+    "dilation6-ssd-fc6-small": (1, 13, 13, 16, 32, 3, 3, (1, 1), (6, 6, 6, 6), (6, 6)),
+    "dilation6-input-smaller-than-span": (1, 5, 4, 8, 16, 3, 3, (1, 1), (6, 6, 6, 6), (6, 6)),
+    "dilation-2x3-stride-2x1-asymmetric": (2, 11, 10, 8, 16, 3, 2, (2, 1), (1, 0, 2, 3), (2, 3)),
+    "dilation-small-oclgrind": (1, 6, 5, 5, 16, 3, 3, (1, 1), (2, 1, 2, 1), (2, 1)),
+}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[pytest.mark.oclgrind] if name.endswith("oclgrind") else [])
+    for name in DILATED])
+def test_conv_dilation(ctx, name):
+    n, h, w, cin, cout, kh, kw, stride, pads, dilation = DILATED[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    for residual in (False, True):
+        check(ctx, *make_case(rng, n, h, w, cin, cout, kh, kw, stride=stride, pads=pads,
+                              dilation=dilation, residual=residual))
+
+
+def test_reference_dilation_is_a_zero_inflated_kernel():
+    """The reference's dilation against the same conv written as a dense kernel with zeros
+    between the taps, so the kernel tests above do not only compare two new code paths."""
+    rng = np.random.default_rng(14)
+    x, weights, bias, kwargs = make_case(rng, 2, 12, 11, 6, 7, 3, 2, stride=(1, 2),
+                                         pads=(3, 2, 1, 4), dilation=(3, 4))
+    inflated = np.zeros((7, 7, 5, 6), dtype=np.int8)
+    inflated[:, ::3, ::4, :] = weights
+    dilated = reference.conv2d(x, weights, bias, **kwargs)
+    kwargs["dilation"] = (1, 1)
+    np.testing.assert_array_equal(dilated, reference.conv2d(x, inflated, bias, **kwargs))
+
+
+def test_real_ssd300_fc6_bit_exact():
+    """SSD-VGG300 fc6 at full size (19x19x512 -> 1024, 3x3, dilation 6, pad 6) on the first
+    device (the others run the same code on the small dilated cases)."""
+    ctx = accel.Context(accel.devices()[0])
+    rng = np.random.default_rng(15)
+    check(ctx, *make_case(rng, 1, 19, 19, 512, 1024, 3, 3, pads=(6, 6, 6, 6), dilation=(6, 6),
+                          activation=Activation.relu(0)))
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
@@ -208,8 +253,10 @@ def test_conv_property(ctx, data):
     kw = data.draw(st.integers(1, 4), "kw")
     stride = (data.draw(st.integers(1, 3), "sh"), data.draw(st.integers(1, 3), "sw"))
     pads = tuple(data.draw(st.integers(0, 2), f"pad{i}") for i in range(4))
-    h = data.draw(st.integers(max(1, kh - pads[0] - pads[2]), 7), "h")
-    w = data.draw(st.integers(max(1, kw - pads[1] - pads[3]), 9), "w")
+    dilation = (data.draw(st.integers(1, 3), "dh"), data.draw(st.integers(1, 3), "dw"))
+    span_h, span_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+    h = data.draw(st.integers(max(1, span_h - pads[0] - pads[2]), max(7, span_h)), "h")
+    w = data.draw(st.integers(max(1, span_w - pads[1] - pads[3]), max(9, span_w)), "w")
     n = data.draw(st.integers(1, 2), "n")
     cin = data.draw(st.integers(1, 35), "cin")
     cout = data.draw(st.integers(1, 35), "cout")
@@ -221,8 +268,8 @@ def test_conv_property(ctx, data):
     activation = data.draw(st.sampled_from([Activation(), Activation.relu(zy),
                                             Activation.relu6(0.1, zy)]), "activation")
     x, weights, bias, kwargs = make_case(rng, n, h, w, cin, cout, kh, kw, stride=stride,
-                                         pads=pads, gain=gain, residual=residual,
-                                         activation=activation)
+                                         pads=pads, dilation=dilation, gain=gain,
+                                         residual=residual, activation=activation)
     kwargs["output_zero_point"] = zy
     check(ctx, x, weights, bias, kwargs)
 
@@ -301,6 +348,10 @@ def _good(rng=None):
     (lambda a: (a.update(x=a["x"][:, :2, :2]), a["kwargs"].update(pads=(0, 0, 0, 0))),
      ValueError, "does not fit"),
     (lambda a: a["kwargs"].update(stride=(0, 1)), ValueError, "stride"),
+    (lambda a: a["kwargs"].update(dilation=(1, 0)), ValueError, "dilation must be two positive"),
+    (lambda a: a["kwargs"].update(dilation=2), ValueError, "dilation must be two positive"),
+    (lambda a: a["kwargs"].update(dilation=(3, 1), pads=(0, 0, 0, 0)), ValueError,
+     "with dilation (3, 1) and pads (0, 0, 0, 0) does not fit"),
     (lambda a: a["kwargs"].update(pads=(1, 1, -1, 1)), ValueError, "pads"),
     (lambda a: a["kwargs"].update(input_zero_point=200), ValueError, "input zero point"),
     (lambda a: a["kwargs"].update(activation=Activation(10, 5)), ValueError, "activation"),

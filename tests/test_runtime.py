@@ -190,7 +190,7 @@ def test_error_names():
 
 CHANNEL_PAIR = """
 #pragma OPENCL EXTENSION cl_intel_channels : enable
-channel int pipe_ch __attribute__((depth(8)));
+channel int pipe_ch __attribute__((depth(256)));
 
 __attribute__((max_global_work_dim(0)))
 __kernel void produce(__global const int* in, const int n) {
@@ -214,7 +214,10 @@ def emulator_context():
 def test_concurrent_stage_runs_a_channel_pipeline_on_the_fpga_emulator():
     ctx = emulator_context()
     program = ctx.build(CHANNEL_PAIR)
-    n = 1000  # far more than the channel depth: both kernels must run at once
+    # Far more values than the channel holds, so both kernels must run at once. (A deeper
+    # channel than a board needs: the emulator hands over a full or empty channel only at an
+    # OS time slice, which a shallow one would hit on every value.)
+    n = 4000
     src, dst, scaled = ctx.buffer(4 * n), ctx.buffer(4 * n), ctx.buffer(4 * n)
     plan = ctx.plan()
     plan.add_input(src)
@@ -223,7 +226,7 @@ def test_concurrent_stage_runs_a_channel_pipeline_on_the_fpga_emulator():
     plan.add_concurrent([(ctx.kernel(program, "produce", dst, np.int32(n)), [1], [1]),
                          (ctx.kernel(program, "consume", scaled, np.int32(n)), [1], [1])])
     plan.add_output(scaled)
-    plan.set_timeout(60)
+    plan.set_timeout(120)
     assert plan.num_queues == 2 and plan.num_launches == 4
     values = np.arange(n, dtype=np.int32)
     out = np.empty(n, np.int32)

@@ -12,8 +12,9 @@ Three levels, from the compiler's to the tests':
 Device tensors are NHWC int8 with channels padded to CHANNEL_ALIGN (accel/ops/layout.py);
 a layer may read its input from, and write its output into, a slice of a wider tensor
 (``in_channel_offset``/``in_channel_stride``, ``out_channel_offset``/``out_channel_stride``),
-which makes a concat free. A dense layer is a 1x1 conv over a [1, 1, N, K] "image", so the
-batch rows share each weight load (``dense_layer``, ``dense``).
+which makes a concat free. ``dilation`` spreads the taps (SSD-VGG300's fc6: 3x3, dilation 6,
+pad 6) without zero-inflating the kernel. A dense layer is a 1x1 conv over a [1, 1, N, K]
+"image", so the batch rows share each weight load (``dense_layer``, ``dense``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 from accel import numerics
 from accel.numerics import INT8_MAX, INT8_MIN, WEIGHT_MAX, Activation
 from accel.ops import tuning
-from accel.ops.layout import (CHANNEL_ALIGN, pad_channels, padded_channels, round_up,
-                              unpad_channels)
+from accel.ops.checks import check_array, check_buffer
+from accel.ops.layout import CHANNEL_ALIGN, padded_channels, round_up, run_on_device
 from accel.reference.conv import output_size
 from accel.runtime import Buffer, Context, Event, Kernel, Program
 
@@ -52,8 +53,9 @@ class Residual:
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """Everything about one conv layer except its weights: shapes, stride, pads, zero points,
-    the fused epilogue and where its tensors sit in (possibly wider) device buffers."""
+    """Everything about one conv layer except its weights: shapes, stride, pads, dilation,
+    zero points, the fused epilogue and where its tensors sit in (possibly wider) device
+    buffers. ``dilation`` is the last field so that positional construction stays valid."""
     batch: int
     in_height: int
     in_width: int
@@ -72,6 +74,7 @@ class ConvLayer:
     out_channel_offset: int = 0
     out_channel_stride: int | None = None  # None: the output's own padded channel count
     residual_channel_stride: int | None = None  # None: the output's padded channel count
+    dilation: tuple[int, int] = (1, 1)  # (h, w): tap (ky, kx) reads (ky*dh, kx*dw) further
 
     def __post_init__(self):
         for name in ("batch", "in_height", "in_width", "in_channels", "out_channels",
@@ -84,9 +87,15 @@ class ConvLayer:
         if len(self.pads) != 4 or any(p < 0 for p in self.pads):
             raise ValueError(f"pads must be four non-negative integers (top, left, bottom, "
                              f"right), got {self.pads!r}")
+        dilation = tuple(self.dilation) if isinstance(self.dilation, (tuple, list)) else ()
+        if len(dilation) != 2 or any(not isinstance(d, (int, np.integer)) or d <= 0
+                                     for d in dilation):
+            raise ValueError(f"dilation must be two positive integers, got {self.dilation!r}")
+        object.__setattr__(self, "dilation", (int(dilation[0]), int(dilation[1])))
         if self.out_height <= 0 or self.out_width <= 0:
-            raise ValueError(f"kernel {self.kernel_h}x{self.kernel_w} with pads {self.pads} does "
-                             f"not fit the {self.in_height}x{self.in_width} input")
+            raise ValueError(f"kernel {self.kernel_h}x{self.kernel_w} with dilation "
+                             f"{self.dilation} and pads {self.pads} does not fit the "
+                             f"{self.in_height}x{self.in_width} input")
         _check_zero_point("input zero point", self.input_zero_point)
         _check_zero_point("output zero point", self.output_zero_point)
         lo, hi = self.activation.lo, self.activation.hi
@@ -112,11 +121,12 @@ class ConvLayer:
     @property
     def out_height(self) -> int:
         return output_size(self.in_height, self.kernel_h, self.stride[0], self.pads[0],
-                           self.pads[2])
+                           self.pads[2], self.dilation[0])
 
     @property
     def out_width(self) -> int:
-        return output_size(self.in_width, self.kernel_w, self.stride[1], self.pads[1], self.pads[3])
+        return output_size(self.in_width, self.kernel_w, self.stride[1], self.pads[1],
+                           self.pads[3], self.dilation[1])
 
     @property
     def in_channels_padded(self) -> int:
@@ -199,36 +209,32 @@ def _check_zero_point(name: str, value) -> None:
         raise ValueError(f"{name} must be an int8 value, got {value!r}")
 
 
-def _check_array(name: str, array, dtype, shape=None) -> np.ndarray:
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape})")
-    if shape is not None and array.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
-    return array
-
-
-def _wrap_int32(values: np.ndarray) -> np.ndarray:
-    """int64 -> int32 modulo 2^32 (the kernel's accumulation is modular too)."""
+def wrap_int32(values: np.ndarray) -> np.ndarray:
+    """int64 -> int32 modulo 2^32 (the kernels' accumulation is modular too)."""
     return ((values.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+
+
+def check_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
+                     multipliers: np.ndarray, shifts: np.ndarray) -> None:
+    """The logical parameter arrays of a layer (also the FPGA pipeline's, accel/ops/fpga.py):
+    dtypes, shapes, symmetric int8 weights, multipliers in the numerics contract's range."""
+    cout = layer.out_channels
+    check_array("weights", weights, np.int8, layer.weight_shape)
+    check_array("bias", bias, np.int32, (cout,))
+    check_array("multipliers", multipliers, np.int32, (cout,))
+    check_array("shifts", shifts, np.int32, (cout,))
+    if weights.min() < -WEIGHT_MAX:
+        raise ValueError(f"weights must lie in [-{WEIGHT_MAX}, {WEIGHT_MAX}] (symmetric int8); "
+                         f"found {int(weights.min())}")
+    numerics.check_multipliers(multipliers, shifts)
 
 
 def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
                     multipliers: np.ndarray, shifts: np.ndarray):
     """The kernel's parameter arrays (see conv.cl's banner): packed weights, folded bias,
     padded multipliers and shifts. Validates the logical arrays."""
+    check_parameters(layer, weights, bias, multipliers, shifts)
     cout = layer.out_channels
-    _check_array("weights", weights, np.int8, layer.weight_shape)
-    _check_array("bias", bias, np.int32, (cout,))
-    _check_array("multipliers", multipliers, np.int32, (cout,))
-    _check_array("shifts", shifts, np.int32, (cout,))
-    if weights.min() < -WEIGHT_MAX:
-        raise ValueError(f"weights must lie in [-{WEIGHT_MAX}, {WEIGHT_MAX}] (symmetric int8); "
-                         f"found {int(weights.min())}")
-    numerics.check_multipliers(multipliers, shifts)
     cin_pad, cout_pad = layer.in_channels_padded, layer.out_channels_padded
     kh, kw = layer.kernel_h, layer.kernel_w
 
@@ -245,7 +251,7 @@ def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
     mult = np.full(cout_pad, _PAD_MULTIPLIER, dtype=np.int32)
     shift = np.full(cout_pad, _PAD_SHIFT, dtype=np.int32)
     mult[:cout], shift[:cout] = multipliers, shifts
-    return packed, _wrap_int32(folded), mult, shift
+    return packed, wrap_int32(folded), mult, shift
 
 
 def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
@@ -265,23 +271,16 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
                         shifts=ctx.upload(shift), pad_row=ctx.upload(pad_row))
 
 
-def _check_buffer(name: str, buffer: Buffer, nbytes: int) -> None:
-    if not isinstance(buffer, Buffer):
-        raise TypeError(f"{name} must be a device Buffer, got {type(buffer).__name__}")
-    if buffer.nbytes < nbytes:
-        raise ValueError(f"{name} buffer holds {buffer.nbytes} bytes, the layer needs {nbytes}")
-
-
 def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None = None) -> Binding:
     """The conv kernel with every argument set for these device buffers, and its NDRange."""
     layer = prepared.layer
-    _check_buffer("input", x, layer.input_bytes)
-    _check_buffer("output", out, layer.output_bytes)
+    check_buffer("input", x, layer.input_bytes)
+    check_buffer("output", out, layer.output_bytes)
     if layer.residual is not None:
         if residual is None:
             raise ValueError("the layer has a fused residual add but no residual buffer was given")
-        _check_buffer("residual", residual,
-                      layer.batch * layer.out_height * layer.out_width * layer.residual_stride)
+        check_buffer("residual", residual,
+                     layer.batch * layer.out_height * layer.out_width * layer.residual_stride)
         res = layer.residual
     else:
         if residual is not None:
@@ -298,7 +297,7 @@ def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None
         i32(layer.out_height), i32(layer.out_width), i32(layer.out_stride),
         i32(layer.out_channel_offset), i32(layer.residual_stride),
         i32(layer.kernel_h), i32(layer.kernel_w), i32(layer.stride[0]), i32(layer.stride[1]),
-        i32(layer.pads[0]), i32(layer.pads[1]),
+        i32(layer.pads[0]), i32(layer.pads[1]), i32(layer.dilation[0]), i32(layer.dilation[1]),
         i32(layer.output_zero_point), i32(layer.activation.lo), i32(layer.activation.hi),
         i32(res.zero_point), i32(res.multiplier), i32(res.shift))
     return Binding(kernel, prepared.global_size, ())
@@ -314,15 +313,15 @@ def launch(ctx: Context, prepared: PreparedConv, x: Buffer, out: Buffer,
     return event
 
 
-def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
-           stride=(1, 1), pads=(0, 0, 0, 0), input_zero_point: int, multipliers: np.ndarray,
-           shifts: np.ndarray, output_zero_point: int, activation: Activation = Activation(),
-           residual: np.ndarray | None = None, residual_zero_point: int = 0,
-           residual_multiplier: int | None = None, residual_shift: int | None = None,
-           knobs: dict | None = None) -> np.ndarray:
-    """accel.reference.conv.conv2d on the device: logical int8 NHWC in, int8 NHWC out."""
-    _check_array("x", x, np.int8)
-    _check_array("weights", weights, np.int8)
+def layer_for_arrays(x: np.ndarray, weights: np.ndarray, *, stride=(1, 1), pads=(0, 0, 0, 0),
+                     dilation=(1, 1), input_zero_point: int, output_zero_point: int,
+                     activation: Activation = Activation(), residual: np.ndarray | None = None,
+                     residual_zero_point: int = 0, residual_multiplier: int | None = None,
+                     residual_shift: int | None = None) -> ConvLayer:
+    """The ConvLayer of a conv2d call on numpy arrays (here and in accel/ops/fpga.py), with
+    x, weights and residual checked."""
+    check_array("x", x, np.int8)
+    check_array("weights", weights, np.int8)
     if x.ndim != 4:
         raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
     if weights.ndim != 4:
@@ -339,18 +338,45 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
     layer = ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
                       kernel_h=kh, kernel_w=kw, stride=tuple(stride), pads=tuple(pads),
                       input_zero_point=input_zero_point, output_zero_point=output_zero_point,
-                      activation=activation, residual=fused)
-    out_shape = (n, layer.out_height, layer.out_width, cout)
-    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, knobs)
-    x_buf = ctx.upload(pad_channels(x))
-    out_buf = ctx.buffer(layer.output_bytes)
-    res_buf = None
+                      activation=activation, residual=fused, dilation=dilation)
     if residual is not None:
-        _check_array("residual", residual, np.int8, out_shape)
-        res_buf = ctx.upload(pad_channels(residual))
-    launch(ctx, prepared, x_buf, out_buf, res_buf)
-    y = ctx.download(out_buf, np.int8, out_shape[:3] + (layer.out_channels_padded,))
-    return unpad_channels(y, cout)
+        check_array("residual", residual, np.int8, output_shape(layer))
+    return layer
+
+
+def output_shape(layer: ConvLayer) -> tuple[int, int, int, int]:
+    """The logical NHWC shape of the layer's output."""
+    return (layer.batch, layer.out_height, layer.out_width, layer.out_channels)
+
+
+def array_inputs(layer: ConvLayer, x: np.ndarray, residual: np.ndarray | None) -> list:
+    """run_on_device's inputs: x, then the residual if any, padded with their zero points
+    (so padded channels compute the output zero point)."""
+    inputs = [(x, layer.input_zero_point)]
+    if residual is not None:
+        inputs.append((residual, layer.residual.zero_point))
+    return inputs
+
+
+def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
+           stride=(1, 1), pads=(0, 0, 0, 0), input_zero_point: int, multipliers: np.ndarray,
+           shifts: np.ndarray, output_zero_point: int, activation: Activation = Activation(),
+           residual: np.ndarray | None = None, residual_zero_point: int = 0,
+           residual_multiplier: int | None = None, residual_shift: int | None = None,
+           knobs: dict | None = None, dilation=(1, 1)) -> np.ndarray:
+    """accel.reference.conv.conv2d on the device: logical int8 NHWC in, int8 NHWC out."""
+    layer = layer_for_arrays(x, weights, stride=stride, pads=pads, dilation=dilation,
+                             input_zero_point=input_zero_point,
+                             output_zero_point=output_zero_point, activation=activation,
+                             residual=residual, residual_zero_point=residual_zero_point,
+                             residual_multiplier=residual_multiplier,
+                             residual_shift=residual_shift)
+    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, knobs)
+
+    def run(in_bufs, out_buf):  # in_bufs: x, then the residual if any
+        launch(ctx, prepared, in_bufs[0], out_buf, *in_bufs[1:])
+
+    return run_on_device(ctx, array_inputs(layer, x, residual), output_shape(layer), run)
 
 
 def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
@@ -358,8 +384,8 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
           output_zero_point: int, activation: Activation = Activation(),
           knobs: dict | None = None) -> np.ndarray:
     """accel.reference.conv.dense on the device: x [N, K], weights [Cout, K] -> int8 [N, Cout]."""
-    _check_array("x", x, np.int8)
-    _check_array("weights", weights, np.int8)
+    check_array("x", x, np.int8)
+    check_array("weights", weights, np.int8)
     if x.ndim != 2 or weights.ndim != 2:
         raise ValueError(f"dense needs x [N, K] and weights [Cout, K]; "
                          f"got {x.shape}, {weights.shape}")

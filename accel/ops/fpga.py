@@ -11,9 +11,9 @@ queue. ``bind`` returns that stage as [(kernel, global, local), ...], ready for
     plan.add_concurrent(bind(prepared, x_buffer, out_buffer))           # 4 concurrent kernels
     y = conv2d(ctx, x, weights, bias, pads=..., ...)                     # numpy in, numpy out
 
-Layers are described with the NDRange op's ConvLayer (accel/ops/conv.py: shapes, pads, zero
-points, activation, fused residual, channel offsets/strides for concat) plus ``dilation``,
-which ConvLayer has not got (SSD's fc6 is a 3x3 conv with dilation 6). Pooling layers use
+Layers are described with the NDRange op's ConvLayer (accel/ops/conv.py: shapes, pads,
+dilation, zero points, activation, fused residual, channel offsets/strides for concat), whose
+parameter checks and numpy entry point this module shares. Pooling layers use
 accel/ops/pool.py's PoolParams / GlobalAvgPoolParams.
 
 One FpgaConfig (VEC_SIZE, LANE_NUM, buffer sizes: the bitstream's knobs) serves every layer.
@@ -23,7 +23,7 @@ emulator) or, on a board, passed in as the loaded .aocx (``program=ctx.load_bina
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, NamedTuple, Sequence, Tuple
 
 import numpy as np
@@ -31,9 +31,10 @@ import numpy as np
 from accel import numerics
 from accel.numerics import Activation
 from accel.ops import pool as pool_ops
-from accel.ops.conv import ConvLayer, Residual
-from accel.ops.layout import CHANNEL_ALIGN, pad_channels, padded_channels, unpad_channels
-from accel.reference.conv import output_size
+from accel.ops.checks import check_buffer
+from accel.ops.conv import (ConvLayer, Residual, array_inputs, check_parameters,
+                            layer_for_arrays, output_shape, wrap_int32)
+from accel.ops.layout import CHANNEL_ALIGN, padded_channels, run_on_device
 from accel.runtime import Buffer, Context, Kernel, Program
 
 # One program holds every FPGA pipeline (a board holds one bitstream at a time).
@@ -108,23 +109,27 @@ def _pair(value, what: str) -> tuple[int, int]:
 # Convolution ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConvGeometry:
-    """The FPGA pipeline's view of a conv layer: output size with dilation, loop counts and
-    whether its window and weights fit the on-chip buffers."""
+    """The FPGA pipeline's view of a conv layer: loop counts and whether its window and
+    weights fit the on-chip buffers. ``dilation`` is the layer's own (None: take it from the
+    layer; another value is an error: override it with ``prepare(dilation=...)``)."""
     layer: ConvLayer
-    dilation: tuple[int, int]
-    config: FpgaConfig
+    dilation: tuple[int, int] | None = None
+    config: FpgaConfig = DEFAULT_CONFIG
+
+    def __post_init__(self):
+        if self.dilation is None:
+            object.__setattr__(self, "dilation", self.layer.dilation)
+        elif _pair(self.dilation, "dilation") != self.layer.dilation:
+            raise ValueError(f"dilation {self.dilation} differs from the layer's "
+                             f"{self.layer.dilation}")
 
     @property
     def out_height(self) -> int:
-        span = (self.layer.kernel_h - 1) * self.dilation[0] + 1
-        return output_size(self.layer.in_height, span, self.layer.stride[0],
-                                    self.layer.pads[0], self.layer.pads[2])
+        return self.layer.out_height
 
     @property
     def out_width(self) -> int:
-        span = (self.layer.kernel_w - 1) * self.dilation[1] + 1
-        return output_size(self.layer.in_width, span, self.layer.stride[1],
-                                    self.layer.pads[1], self.layer.pads[3])
+        return self.layer.out_width
 
     @property
     def pixels(self) -> int:
@@ -161,10 +166,7 @@ class ConvGeometry:
         return self.groups * self.pixels * self.kvecs
 
     def check(self) -> None:
-        if self.out_height <= 0 or self.out_width <= 0:
-            raise ValueError(f"kernel {self.layer.kernel_h}x{self.layer.kernel_w} with dilation "
-                             f"{self.dilation} and pads {self.layer.pads} does not fit the "
-                             f"{self.layer.in_height}x{self.layer.in_width} input")
+        # ConvLayer already refused an empty output.
         if self.mac_cycles >= 1 << 62 or self.groups * self.pixels >= 1 << 31:
             raise ValueError(f"layer too large for the pipeline's counters ({self.mac_cycles} steps)")
 
@@ -196,30 +198,12 @@ def pack_weights(geometry: ConvGeometry, weights: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1, 5))
 
 
-def _check_array(name: str, array, dtype, shape) -> None:
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
-    if array.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
-
-
 def fold_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
                     multipliers: np.ndarray, shifts: np.ndarray):
     """Validate the logical arrays; (bias - z_x * sum(w) modulo 2^32, multipliers, shifts)."""
-    cout = layer.out_channels
-    _check_array("weights", weights, np.int8, layer.weight_shape)
-    _check_array("bias", bias, np.int32, (cout,))
-    _check_array("multipliers", multipliers, np.int32, (cout,))
-    _check_array("shifts", shifts, np.int32, (cout,))
-    if weights.min() < -numerics.WEIGHT_MAX:
-        raise ValueError(f"weights must lie in [-{numerics.WEIGHT_MAX}, {numerics.WEIGHT_MAX}] "
-                         f"(symmetric int8); found {int(weights.min())}")
-    numerics.check_multipliers(multipliers, shifts)
+    check_parameters(layer, weights, bias, multipliers, shifts)
     folded = bias.astype(np.int64) - layer.input_zero_point * weights.astype(np.int64).sum(axis=(1, 2, 3))
-    wrapped = ((folded + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
-    return wrapped, multipliers, shifts
+    return wrap_int32(folded), multipliers, shifts
 
 
 def _pad_lanes(values: np.ndarray, lanes: int, fill: int) -> np.ndarray:
@@ -231,15 +215,15 @@ def _pad_lanes(values: np.ndarray, lanes: int, fill: int) -> np.ndarray:
 def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
             multipliers: np.ndarray, shifts: np.ndarray, *, dilation=None,
             config: FpgaConfig = DEFAULT_CONFIG, program: Program | None = None) -> PreparedFpgaConv:
-    """Validate, pack and upload one layer's parameters. ``dilation`` defaults to the layer's
-    own (should ConvLayer gain the field), else 1. ``program`` is the bitstream (default:
+    """Validate, pack and upload one layer's parameters. ``dilation`` (one int or two), when
+    given, overrides the layer's own. ``program`` is the bitstream (default:
     fpga_bitstream.cl built with ``config``'s knobs, which must match it)."""
     _check_fpga(ctx)
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be an accel.ops.conv.ConvLayer, got {type(layer).__name__}")
-    if dilation is None:
-        dilation = getattr(layer, "dilation", (1, 1))
-    geometry = ConvGeometry(layer, _pair(dilation, "dilation"), config)
+    if dilation is not None:
+        layer = replace(layer, dilation=_pair(dilation, "dilation"))
+    geometry = ConvGeometry(layer, config=config)
     geometry.check()
     folded, mult, shift = fold_parameters(layer, weights, bias, multipliers, shifts)
     lanes = geometry.groups * config.lane_num
@@ -252,25 +236,18 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
         no_residual=ctx.buffer(16))
 
 
-def _check_buffer(name: str, buffer, nbytes: int) -> None:
-    if not isinstance(buffer, Buffer):
-        raise TypeError(f"{name} must be a device Buffer, got {type(buffer).__name__}")
-    if buffer.nbytes < nbytes:
-        raise ValueError(f"{name} buffer holds {buffer.nbytes} bytes, the layer needs {nbytes}")
-
-
 def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
          residual: Buffer | None = None) -> Stage:
     """The pipeline's four kernels (reader, core, epilogue, writer) with every argument set,
     as one concurrent stage for plan.add_concurrent. Fresh Kernel objects on every call."""
     g = prepared.geometry
     layer, i32 = g.layer, np.int32
-    _check_buffer("input", x, layer.input_bytes)
-    _check_buffer("output", out, g.output_bytes)
+    check_buffer("input", x, layer.input_bytes)
+    check_buffer("output", out, g.output_bytes)
     if layer.residual is not None:
         if residual is None:
             raise ValueError("the layer has a fused residual add but no residual buffer was given")
-        _check_buffer("residual", residual, g.pixels * layer.residual_stride)
+        check_buffer("residual", residual, g.pixels * layer.residual_stride)
         res = layer.residual
     else:
         if residual is not None:
@@ -317,44 +294,21 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
            residual_zero_point: int = 0, residual_multiplier: int | None = None,
            residual_shift: int | None = None, config: FpgaConfig = DEFAULT_CONFIG,
            timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
-    """accel.reference.conv.conv2d (plus dilation) on the FPGA pipeline: logical int8 NHWC
-    in and out."""
-    for name, array in (("x", x), ("weights", weights)):
-        if not isinstance(array, np.ndarray) or array.dtype != np.int8 or array.ndim != 4:
-            raise TypeError(f"{name} must be a 4-D int8 numpy array, got "
-                            f"{getattr(array, 'dtype', type(array).__name__)} "
-                            f"{getattr(array, 'shape', '')}")
-    if weights.shape[3] != x.shape[3]:
-        raise ValueError(f"weights have {weights.shape[3]} input channels, x has {x.shape[3]}")
-    if 0 in x.shape or 0 in weights.shape:
-        raise ValueError(f"empty input {x.shape} or weights {weights.shape}")
-    fused = None
-    if residual is not None:
-        if residual_multiplier is None or residual_shift is None:
-            raise ValueError("a residual needs residual_multiplier and residual_shift")
-        fused = Residual(residual_zero_point, int(residual_multiplier), int(residual_shift))
-    n, h, w, cin = x.shape
-    cout, kh, kw, _ = weights.shape
-    layer = ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
-                      kernel_h=kh, kernel_w=kw, stride=tuple(stride), pads=tuple(pads),
-                      input_zero_point=input_zero_point, output_zero_point=output_zero_point,
-                      activation=activation, residual=fused)
-    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, dilation=dilation,
-                       config=config)
-    g = prepared.geometry
-    out_shape = (n, g.out_height, g.out_width, cout)
-    res_buf = None
-    if residual is not None:
-        if not isinstance(residual, np.ndarray) or residual.dtype != np.int8 \
-                or residual.shape != out_shape:
-            raise ValueError(f"residual must be int8 of the output's shape {out_shape}, got "
-                             f"{getattr(residual, 'dtype', None)} {getattr(residual, 'shape', None)}")
-        res_buf = ctx.upload(pad_channels(residual, fill=residual_zero_point))
-    x_buf = ctx.upload(pad_channels(x, fill=input_zero_point))
-    out_buf = ctx.buffer(g.output_bytes)
-    run_stage(ctx, bind(prepared, x_buf, out_buf, res_buf), timeout_s)
-    y = ctx.download(out_buf, np.int8, out_shape[:3] + (layer.out_channels_padded,))
-    return unpad_channels(y, cout)
+    """accel.reference.conv.conv2d on the FPGA pipeline: logical int8 NHWC in and out.
+    ``dilation``: one int or two."""
+    layer = layer_for_arrays(x, weights, stride=stride, pads=pads,
+                             dilation=_pair(dilation, "dilation"),
+                             input_zero_point=input_zero_point,
+                             output_zero_point=output_zero_point, activation=activation,
+                             residual=residual, residual_zero_point=residual_zero_point,
+                             residual_multiplier=residual_multiplier,
+                             residual_shift=residual_shift)
+    prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, config=config)
+
+    def run(in_bufs, out_buf):  # in_bufs: x, then the residual if any
+        run_stage(ctx, bind(prepared, in_bufs[0], out_buf, *in_bufs[1:]), timeout_s)
+
+    return run_on_device(ctx, array_inputs(layer, x, residual), output_shape(layer), run)
 
 
 def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
@@ -401,8 +355,8 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     _, oh, ow, _ = params.output_shape
     cp = padded_channels(c)
     out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
-    _check_buffer("input", x, n * h * w * cp)
-    _check_buffer("output", out, n * oh * ow * out_channel_stride)
+    check_buffer("input", x, n * h * w * cp)
+    check_buffer("output", out, n * oh * ow * out_channel_stride)
     if out_channel_offset < 0 or out_channel_offset % CHANNEL_ALIGN or \
             out_channel_offset + cp > out_channel_stride:
         raise ValueError(f"output channels [{out_channel_offset}, {out_channel_offset + cp}) do not "
@@ -433,9 +387,8 @@ def pool2d(ctx: Context, params, x: np.ndarray, *, config: FpgaConfig = DEFAULT_
            timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
     """accel.reference.pool.pool2d on the FPGA pipeline: logical int8 (N, H, W, C) in and out."""
     x = pool_ops.check_int8_nhwc(x, params.input_shape)
-    n, oh, ow, c = params.output_shape
-    cp = padded_channels(c)
-    x_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
-    out_buf = ctx.buffer(n * oh * ow * cp)
-    run_stage(ctx, bind_pool(ctx, params, x_buf, out_buf, config=config), timeout_s)
-    return unpad_channels(ctx.download(out_buf, np.int8, (n, oh, ow, cp)), c)
+
+    def run(in_bufs, out_buf):
+        run_stage(ctx, bind_pool(ctx, params, in_bufs[0], out_buf, config=config), timeout_s)
+
+    return run_on_device(ctx, [(x, params.input_zero_point)], params.output_shape, run)

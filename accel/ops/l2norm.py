@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import numerics
 from ..numerics import Activation
-from .layout import pad_channels, padded_channels, unpad_channels
+from .layout import launch_and_wait, padded_channels, run_on_device
 from .pool import (check_activation, check_int8_nhwc, check_shape, check_zero_point,
                    kernel_knobs)
 
@@ -105,10 +105,8 @@ def bind(ctx, params: L2NormParams, in_bufs, out_buf, *, defines: dict | None = 
 def l2norm(ctx, params: L2NormParams, x: np.ndarray, defines: dict | None = None) -> np.ndarray:
     """Run the L2 normalisation on a logical int8 (N, H, W, C) array."""
     x = check_int8_nhwc(x, params.input_shape)
-    n, h, w, c = params.input_shape
-    cp = padded_channels(c)
-    in_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
-    out_buf = ctx.buffer(n * h * w * cp)
-    kernel, global_size, local_size = bind(ctx, params, [in_buf], out_buf, defines=defines)
-    kernel.launch(ctx.queue, global_size, local_size).wait()
-    return unpad_channels(ctx.download(out_buf, np.int8, (n, h, w, cp)), c)
+
+    def run(in_bufs, out_buf):
+        launch_and_wait(ctx, bind(ctx, params, in_bufs, out_buf, defines=defines))
+
+    return run_on_device(ctx, [(x, params.input_zero_point)], params.input_shape, run)

@@ -31,3 +31,23 @@ def pad_channels(x: np.ndarray, align: int = CHANNEL_ALIGN, fill: int = 0) -> np
 
 def unpad_channels(x: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(x[..., :channels])
+
+
+def run_on_device(ctx, inputs, output_shape, run) -> np.ndarray:
+    """The numpy round trip of an op's array-level entry point (conv2d, pool2d, ...):
+    upload each (logical int8 NHWC array, fill of its padded channels) of ``inputs``, make an
+    output buffer for the logical ``output_shape`` with its channels padded, call
+    ``run(input_buffers, output_buffer)`` (which launches and waits) and return the logical
+    int8 output."""
+    in_bufs = [ctx.upload(pad_channels(array, fill=fill)) for array, fill in inputs]
+    channels = output_shape[-1]
+    padded_shape = tuple(output_shape[:-1]) + (padded_channels(channels),)
+    out_buf = ctx.buffer(int(np.prod(padded_shape)))
+    run(in_bufs, out_buf)
+    return unpad_channels(ctx.download(out_buf, np.int8, padded_shape), channels)
+
+
+def launch_and_wait(ctx, binding) -> None:
+    """Run a (kernel, global size, local size) from an op's bind() once, to completion."""
+    kernel, global_size, local_size = binding
+    kernel.launch(ctx.queue, list(global_size), list(local_size)).wait()

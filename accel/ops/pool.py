@@ -21,7 +21,7 @@ import numpy as np
 from .. import numerics
 from ..numerics import Activation
 from . import tuning
-from .layout import CHANNEL_ALIGN, pad_channels, padded_channels, unpad_channels
+from .layout import CHANNEL_ALIGN, launch_and_wait, padded_channels, run_on_device
 
 KINDS = ("max", "avg")
 KERNEL_FILE = "pool.cl"
@@ -273,13 +273,11 @@ def pool2d(ctx, params: PoolParams | GlobalAvgPoolParams, x: np.ndarray,
            defines: dict | None = None) -> np.ndarray:
     """Run one pooling layer on a logical int8 (N, H, W, C) array; returns (N, OH, OW, C)."""
     x = check_int8_nhwc(x, params.input_shape)
-    n, oh, ow, c = params.output_shape
-    cp = padded_channels(c)
-    in_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
-    out_buf = ctx.buffer(n * oh * ow * cp)
-    kernel, global_size, local_size = bind(ctx, params, [in_buf], out_buf, defines=defines)
-    kernel.launch(ctx.queue, global_size, local_size).wait()
-    return unpad_channels(ctx.download(out_buf, np.int8, (n, oh, ow, cp)), c)
+
+    def run(in_bufs, out_buf):
+        launch_and_wait(ctx, bind(ctx, params, in_bufs, out_buf, defines=defines))
+
+    return run_on_device(ctx, [(x, params.input_zero_point)], params.output_shape, run)
 
 
 def global_avg_pool(ctx, params: GlobalAvgPoolParams, x: np.ndarray,

@@ -20,9 +20,12 @@ from accel.numerics import Activation
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
-    """Output extent of one spatial axis (floor mode, like ONNX Conv)."""
-    return (size + pad_before + pad_after - kernel) // stride + 1
+def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                dilation: int = 1) -> int:
+    """Output extent of one spatial axis (floor mode, like ONNX Conv). A dilated kernel
+    spans (kernel - 1) * dilation + 1 input pixels."""
+    span = (kernel - 1) * dilation + 1
+    return (size + pad_before + pad_after - span) // stride + 1
 
 
 def _check_int8(name: str, array: np.ndarray) -> None:
@@ -59,8 +62,10 @@ def _epilogue(acc: np.ndarray, multipliers, shifts, output_zero_point: int,
 
 
 def conv2d_accumulators(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
-                        stride=(1, 1), pads=(0, 0, 0, 0), input_zero_point: int) -> np.ndarray:
-    """The exact int64 accumulators [N, OH, OW, Cout] of an int8 conv (before requantize)."""
+                        stride=(1, 1), pads=(0, 0, 0, 0), input_zero_point: int,
+                        dilation=(1, 1)) -> np.ndarray:
+    """The exact int64 accumulators [N, OH, OW, Cout] of an int8 conv (before requantize).
+    Tap (i, j) of output pixel (oy, ox) reads input (oy*sh - top + i*dh, ox*sw - left + j*dw)."""
     x = np.asarray(x)
     weights = np.asarray(weights)
     _check_int8("x", x)
@@ -76,11 +81,15 @@ def conv2d_accumulators(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
     if bias.shape != (cout,):
         raise ValueError(f"bias shape {bias.shape}, expected ({cout},)")
     sh, sw = stride
+    dh, dw = dilation
+    if dh <= 0 or dw <= 0:
+        raise ValueError(f"dilation must be positive, got {tuple(dilation)}")
     top, left, bottom, right = pads
-    oh = output_size(h, kh, sh, top, bottom)
-    ow = output_size(w, kw, sw, left, right)
+    oh = output_size(h, kh, sh, top, bottom, dh)
+    ow = output_size(w, kw, sw, left, right, dw)
     if oh <= 0 or ow <= 0:
-        raise ValueError(f"empty output {oh}x{ow} for input {h}x{w}, kernel {kh}x{kw}")
+        raise ValueError(f"empty output {oh}x{ow} for input {h}x{w}, kernel {kh}x{kw} "
+                         f"dilation {dh}x{dw}")
     # Pad with the zero point so out-of-bounds taps contribute (zx - zx) * w = 0.
     # Exact integers in float64 (see below).
     centred = x.astype(np.float64) - float(input_zero_point)
@@ -90,8 +99,9 @@ def conv2d_accumulators(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
     columns = np.empty((n, oh, ow, kh, kw, cin), dtype=np.float64)
     for i in range(kh):
         for j in range(kw):
-            columns[:, :, :, i, j, :] = padded[:, i:i + sh * (oh - 1) + 1:sh,
-                                               j:j + sw * (ow - 1) + 1:sw, :]
+            y0, x0 = i * dh, j * dw
+            columns[:, :, :, i, j, :] = padded[:, y0:y0 + sh * (oh - 1) + 1:sh,
+                                               x0:x0 + sw * (ow - 1) + 1:sw, :]
     columns = columns.reshape(n * oh * ow, kh * kw * cin)
     # A float64 matmul is exact here: every product and partial sum is an integer of magnitude
     # at most K * 255 * 128, far below 2^53 for any real K. BLAS makes it ~100x faster than
@@ -107,11 +117,11 @@ def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, stride=(1, 1
            pads=(0, 0, 0, 0), input_zero_point: int, multipliers, shifts,
            output_zero_point: int, activation: Activation = Activation(), residual=None,
            residual_zero_point: int = 0, residual_multiplier=None,
-           residual_shift=None) -> np.ndarray:
+           residual_shift=None, dilation=(1, 1)) -> np.ndarray:
     """int8 NHWC conv with fused requantize, clamp and optional residual add:
     int8 [N, OH, OW, Cout]."""
     acc = conv2d_accumulators(x, weights, bias, stride=stride, pads=pads,
-                              input_zero_point=input_zero_point)
+                              input_zero_point=input_zero_point, dilation=dilation)
     return _epilogue(acc, multipliers, shifts, output_zero_point, activation, residual,
                      residual_zero_point, residual_multiplier, residual_shift)
 
