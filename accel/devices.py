@@ -106,6 +106,11 @@ def select_device(selector: str | Device | None = None) -> Device:
 
     text = str(selector).strip().lower()
     text = KIND_ALIASES.get(text, text)
+    if not text:
+        raise DeviceError(f"empty device selector {selector!r}; {_listing(present)}")
+    if text.isdigit():  # a bare number would match any name containing that digit
+        raise DeviceError(f"device selector {selector!r} is a bare number: write it as "
+                          f"'platform:device', e.g. '{text}:0'; {_listing(present)}")
     if re.fullmatch(r"\d+:\d+", text):
         p, d = (int(v) for v in text.split(":"))
         matches = [x for x in present if (x.platform_index, x.device_index) == (p, d)]

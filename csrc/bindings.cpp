@@ -54,6 +54,7 @@ py::dict device_dict(const DeviceInfo& d) {
 
 // A host array that is to be copied to or from a device buffer of `nbytes`.
 void check_host_array(const py::array& array, size_t nbytes, bool writable, const std::string& what) {
+  if (array.dtype().kind() == 'O') throw py::type_error(what + ": an array of Python objects holds no data to copy");
   if (!(array.flags() & py::array::c_style)) {
     throw py::value_error(what + ": array must be C-contiguous");
   }
@@ -67,18 +68,34 @@ void check_host_array(const py::array& array, size_t nbytes, bool writable, cons
 
 // Buffers, local-memory sizes and numpy scalars. Python ints and floats are refused: the
 // width of a scalar argument must be explicit (np.int32(5), np.float32(0.5)).
+// Where the kernel says what an argument is (programs built from source), the value must
+// be of that kind: a wrong one could otherwise be taken as a device pointer.
 void set_kernel_arg(Kernel& kernel, cl_uint index, py::handle value) {
+  const ArgSpace space = kernel.arg_space(index);
+  auto refuse = [&](const char* expected) {
+    throw py::type_error("argument " + std::to_string(index) + " of kernel '" + kernel.name() +
+                         "': expected " + expected + ", got " +
+                         std::string(py::str(value.get_type().attr("__name__"))));
+  };
   if (py::isinstance<Buffer>(value)) {
+    if (space == ArgSpace::Local || space == ArgSpace::Private) {
+      refuse(space == ArgSpace::Local ? "LocalMemory" : "a numpy scalar");
+    }
     kernel.set_buffer(index, value.cast<const Buffer&>());
   } else if (py::isinstance<LocalMemory>(value)) {
+    if (space != ArgSpace::Local && space != ArgSpace::Unknown) {
+      refuse(space == ArgSpace::Private ? "a numpy scalar" : "a Buffer");
+    }
     kernel.set_local(index, value.cast<const LocalMemory&>().nbytes);
   } else if (py::isinstance(value, py::module_::import("numpy").attr("generic"))) {
+    if (space != ArgSpace::Private && space != ArgSpace::Unknown) {
+      refuse(space == ArgSpace::Local ? "LocalMemory" : "a Buffer");
+    }
     py::array scalar = py::array::ensure(value);
+    if (scalar.dtype().kind() == 'O') refuse("a numpy number");
     kernel.set_scalar(index, scalar.data(), static_cast<size_t>(scalar.itemsize()));
   } else {
-    throw py::type_error("argument " + std::to_string(index) + " of kernel '" + kernel.name() +
-                         "': expected a Buffer, LocalMemory or numpy scalar (e.g. np.int32(5)), "
-                         "got " + std::string(py::str(value.get_type().attr("__name__"))));
+    refuse("a Buffer, LocalMemory or numpy scalar (e.g. np.int32(5))");
   }
 }
 

@@ -4,7 +4,7 @@
 
 namespace accel {
 
-Buffer::Buffer(const Context& context, size_t nbytes) : nbytes_(nbytes) {
+Buffer::Buffer(const Context& context, size_t nbytes) : nbytes_(nbytes), context_(context.get()) {
   if (nbytes == 0) {
     throw Error(ErrorClass::Memory, "clCreateBuffer", CL_INVALID_BUFFER_SIZE,
                 "cannot allocate a zero-size device buffer");
@@ -28,7 +28,7 @@ Event Buffer::write(const Queue& queue, const void* host, size_t nbytes, bool bl
   cl_event event = nullptr;
   ACCEL_CL(clEnqueueWriteBuffer, queue.get(), mem_.get(), blocking ? CL_TRUE : CL_FALSE, 0,
            nbytes, host, 0, nullptr, &event);
-  return Event(event, "write");
+  return Event(event, "write", queue.ref());
 }
 
 Event Buffer::read(const Queue& queue, void* host, size_t nbytes, bool blocking,
@@ -39,7 +39,7 @@ Event Buffer::read(const Queue& queue, void* host, size_t nbytes, bool blocking,
   ACCEL_CL(clEnqueueReadBuffer, queue.get(), mem_.get(), blocking ? CL_TRUE : CL_FALSE, 0, nbytes,
            host, static_cast<cl_uint>(waits.size()), waits.empty() ? nullptr : waits.data(),
            &event);
-  return Event(event, "read");
+  return Event(event, "read", queue.ref());
 }
 
 }  // namespace accel

@@ -14,6 +14,7 @@ class Buffer {
   Buffer(const Context& context, size_t nbytes);
   size_t nbytes() const { return nbytes_; }
   cl_mem get() const { return mem_.get(); }
+  cl_context context() const { return context_; }
 
   // Host -> device and device -> host copies of exactly nbytes().
   Event write(const Queue& queue, const void* host, size_t nbytes, bool blocking) const;
@@ -23,6 +24,7 @@ class Buffer {
  private:
   void check_size(size_t nbytes, const char* what) const;
   size_t nbytes_;
+  cl_context context_;  // kept alive by the buffer itself (a cl_mem retains its context)
   ClRef<cl_mem> mem_;
 };
 

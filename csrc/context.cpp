@@ -25,13 +25,14 @@ Queue::Queue(const Context& context) : context_(context) {
 void Queue::flush() const { ACCEL_CL(clFlush, queue_.get()); }
 
 void Queue::finish(double timeout_s) const {
-  if (timeout_s <= 0) {
+  check_timeout(timeout_s);
+  if (timeout_s == 0) {
     ACCEL_CL(clFinish, queue_.get());
     return;
   }
   cl_event marker = nullptr;
   ACCEL_CL(clEnqueueMarkerWithWaitList, queue_.get(), 0, nullptr, &marker);
-  Event(marker, "queue finish").wait(timeout_s);
+  Event(marker, "queue finish", queue_).wait(timeout_s);
 }
 
 }  // namespace accel

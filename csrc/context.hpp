@@ -22,6 +22,7 @@ class Queue {
  public:
   explicit Queue(const Context& context);
   cl_command_queue get() const { return queue_.get(); }
+  const ClRef<cl_command_queue>& ref() const { return queue_; }
   const Context& context() const { return context_; }
   // Waits for every command enqueued so far; timeout_s > 0 as in Event::wait.
   void finish(double timeout_s = 0) const;

@@ -1,6 +1,8 @@
 #include "event.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <stdexcept>
 #include <chrono>
 #include <thread>
 
@@ -8,20 +10,25 @@
 
 namespace accel {
 
-Event::Event(cl_event event, std::string label)
-    : event_(adopt(event, clReleaseEvent)), label_(std::move(label)) {}
+Event::Event(cl_event event, std::string label, ClRef<cl_command_queue> queue)
+    : event_(adopt(event, clReleaseEvent)), label_(std::move(label)), queue_(std::move(queue)) {}
+
+void check_timeout(double timeout_s) {
+  if (!std::isfinite(timeout_s) || timeout_s < 0 || timeout_s > 1e7) {
+    throw std::invalid_argument("timeout must be a number of seconds in [0, 1e7], got " +
+                                std::to_string(timeout_s));
+  }
+}
 
 void Event::wait(double timeout_s) const {
+  check_timeout(timeout_s);
   cl_event event = event_.get();
-  if (timeout_s <= 0) {
+  if (timeout_s == 0) {
     check(clWaitForEvents(1, &event), "clWaitForEvents", label_);
     return;
   }
   // Make sure the command was submitted, then poll: clWaitForEvents has no timeout.
-  cl_command_queue queue = nullptr;
-  check(clGetEventInfo(event, CL_EVENT_COMMAND_QUEUE, sizeof(queue), &queue, nullptr),
-        "clGetEventInfo", label_);
-  if (queue != nullptr) check(clFlush(queue), "clFlush", label_);
+  if (queue_) check(clFlush(queue_.get()), "clFlush", label_);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   auto pause = std::chrono::microseconds(20);
   for (;;) {

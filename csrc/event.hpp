@@ -9,7 +9,9 @@ namespace accel {
 
 class Event {
  public:
-  Event(cl_event event, std::string label);  // takes ownership
+  // Takes ownership of the event; holds the queue it was enqueued on, which a wait with a
+  // timeout flushes (an event does not keep its queue alive by itself).
+  Event(cl_event event, std::string label, ClRef<cl_command_queue> queue);
   // Blocks until the command completes. With timeout_s > 0, throws a Launch error with
   // code kTimeoutCode instead of blocking longer (the command itself is not cancelled).
   void wait(double timeout_s = 0) const;
@@ -25,7 +27,11 @@ class Event {
   cl_ulong profile(cl_profiling_info what) const;
   ClRef<cl_event> event_;
   std::string label_;
+  ClRef<cl_command_queue> queue_;
 };
+
+// std::invalid_argument unless timeout_s is a finite number of seconds >= 0.
+void check_timeout(double timeout_s);
 
 // The raw handles of events, for an OpenCL wait list.
 std::vector<cl_event> raw_events(const std::vector<Event>& events);

@@ -7,11 +7,13 @@ namespace accel {
 Plan::Plan(const Queue& queue) : queues_{queue} {}
 
 void Plan::add_launch(const Kernel& kernel, std::vector<size_t> global, std::vector<size_t> local) {
-  stages_.push_back({Launch{kernel, std::move(global), std::move(local)}});
+  add_concurrent({Launch{kernel, std::move(global), std::move(local)}});
 }
 
 void Plan::add_concurrent(std::vector<Launch> launches) {
   if (launches.empty()) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (Launch& launch : launches) launch.kernel.freeze();
   while (queues_.size() < launches.size()) queues_.emplace_back(queues_[0].context());
   stages_.push_back(std::move(launches));
 }
@@ -23,17 +25,23 @@ size_t Plan::num_launches() const {
 }
 
 void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size()) {
     throw Error(ErrorClass::Launch, "Plan::run", CL_INVALID_VALUE,
                 "plan expects " + std::to_string(inputs_.size()) + " inputs and " +
                     std::to_string(outputs_.size()) + " outputs, got " +
                     std::to_string(inputs.size()) + " and " + std::to_string(outputs.size()));
   }
-  const Queue& main = queues_[0];
-  std::vector<Event> previous;  // what the next stage waits for
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    previous.push_back(inputs_[i].write(main, inputs[i], inputs_[i].nbytes(), false));
+  if (timed_out_) {
+    throw Error(ErrorClass::Launch, "Plan::run", kTimeoutCode,
+                "an earlier run of this plan timed out and its kernels may still be running; "
+                "build the plan again on a new Context");
   }
+  const Queue& main = queues_[0];
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs_[i].write(main, inputs[i], inputs_[i].nbytes(), true);
+  }
+  std::vector<Event> previous;  // what the next stage waits for
   std::vector<Event> launched;
   for (const auto& stage : stages_) {
     std::vector<Event> current;
@@ -44,11 +52,16 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
     if (profiling_) launched.insert(launched.end(), current.begin(), current.end());
     previous = std::move(current);
   }
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    outputs_[i].read(main, outputs[i], outputs_[i].nbytes(), false, previous);
+  try {
+    for (const Queue& queue : queues_) queue.flush();  // a stage may wait on another queue
+    for (const Queue& queue : queues_) queue.finish(timeout_s_);
+  } catch (const Error& error) {
+    if (error.code() == kTimeoutCode) timed_out_ = true;
+    throw;
   }
-  for (const Queue& queue : queues_) queue.flush();  // a stage may wait on another queue
-  for (const Queue& queue : queues_) queue.finish(timeout_s_);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    outputs_[i].read(main, outputs[i], outputs_[i].nbytes(), true);
+  }
   profile_.clear();
   for (const Event& event : launched) profile_.emplace_back(event.label(), event.duration_ns());
 }

@@ -7,6 +7,7 @@
 // pipelines whose kernels talk through channels must all be running at once. Each stage
 // starts when the previous one has ended.
 #pragma once
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,13 +37,19 @@ class Plan {
   size_t num_queues() const { return queues_.size(); }
 
   // Host pointers in add_input/add_output order, each of its buffer's size (the caller
-  // checks). Safe to call without the Python GIL.
+  // checks). Safe to call without the Python GIL, from several threads (runs take turns).
+  // Copies are blocking and outputs are read only once every launch has finished, so no
+  // copy to or from host memory is left queued when run() returns or throws. After a
+  // timeout the plan refuses to run again: its kernels may still be running.
   void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
 
   // Per-launch (kernel name, device nanoseconds) of the last run when profiling is on.
   void set_profiling(bool on) { profiling_ = on; }
   // run() throws a Launch error instead of waiting longer than this (0: no limit).
-  void set_timeout(double seconds) { timeout_s_ = seconds; }
+  void set_timeout(double seconds) {
+    check_timeout(seconds);
+    timeout_s_ = seconds;
+  }
   const std::vector<std::pair<std::string, cl_ulong>>& last_profile() const { return profile_; }
 
  private:
@@ -52,6 +59,8 @@ class Plan {
   std::vector<std::vector<Launch>> stages_;
   bool profiling_ = false;
   double timeout_s_ = 0;
+  bool timed_out_ = false;
+  std::mutex mutex_;
   std::vector<std::pair<std::string, cl_ulong>> profile_;
 };
 

@@ -15,7 +15,7 @@ namespace {
 std::atomic<uint64_t> cache_hits{0};
 std::atomic<uint64_t> cache_misses{0};
 
-const char kCacheMagic[] = "accel-program-cache-v1\n";
+const char kCacheMagic[] = "accel-program-cache-v3\n";
 
 std::string build_log(cl_program program, cl_device_id device) {
   size_t size = 0;
@@ -69,26 +69,38 @@ std::filesystem::path cache_path(const std::string& dir, const std::string& key)
 }
 
 bool read_cache(const std::filesystem::path& path, const std::string& key,
-                std::vector<unsigned char>& binary) {
+                std::vector<unsigned char>& binary, std::string& arg_table) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return false;
   std::string magic(sizeof(kCacheMagic) - 1, '\0');
-  uint64_t key_size = 0, binary_size = 0;
+  uint64_t key_size = 0, binary_size = 0, checksum = 0;
   in.read(magic.data(), magic.size());
   in.read(reinterpret_cast<char*>(&key_size), sizeof(key_size));
   if (!in || magic != kCacheMagic || key_size != key.size()) return false;
   std::string stored_key(key_size, '\0');
   in.read(stored_key.data(), key_size);
   in.read(reinterpret_cast<char*>(&binary_size), sizeof(binary_size));
-  if (!in || stored_key != key || binary_size == 0 || binary_size > (1ull << 32)) return false;
+  in.read(reinterpret_cast<char*>(&checksum), sizeof(checksum));
+  if (!in || stored_key != key || binary_size == 0) return false;
+  const std::streampos payload = in.tellg();
+  in.seekg(0, std::ios::end);
+  const uint64_t remaining = static_cast<uint64_t>(in.tellg() - payload);
+  in.seekg(payload);
+  if (!in || remaining < binary_size + sizeof(uint64_t)) return false;
   binary.resize(binary_size);
   in.read(reinterpret_cast<char*>(binary.data()), binary_size);
-  return static_cast<bool>(in);
+  uint64_t table_size = 0;
+  in.read(reinterpret_cast<char*>(&table_size), sizeof(table_size));
+  if (!in || remaining != binary_size + sizeof(table_size) + table_size) return false;
+  arg_table.assign(table_size, '\0');
+  in.read(arg_table.data(), table_size);
+  // A damaged binary can crash a vendor's loader, so it is checked before anyone sees it.
+  return in && fnv1a(std::string(binary.begin(), binary.end()) + arg_table) == checksum;
 }
 
 // Written to a temporary name and renamed, so a reader never sees half an entry.
 void write_cache(const std::filesystem::path& path, const std::string& key,
-                 const std::vector<unsigned char>& binary) {
+                 const std::vector<unsigned char>& binary, const std::string& arg_table) {
   std::error_code ignored;
   std::filesystem::create_directories(path.parent_path(), ignored);
   std::filesystem::path tmp = path;
@@ -97,11 +109,17 @@ void write_cache(const std::filesystem::path& path, const std::string& key,
     std::ofstream out(tmp, std::ios::binary);
     if (!out) return;  // an unwritable cache only costs rebuilds
     uint64_t key_size = key.size(), binary_size = binary.size();
+    uint64_t table_size = arg_table.size();
+    uint64_t checksum = fnv1a(std::string(binary.begin(), binary.end()) + arg_table);
     out.write(kCacheMagic, sizeof(kCacheMagic) - 1);
     out.write(reinterpret_cast<const char*>(&key_size), sizeof(key_size));
     out.write(key.data(), key.size());
     out.write(reinterpret_cast<const char*>(&binary_size), sizeof(binary_size));
+    out.write(reinterpret_cast<const char*>(&checksum), sizeof(checksum));
     out.write(reinterpret_cast<const char*>(binary.data()), binary.size());
+    out.write(reinterpret_cast<const char*>(&table_size), sizeof(table_size));
+    out.write(arg_table.data(), arg_table.size());
+    out.close();  // flush now, so a failed write is seen before the rename
     if (!out) {
       std::filesystem::remove(tmp, ignored);
       return;
@@ -109,6 +127,33 @@ void write_cache(const std::filesystem::path& path, const std::string& key,
   }
   std::filesystem::rename(tmp, path, ignored);
   if (ignored) std::filesystem::remove(tmp, ignored);
+}
+
+// "name=GGPL\n" for every kernel of a program built from source.
+std::string query_arg_table(cl_program program, const std::vector<std::string>& names) {
+  std::string table;
+  for (const std::string& name : names) {
+    cl_int status = CL_SUCCESS;
+    cl_kernel raw = clCreateKernel(program, name.c_str(), &status);
+    if (status != CL_SUCCESS) return {};
+    ClRef<cl_kernel> kernel = adopt(raw, clReleaseKernel);
+    cl_uint count = 0;
+    clGetKernelInfo(raw, CL_KERNEL_NUM_ARGS, sizeof(count), &count, nullptr);
+    std::string letters;
+    for (cl_uint i = 0; i < count; ++i) {
+      cl_kernel_arg_address_qualifier q = 0;
+      if (clGetKernelArgInfo(raw, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(q), &q, nullptr) !=
+          CL_SUCCESS) {
+        return {};
+      }
+      letters += q == CL_KERNEL_ARG_ADDRESS_GLOBAL     ? 'G'
+                 : q == CL_KERNEL_ARG_ADDRESS_CONSTANT ? 'C'
+                 : q == CL_KERNEL_ARG_ADDRESS_LOCAL    ? 'L'
+                                                       : 'P';
+    }
+    table += name + "=" + letters + "\n";
+  }
+  return table;
 }
 
 ClRef<cl_program> create_with_binary(const Context& context,
@@ -131,14 +176,18 @@ Program::Program(Context context, ClRef<cl_program> program, bool from_cache)
     : context_(std::move(context)), program_(std::move(program)), from_cache_(from_cache) {}
 
 Program Program::from_source(const Context& context, const std::string& source,
-                             const std::string& options, const std::string& cache_dir) {
+                             const std::string& user_options, const std::string& cache_dir) {
+  // Argument information lets a Kernel check what is bound to each argument.
+  const std::string options = user_options + " -cl-kernel-arg-info";
   const std::string key = cache_key(context, source, options);
   if (!cache_dir.empty()) {
     std::vector<unsigned char> binary;
-    if (read_cache(cache_path(cache_dir, key), key, binary)) {
+    std::string arg_table;
+    if (read_cache(cache_path(cache_dir, key), key, binary, arg_table)) {
       try {
         Program program = from_binary(context, binary, options);
         program.from_cache_ = true;
+        program.arg_table_ = arg_table;
         ++cache_hits;
         return program;
       } catch (const Error&) {
@@ -153,9 +202,10 @@ Program Program::from_source(const Context& context, const std::string& source,
   check(status, "clCreateProgramWithSource");
   Program program(context, adopt(raw, clReleaseProgram), false);
   build(program.get(), context, options);
+  program.arg_table_ = query_arg_table(program.get(), program.kernel_names());
   if (!cache_dir.empty()) {
     ++cache_misses;
-    write_cache(cache_path(cache_dir, key), key, program.binary());
+    write_cache(cache_path(cache_dir, key), key, program.binary(), program.arg_table_);
   }
   return program;
 }
@@ -193,6 +243,22 @@ std::vector<std::string> Program::kernel_names() const {
     if (!name.empty()) result.push_back(name);
   }
   return result;
+}
+
+std::vector<ArgSpace> Program::recorded_arg_spaces(const std::string& kernel) const {
+  std::stringstream lines(arg_table_);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(kernel + "=", 0) != 0) continue;
+    std::vector<ArgSpace> spaces;
+    for (char c : line.substr(kernel.size() + 1)) {
+      spaces.push_back(c == 'G'   ? ArgSpace::Global
+                       : c == 'C' ? ArgSpace::Constant
+                       : c == 'L' ? ArgSpace::Local
+                                  : ArgSpace::Private);
+    }
+    return spaces;
+  }
+  return {};
 }
 
 ProgramCacheStats program_cache_stats() { return {cache_hits.load(), cache_misses.load()}; }

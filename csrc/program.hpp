@@ -10,6 +10,10 @@
 
 namespace accel {
 
+// Where a kernel argument lives, from clGetKernelArgInfo; Unknown where the program carries
+// no argument information (e.g. a prebuilt FPGA bitstream).
+enum class ArgSpace { Unknown, Global, Constant, Local, Private };
+
 class Program {
  public:
   // Source build. With a non-empty cache_dir the binary is looked up by (device, driver,
@@ -22,6 +26,10 @@ class Program {
 
   std::vector<unsigned char> binary() const;
   std::vector<std::string> kernel_names() const;
+  // The argument spaces of a kernel as recorded when the program was built from source
+  // (Intel's runtimes drop argument information from programs loaded from a binary, so the
+  // cache keeps it); empty when unknown.
+  std::vector<ArgSpace> recorded_arg_spaces(const std::string& kernel) const;
   bool from_cache() const { return from_cache_; }
   const Context& context() const { return context_; }
   cl_program get() const { return program_.get(); }
@@ -31,6 +39,7 @@ class Program {
   Context context_;
   ClRef<cl_program> program_;
   bool from_cache_;
+  std::string arg_table_;  // "kernel=GGPL\n" per kernel: Global, Constant, Local, Private
 };
 
 // Counts of the on-disk program cache in this process; tests read them.

@@ -3,9 +3,16 @@ present (PoCL, Intel's CPU runtime, the FPGA emulator, a GPU where there is one)
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-import accel
+# The suite keeps its own program cache (under build/, which git ignores), never the user's.
+os.environ.setdefault("ACCEL_CACHE_DIR",
+                      str(Path(__file__).resolve().parent.parent / "build" / "test-program-cache"))
+
+import accel  # noqa: E402
 
 DEVICES = accel.devices()
 

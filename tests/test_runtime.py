@@ -87,8 +87,45 @@ def test_kernel_arguments_are_checked(ctx):
         kernel.set_arg(3, 5)  # a Python int has no explicit width
     with pytest.raises(TypeError, match="takes 4 arguments, got 2"):
         kernel.set_args(ctx.buffer(4), ctx.buffer(4))
-    with pytest.raises(accel.LaunchError, match="argument 9"):
+    with pytest.raises(IndexError, match="argument 9"):
         kernel.set_arg(9, np.int32(1))
+    # A value of the wrong kind is refused before it could be taken as a device pointer.
+    with pytest.raises(TypeError, match="expected a Buffer, got int64"):
+        kernel.set_arg(0, np.int64(0xDEADBEEF))
+    with pytest.raises(TypeError, match="expected a Buffer, got LocalMemory"):
+        kernel.set_arg(2, accel.runtime.LocalMemory(8))
+    with pytest.raises(TypeError, match="expected a numpy scalar, got Buffer"):
+        kernel.set_arg(3, ctx.buffer(4))
+
+
+def test_a_buffer_of_another_context_is_refused(ctx):
+    other = accel.Context(ctx.device)
+    kernel = _runtime.Kernel(ctx.build_file("eltwise.cl"), "add_sat_i8")
+    with pytest.raises(ValueError, match="another context"):
+        kernel.set_arg(0, other.buffer(16))
+
+
+def test_object_arrays_are_refused(ctx):
+    with pytest.raises(TypeError, match="Python objects"):
+        ctx.buffer(8 * 2).write(ctx.queue, np.array([object(), object()]))
+
+
+def test_bad_timeouts_are_refused(ctx):
+    plan = ctx.plan()
+    for bad in (float("nan"), float("inf"), -1.0, 1e300):
+        with pytest.raises(ValueError, match="timeout"):
+            plan.set_timeout(bad)
+    with pytest.raises(ValueError, match="timeout"):
+        ctx.queue.finish(timeout_s=float("nan"))
+
+
+def test_waiting_with_a_timeout_outlives_the_queue(ctx):
+    program = ctx.build_file("eltwise.cl")
+    a = ctx.upload(random_i8(N, 8))
+    event = ctx.kernel(program, "add_sat_i8", a, a, ctx.buffer(N), np.int32(N)).launch(
+        ctx.new_queue(), [N])  # the queue object is dropped at once
+    event.wait(timeout_s=30)
+    assert event.end_ns >= event.start_ns
 
 
 def test_bad_launch_raises_launch_error(ctx):
@@ -126,12 +163,20 @@ def test_program_cache_is_hit_on_the_second_build(ctx, tmp_path, monkeypatch):
     np.testing.assert_array_equal(ctx.download(out, np.int8, N), add_sat_reference(a, b))
 
 
-def test_corrupt_cache_entry_is_rebuilt(ctx, tmp_path, monkeypatch):
+@pytest.mark.parametrize("damage", ["truncated", "payload zeroed", "grown"])
+def test_corrupt_cache_entry_is_rebuilt(ctx, tmp_path, monkeypatch, damage):
     monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path))
     source = f"// {uuid.uuid4()}\n" + accel.kernel_source.load("eltwise.cl")
     ctx.build(source)
     (entry,) = tmp_path.glob("*.bin")
-    entry.write_bytes(entry.read_bytes()[:40])  # truncated
+    data = entry.read_bytes()
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "payload zeroed":  # same length: only the checksum can tell
+        data = data[:len(data) // 2] + bytes(len(data) - len(data) // 2)
+    else:
+        data = data + b"extra"
+    entry.write_bytes(data)
     rebuilt = ctx.build(source)
     assert not rebuilt.from_cache
     assert ctx.build(source).from_cache
@@ -167,11 +212,46 @@ def test_plan_runs_launches_with_arguments_bound_once(ctx):
         plan.run([a, b], [result])
         np.testing.assert_array_equal(result, add_sat_reference(add_sat_reference(a, b), b))
     assert [name for name, _ in plan.last_profile] == ["add_sat_i8", "add_sat_i8"]
-    assert all(ns >= 0 for _, ns in plan.last_profile)
+    assert sum(ns for _, ns in plan.last_profile) > 0
     with pytest.raises(accel.DeviceMemoryError, match="input 1"):
         plan.run([a, b[:-1]], [result])
     with pytest.raises(ValueError, match="takes 2 inputs"):
         plan.run([a], [result])
+
+
+def test_a_plan_s_kernels_cannot_be_changed_behind_its_back(ctx):
+    program = ctx.build_file("eltwise.cl")
+    a_buf, out = ctx.buffer(N), ctx.buffer(N)
+    kernel = ctx.kernel(program, "add_sat_i8", a_buf, a_buf, out, np.int32(N))
+    plan = ctx.plan()
+    plan.add_input(a_buf)
+    plan.add_launch(kernel, [N])
+    plan.add_output(out)
+    with pytest.raises(RuntimeError, match="belongs to a Plan"):
+        kernel.set_arg(2, ctx.buffer(N))  # would leave the plan writing to a freed buffer
+    a = random_i8(N, 9)
+    result = np.empty(N, np.int8)
+    plan.run([a], [result])
+    np.testing.assert_array_equal(result, add_sat_reference(a, a))
+
+
+def test_one_plan_run_from_several_threads(ctx):
+    from concurrent.futures import ThreadPoolExecutor
+    program = ctx.build_file("eltwise.cl")
+    a_buf, out = ctx.buffer(N), ctx.buffer(N)
+    plan = ctx.plan()
+    plan.add_input(a_buf)
+    plan.add_launch(ctx.kernel(program, "add_sat_i8", a_buf, a_buf, out, np.int32(N)), [N])
+    plan.add_output(out)
+
+    def run(seed):
+        a = random_i8(N, 100 + seed)
+        result = np.empty(N, np.int8)
+        plan.run([a], [result])
+        return np.array_equal(result, add_sat_reference(a, a))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(40)))
 
 
 def test_event_profiling_times_are_ordered(ctx):

@@ -8,7 +8,8 @@
 set -euo pipefail
 
 PYTHON=${1:-python3}
-INTEL_VERSION=2025.0.5   # the FPGA emulator's newest release; the CPU runtime must match it
+HERE=$(cd "$(dirname "$0")" && pwd)
+CONSTRAINTS="$HERE/constraints.txt"   # pinned versions, the Intel runtimes among them
 APT_PACKAGES="pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers opencl-clhpp-headers clinfo oclgrind clang"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -24,11 +25,20 @@ if [ -n "$missing" ]; then
 fi
 
 PREFIX=$("$PYTHON" -c 'import sys; print(sys.prefix)')
-if ! "$PYTHON" -m pip show -q intel-opencl-fpga-emu-rt >/dev/null 2>&1 \
-   || ! "$PYTHON" -m pip show -q intel-opencl-rt >/dev/null 2>&1; then
-  echo "[setup-opencl] pip: Intel CPU OpenCL runtime and FPGA emulator $INTEL_VERSION (about 1 GB)"
-  "$PYTHON" -m pip install -q "intel-opencl-rt==$INTEL_VERSION" \
-    "intel-opencl-fpga-emu-rt==$INTEL_VERSION" intel-cmplr-lib-rt onnxruntime
+WANTED="intel-opencl-rt intel-opencl-fpga-emu-rt intel-cmplr-lib-rt onnxruntime"
+if ! "$PYTHON" - "$CONSTRAINTS" $WANTED <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+pins = dict(line.split("==") for line in open(sys.argv[1]).read().split()
+            if "==" in line and not line.startswith("#"))
+try:
+    sys.exit(any(version(name) != pins[name] for name in sys.argv[2:]))
+except PackageNotFoundError:
+    sys.exit(1)
+PY
+then
+  echo "[setup-opencl] pip: Intel CPU OpenCL runtime and FPGA emulator (about 1 GB), onnxruntime"
+  "$PYTHON" -m pip install -q -c "$CONSTRAINTS" $WANTED
 fi
 
 # The Intel runtimes need OrtGetApiBase@VERS_1.12.0 from a library of a fixed name; their
@@ -39,7 +49,6 @@ libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "cap
 print(libs[-1])
 PY
 )
-HERE=$(cd "$(dirname "$0")" && pwd)
 SHIM="$PREFIX/lib/libonnxruntime.1.12.22.721.so"
 if [ ! -f "$SHIM" ] || [ "$HERE/ort_shim.c" -nt "$SHIM" ] || ! grep -q "$ORT_LIB" "$SHIM"; then
   echo "[setup-opencl] building the onnxruntime shim -> $SHIM"

@@ -26,5 +26,5 @@ $PY -m pip install -q --upgrade pip
 bash tools/setup-opencl.sh "$PY"
 
 echo "[setup] building accel (C++ runtime) into .venv"
-$PY -m pip install -q -e ".[test]"
+$PY -m pip install -q -c tools/constraints.txt -e ".[test]"
 echo "[setup] done: .venv/bin/accel is ready"
