@@ -1,0 +1,331 @@
+"""CompiledModel: a lowered model bound to one device as a single C++ Plan.
+
+run() = host quantize (+ NCHW -> NHWC, channel padding) of the inputs, ONE plan.run (every
+launch recorded once, arguments bound once, GIL released), host dequantize + Softmax /
+Reshape / Transpose. save() writes one directory: model.json (structure, scales, layer
+parameters) and params.npz (int8 weights, int32 biases, multipliers), no pickle; load()
+checks the format, version and a SHA-256 of the arrays before trusting anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import AccelError
+from ..ops.layout import pad_channels
+from ..quantization import QParams, dequantize, quantize
+from ..runtime import Context
+from . import schedule
+from .schedule import HostNode, Lowered, Placement, Step, TensorSpec, run_host_node
+
+FORMAT = "accel-compiled-model"
+VERSION = 1
+MODEL_FILE = "model.json"
+PARAMS_FILE = "params.npz"
+
+
+class ModelLoadError(AccelError, ValueError):
+    """A saved model is missing, truncated, corrupted or of another format version."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    name: str
+    op: str
+    ms: float
+
+
+class CompiledModel:
+    """An int8 model ready to run on one device."""
+
+    def __init__(self, lowered: Lowered, device=None, *, fpga_pipelines: bool | None = None):
+        self._lowered = lowered
+        self._ctx = Context(device)
+        self._bound = schedule.bind(self._ctx, lowered, fpga_pipelines)
+        self._ops = [s.op for s in lowered.steps]
+        self.layer_errors = None  # set by compile(..., report=True)
+        self._lock = threading.Lock()  # one Plan, one set of buffers: one run at a time
+
+    # --- description ----------------------------------------------------------------------
+    @property
+    def device(self):
+        return self._ctx.device
+
+    @property
+    def name(self) -> str:
+        return self._lowered.name
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo(t.name, tuple(t.shape)) for t in self._lowered.inputs]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [TensorInfo(t.name, tuple(t.shape)) for t in self._lowered.outputs]
+
+    @property
+    def num_launches(self) -> int:
+        return len(self._lowered.steps)
+
+    @property
+    def device_bytes(self) -> int:
+        """Activation memory on the device (after buffer reuse)."""
+        return self._bound.device_bytes
+
+    @property
+    def lowered(self) -> Lowered:
+        return self._lowered
+
+    def __repr__(self) -> str:
+        return (f"CompiledModel({self.name!r}, {self.num_launches} launches on "
+                f"{self.device.short_name})")
+
+    # --- running --------------------------------------------------------------------------
+    def _check_inputs(self, inputs) -> dict[str, np.ndarray]:
+        specs = self._lowered.inputs
+        if not isinstance(inputs, Mapping):
+            if len(specs) != 1:
+                raise TypeError(f"the model has inputs {[s.name for s in specs]}: pass a dict "
+                                "by input name")
+            inputs = {specs[0].name: inputs}
+        unknown = set(inputs) - {s.name for s in specs}
+        if unknown:
+            raise ValueError(f"unknown input(s) {sorted(unknown)}; the model's inputs are "
+                             f"{[s.name for s in specs]}")
+        values = {}
+        for spec in specs:
+            if spec.name not in inputs:
+                raise ValueError(f"missing input {spec.name!r}")
+            x = inputs[spec.name]
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"input {spec.name!r} must be a numpy array, got "
+                                f"{type(x).__name__}")
+            if x.dtype != np.float32 and x.dtype != np.float64:
+                raise TypeError(f"input {spec.name!r} must be float32, got {x.dtype}")
+            if tuple(x.shape) != tuple(spec.shape):
+                raise ValueError(f"input {spec.name!r} has shape {tuple(x.shape)}, the model "
+                                 f"expects {tuple(spec.shape)}")
+            if not np.all(np.isfinite(x)):
+                raise ValueError(f"input {spec.name!r} holds NaN or infinite values")
+            values[spec.name] = x.astype(np.float32, copy=False)
+        return values
+
+    def _host_inputs(self, values: dict[str, np.ndarray]) -> list[np.ndarray]:
+        env = dict(values)
+        for node in self._lowered.head:
+            env[node.output] = run_host_node(node, env)
+        arrays = []
+        for spec in self._lowered.device_inputs:
+            q = quantize(env[spec.name], spec.qparams)
+            nhwc = q.transpose(0, 2, 3, 1) if q.ndim == 4 else q.reshape(q.shape[0], 1, 1, -1)
+            arrays.append(pad_channels(nhwc, fill=spec.qparams.zero_point))
+        return arrays
+
+    def _host_outputs(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        env = {}
+        for spec, raw in zip(self._lowered.device_outputs, arrays):
+            channels = self._lowered.placements[spec.name].shape[3]
+            x = dequantize(raw[..., :channels], spec.qparams)
+            if len(spec.shape) == 4:
+                x = x.transpose(0, 3, 1, 2)
+            env[spec.name] = np.ascontiguousarray(x.reshape(spec.shape))
+        for node in self._lowered.tail:
+            env[node.output] = run_host_node(node, env)
+        return {spec.name: env[spec.name] for spec in self._lowered.outputs}
+
+    def _output_arrays(self) -> list[np.ndarray]:
+        arrays = []
+        for spec in self._lowered.device_outputs:
+            p = self._lowered.placements[spec.name]
+            arrays.append(np.empty(p.shape[:3] + (p.stride,), dtype=np.int8))
+        return arrays
+
+    def run(self, inputs) -> dict[str, np.ndarray]:
+        """Outputs by name (float32) for ``inputs``: an array for a single-input model, or a
+        dict by input name, of the shapes in ``.inputs``."""
+        device_in = self._host_inputs(self._check_inputs(inputs))
+        device_out = self._output_arrays()
+        with self._lock:
+            self._bound.plan.run(device_in, device_out)
+        return self._host_outputs(device_out)
+
+    __call__ = run
+
+    def run_int8(self, inputs) -> list[np.ndarray]:
+        """The raw int8 device outputs (NHWC, padded): what bit-exactness is checked on."""
+        device_in = self._host_inputs(self._check_inputs(inputs))
+        device_out = self._output_arrays()
+        with self._lock:
+            self._bound.plan.run(device_in, device_out)
+        return device_out
+
+    def profile(self, inputs, repeat: int = 1) -> list[LayerTime]:
+        """Device time of every launch (CL profiling events), averaged over ``repeat`` runs."""
+        device_in = self._host_inputs(self._check_inputs(inputs))
+        with self._lock:
+            return self._profile(device_in, repeat)
+
+    def _profile(self, device_in, repeat: int) -> list[LayerTime]:
+        plan = self._bound.plan
+        totals = np.zeros(len(self._bound.launch_names))
+        ends = np.cumsum(self._bound.launch_counts)
+        plan.set_profiling(True)
+        try:
+            for _ in range(max(1, int(repeat))):
+                plan.run(device_in, self._output_arrays())
+                times = [ns for _, ns in plan.last_profile]
+                # a concurrent stage takes as long as its slowest kernel
+                totals += [max(times[end - count:end])
+                           for end, count in zip(ends, self._bound.launch_counts)]
+        finally:
+            plan.set_profiling(False)
+        totals /= max(1, int(repeat))
+        return [LayerTime(name, op, float(ns) / 1e6)
+                for name, op, ns in zip(self._bound.launch_names, self._ops, totals)]
+
+    def trace(self, inputs) -> dict[str, np.ndarray]:
+        """Every step's output, dequantized, in its logical (NCHW) shape: the steps run one
+        by one (one small Plan each) and each output is read back before a later step can
+        reuse its buffer. For debugging and the per-layer error report, not for speed."""
+        device_in = self._host_inputs(self._check_inputs(inputs))
+        with self._lock:
+            return self._trace(device_in)
+
+    def _trace(self, device_in) -> dict[str, np.ndarray]:
+        bound, lowered = self._bound, self._lowered
+        queue = self._ctx.queue
+        for buffer, array in zip(bound.input_buffers, device_in):
+            buffer.write(queue, array)
+        values = {}
+        for step, launches in zip(lowered.steps, bound.step_launches):
+            plan = self._ctx.plan()
+            if len(launches) == 1:
+                plan.add_launch(*launches[0])
+            else:
+                plan.add_concurrent(launches)
+            plan.run([], [])
+            p = lowered.placements[step.output]
+            buffer = bound.buffer_of[p.root]
+            raw = np.empty(buffer.nbytes, dtype=np.int8)
+            buffer.read(queue, raw)
+            n, h, w, c = p.shape
+            q = raw[:n * h * w * p.stride].reshape(n, h, w, p.stride)[..., p.offset:p.offset + c]
+            scale, zero_point = step.attrs["output_qparams"]
+            x = dequantize(q, QParams(scale, zero_point)).transpose(0, 3, 1, 2)
+            values[step.output] = np.ascontiguousarray(x)
+        return values
+
+    # --- saving ---------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the model to directory ``path`` (created; files in it overwritten)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        doc, arrays = _to_document(self._lowered)
+        params = path / PARAMS_FILE
+        np.savez(params, **arrays)
+        doc["params_sha256"] = _sha256(params)
+        (path / MODEL_FILE).write_text(json.dumps(doc))
+        return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _spec(t: TensorSpec) -> dict:
+    q = None if t.qparams is None else [t.qparams.scale, t.qparams.zero_point]
+    return {"name": t.name, "shape": list(t.shape), "qparams": q}
+
+
+def _to_document(lowered: Lowered) -> tuple[dict, dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {}
+    steps = []
+    for i, step in enumerate(lowered.steps):
+        keys = {}
+        for key, value in step.arrays.items():
+            keys[key] = f"s{i}_{key}"
+            arrays[keys[key]] = np.asarray(value)
+        steps.append({"op": step.op, "name": step.name, "inputs": step.inputs,
+                      "output": step.output, "attrs": step.attrs, "arrays": keys})
+    doc = {
+        "format": FORMAT, "version": VERSION, "name": lowered.name,
+        "inputs": [_spec(t) for t in lowered.inputs],
+        "outputs": [_spec(t) for t in lowered.outputs],
+        "head": [dataclasses.asdict(n) for n in lowered.head],
+        "device_inputs": [_spec(t) for t in lowered.device_inputs],
+        "steps": steps,
+        "device_outputs": [_spec(t) for t in lowered.device_outputs],
+        "tail": [dataclasses.asdict(n) for n in lowered.tail],
+        "placements": {k: dataclasses.asdict(p) for k, p in lowered.placements.items()},
+    }
+    return doc, arrays
+
+
+def _from_spec(d: dict) -> TensorSpec:
+    q = d["qparams"]
+    return TensorSpec(d["name"], tuple(d["shape"]),
+                      None if q is None else QParams(float(q[0]), int(q[1])))
+
+
+def load(path, device=None) -> CompiledModel:
+    """A model saved by CompiledModel.save, bound to ``device`` (default: the best present)."""
+    path = Path(path)
+    model_file, params_file = path / MODEL_FILE, path / PARAMS_FILE
+    if not path.is_dir():
+        raise ModelLoadError(f"{os.fspath(path)!r} is not a directory holding a compiled model")
+    for f in (model_file, params_file):
+        if not f.is_file():
+            raise ModelLoadError(f"compiled model {os.fspath(path)!r} lacks {f.name}")
+    try:
+        doc = json.loads(model_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{model_file} is corrupted or truncated (not valid JSON: "
+                             f"{e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelLoadError(f"{model_file} is not an accel compiled model")
+    if doc.get("version") != VERSION:
+        raise ModelLoadError(f"{model_file} has format version {doc.get('version')!r}; this "
+                             f"accel reads version {VERSION}")
+    if doc.get("params_sha256") != _sha256(params_file):
+        raise ModelLoadError(f"{params_file} is corrupted or truncated (its SHA-256 does not "
+                             f"match the one recorded in {MODEL_FILE})")
+    try:
+        with np.load(params_file, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        lowered = Lowered(
+            name=doc["name"],
+            inputs=[_from_spec(d) for d in doc["inputs"]],
+            outputs=[_from_spec(d) for d in doc["outputs"]],
+            head=[HostNode(**n) for n in doc["head"]],
+            device_inputs=[_from_spec(d) for d in doc["device_inputs"]],
+            steps=[Step(s["op"], s["name"], list(s["inputs"]), s["output"], s["attrs"],
+                        {k: arrays[v] for k, v in s["arrays"].items()}) for s in doc["steps"]],
+            device_outputs=[_from_spec(d) for d in doc["device_outputs"]],
+            tail=[HostNode(**n) for n in doc["tail"]],
+            placements={k: Placement(p["root"], p["offset"], p["stride"], tuple(p["shape"]))
+                        for k, p in doc["placements"].items()})
+        return CompiledModel(lowered, device)
+    except (KeyError, TypeError, ValueError, IndexError, zipfile.BadZipFile, OSError) as e:
+        raise ModelLoadError(f"compiled model {os.fspath(path)!r} is malformed: "
+                             f"{type(e).__name__}: {e}") from None

@@ -1,0 +1,143 @@
+"""Activation quantization parameters for an optimized IR graph, from calibration.
+
+Every activation gets one int8 QParams (per tensor). Tensors that must share bytes share
+parameters: all inputs of a Concat and its output (a concat is a write at a channel offset,
+never a copy, so every member must already be at the concat's scale), and the two sides of
+a Reshape that the device does not execute. A max pool keeps its input's parameters (it
+then copies values exactly). Weights are quantized per channel later, by the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from ..compiler import ir
+from ..compiler.errors import CompileError
+from ..compiler.interpret import interpret
+from ..numerics import INT8_MAX, INT8_MIN
+from ..quantization import MinMaxObserver, QParams, calibrate, from_uint8, qparams_from_range
+
+
+def as_input_dict(graph: ir.Graph, item) -> dict[str, np.ndarray]:
+    if isinstance(item, Mapping):
+        missing = [n for n in graph.inputs if n not in item]
+        if missing:
+            raise ValueError(f"calibration input lacks {missing}; the model's inputs are "
+                             f"{graph.inputs}")
+        return {n: np.asarray(item[n], dtype=np.float32) for n in graph.inputs}
+    if len(graph.inputs) != 1:
+        raise ValueError(f"the model has inputs {graph.inputs}: give calibration inputs as "
+                         "dicts by name")
+    return {graph.inputs[0]: np.asarray(item, dtype=np.float32)}
+
+
+def observe(graph: ir.Graph, calibration: Iterable, *, observer=MinMaxObserver,
+            progress: bool = True) -> dict[str, QParams]:
+    """QParams of every activation (inputs included) from the float interpreter's values on
+    each calibration input."""
+    if calibration is None:
+        raise ValueError("an fp32 model needs calibration inputs (an iterable of input "
+                         "arrays or dicts) to choose its int8 scales")
+    names = activations(graph)
+
+    def run(item):
+        values = interpret(graph, as_input_dict(graph, item), keep=True)
+        return {name: values[name] for name in names}
+
+    return calibrate(run, calibration, observer, progress)
+
+
+def activations(graph: ir.Graph) -> list[str]:
+    return list(graph.inputs) + [node.output for node in graph.nodes]
+
+
+def annotated(graph: ir.Graph) -> dict[str, QParams]:
+    """The per-tensor activation scales a QDQ model carries (uint8 ones converted exactly:
+    q - 128, zero point - 128)."""
+    result = {}
+    for name in activations(graph):
+        q = graph.tensors[name].quant
+        if q is None or q.axis is not None or np.size(q.scale) != 1:
+            continue
+        scale, zero_point = float(np.ravel(q.scale)[0]), int(np.ravel(q.zero_point)[0])
+        if q.dtype == "uint8":
+            result[name] = from_uint8(scale, zero_point)
+        elif q.dtype == "int8":
+            result[name] = QParams(scale, zero_point)
+    return result
+
+
+def _range(q: QParams) -> tuple[float, float]:
+    return q.scale * (INT8_MIN - q.zero_point), q.scale * (INT8_MAX - q.zero_point)
+
+
+class _Groups:
+    """Union-find over tensor names: members of one group share QParams."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, name: str) -> str:
+        self.parent.setdefault(name, name)
+        while self.parent[name] != name:
+            self.parent[name] = self.parent[self.parent[name]]
+            name = self.parent[name]
+        return name
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def shared_groups(graph: ir.Graph, device_reshapes: set[str] = frozenset()) -> _Groups:
+    """Concat members with their output; device-aliased Reshapes with their input."""
+    groups = _Groups()
+    for node in graph.nodes:
+        if isinstance(node, ir.Concat):
+            for name in node.inputs:
+                groups.union(name, node.output)
+        elif isinstance(node, ir.Reshape) and node.output in device_reshapes:
+            groups.union(node.x, node.output)
+    return groups
+
+
+def assign(graph: ir.Graph, observed: Mapping[str, QParams],
+           device_reshapes: set[str] = frozenset(),
+           given: Mapping[str, QParams] | None = None,
+           optional: set[str] = frozenset()) -> dict[str, QParams]:
+    """Final activation QParams: a QDQ model's own (``given``) where it has them, else the
+    observed ranges; merged over groups that share bytes; a max pool outside any group, and
+    an unannotated Reshape, take their input's parameters. Tensors in ``optional`` (used on
+    the host only) may go without."""
+    known = {**observed, **(given or {})}
+    producers = graph.producers()
+    for node in reversed(graph.nodes):  # a QDQ model quantizes after tf2onnx's Transpose
+        if isinstance(node, (ir.Transpose, ir.Reshape)) and node.x not in known \
+                and node.output in known:
+            known[node.x] = known[node.output]
+    for name in activations(graph):  # in order: a follower copies its input's scale
+        node = producers.get(name)
+        if name not in known and isinstance(node, (ir.Pool, ir.Reshape)) \
+                and getattr(node, "kind", "max") in ("max", "global_max") and node.x in known:
+            known[name] = known[node.x]
+        if name not in known and name not in optional:
+            raise CompileError(f"no scale for tensor {name!r}: the model carries none and no "
+                               "calibration inputs were given (compile(..., calibration=[...]))")
+    observed = known
+    groups = shared_groups(graph, device_reshapes)
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, q in observed.items():
+        lo, hi = _range(q)
+        root = groups.find(name)
+        if root in ranges:
+            lo, hi = min(lo, ranges[root][0]), max(hi, ranges[root][1])
+        ranges[root] = (lo, hi)
+    result = {name: qparams_from_range(*ranges[groups.find(name)]) for name in observed}
+    grouped = {name for name in groups.parent if groups.find(name) != name
+               or any(groups.find(o) == name for o in groups.parent if o != name)}
+    for node in graph.nodes:  # in order, so chains of max pools follow their first input
+        if isinstance(node, ir.Pool) and node.kind in ("max", "global_max") \
+                and node.output not in grouped and node.output not in (given or {}):
+            result[node.output] = result[node.x]
+    return result

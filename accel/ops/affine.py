@@ -1,0 +1,160 @@
+"""Channel-wise int8 affine (kernels/affine.cl: affine_i8): a depthwise 1x1 conv with
+requantize and clamp, for a BatchNorm (+ ReLU) that no conv can absorb.
+
+    params = AffineParams(shape=(1, 56, 56, 96), weights=w, bias=b, multipliers=m, shifts=s,
+                          input_zero_point=-128, output_zero_point=-128,
+                          activation=Activation.relu(-128))
+    y = affine(ctx, params, x)                                  # logical int8 arrays
+    kernel, global_size, local_size = bind(ctx, params, x_buf, out_buf)   # for a Plan
+
+y[..., c] = requantize((x[..., c] - z_x) * weights[c] + bias[c], M[c], S[c], z_y, lo, hi).
+Input and output may be channel slices of wider device tensors (``in_channel_stride``/
+``in_channel_offset`` and the same for out), which a concat written in place needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import numerics
+from ..numerics import Activation
+from . import tuning
+from .layout import CHANNEL_ALIGN, pad_channels, padded_channels, unpad_channels
+from .pool import check_activation, check_int8_nhwc, check_shape, check_zero_point
+
+KERNEL_FILE = "affine.cl"
+KERNEL_NAME = "affine_i8"
+# Channels per work-item, measured on DenseNet-121's transition1 (56x56x256): PoCL 0.36 ms
+# at VEC=1, 0.105 at 4, 0.107 at 16; Intel's CPU runtime 0.57, 0.68, 0.32. An entry for
+# affine.cl in kernels/tuning.json wins over these.
+DEFAULT_VEC = 4
+DEVICE_VEC = {"pocl-cpu": 4, "intel-cpu": 16}
+_PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1
+
+
+def _knobs(ctx, defines: dict | None) -> dict:
+    """The -D knobs: the caller's, else kernels/tuning.json's for the device, else
+    DEVICE_VEC / DEFAULT_VEC. VEC (channels per work-item) must divide CHANNEL_ALIGN."""
+    name = ctx.device.short_name
+    defines = {"VEC": DEVICE_VEC.get(name, DEFAULT_VEC), **tuning.knobs(KERNEL_FILE, name),
+               **(defines or {})}
+    vec = int(defines["VEC"])
+    if vec <= 0 or CHANNEL_ALIGN % vec:
+        raise ValueError(f"VEC={vec} must divide the channel alignment {CHANNEL_ALIGN}")
+    return defines
+
+
+def _int_array(name: str, values, channels: int) -> np.ndarray:
+    array = np.asarray(values)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got {array.dtype}")
+    if array.shape != (channels,):
+        raise ValueError(f"{name} has shape {array.shape}, expected ({channels},)")
+    return array.astype(np.int32)
+
+
+@dataclass(frozen=True, eq=False)
+class AffineParams:
+    shape: tuple[int, int, int, int]  # logical (N, H, W, C)
+    weights: np.ndarray               # int32 [C], |w| <= 127 (int8 values)
+    bias: np.ndarray                  # int32 [C], at scale s_x * s_w[c]
+    multipliers: np.ndarray           # int32 [C]
+    shifts: np.ndarray                # int32 [C]
+    input_zero_point: int = 0
+    output_zero_point: int = 0
+    activation: Activation = field(default_factory=Activation)
+    in_channel_stride: int | None = None   # None: the padded channel count
+    in_channel_offset: int = 0
+    out_channel_stride: int | None = None
+    out_channel_offset: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", check_shape(self.shape, "shape"))
+        c = self.shape[3]
+        weights = _int_array("weights", self.weights, c)
+        if np.any(np.abs(weights) > numerics.WEIGHT_MAX):
+            raise ValueError(f"weights must lie in [-{numerics.WEIGHT_MAX}, {numerics.WEIGHT_MAX}]")
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "bias", _int_array("bias", self.bias, c))
+        object.__setattr__(self, "multipliers", _int_array("multipliers", self.multipliers, c))
+        object.__setattr__(self, "shifts", _int_array("shifts", self.shifts, c))
+        numerics.check_multipliers(self.multipliers, self.shifts)
+        check_zero_point(self.input_zero_point, "input_zero_point")
+        check_zero_point(self.output_zero_point, "output_zero_point")
+        check_activation(self.activation)
+        for side in ("in", "out"):
+            offset = getattr(self, f"{side}_channel_offset")
+            stride = getattr(self, f"{side}_channel_stride")
+            if offset < 0 or offset % CHANNEL_ALIGN:
+                raise ValueError(f"{side}_channel_offset {offset} must be a non-negative multiple "
+                                 f"of {CHANNEL_ALIGN}")
+            if stride is not None and (stride % CHANNEL_ALIGN
+                                       or offset + self.channels_padded > stride):
+                raise ValueError(f"{side}_channel_stride {stride} must be a multiple of "
+                                 f"{CHANNEL_ALIGN} holding offset {offset} + "
+                                 f"{self.channels_padded} channels")
+
+    @property
+    def channels_padded(self) -> int:
+        return padded_channels(self.shape[3])
+
+    @property
+    def pixels(self) -> int:
+        n, h, w, _ = self.shape
+        return n * h * w
+
+    @property
+    def in_stride(self) -> int:
+        return self.in_channel_stride or self.channels_padded
+
+    @property
+    def out_stride(self) -> int:
+        return self.out_channel_stride or self.channels_padded
+
+    def padded_parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """weights, bias, multipliers, shifts padded to the channel alignment: padded channels
+        compute z_y (w = 0, bias = 0)."""
+        cp, c = self.channels_padded, self.shape[3]
+        weights, bias = np.zeros(cp, np.int32), np.zeros(cp, np.int32)
+        mult = np.full(cp, _PAD_MULTIPLIER, np.int32)
+        shift = np.full(cp, _PAD_SHIFT, np.int32)
+        weights[:c], bias[:c], mult[:c], shift[:c] = (self.weights, self.bias,
+                                                        self.multipliers, self.shifts)
+        return weights, bias, mult, shift
+
+
+def bind(ctx, params: AffineParams, x, out, *, defines: dict | None = None):
+    """(Kernel with its arguments set, global size, local size) for one affine layer."""
+    defines = _knobs(ctx, defines)
+    for name, buf, stride in (("input", x, params.in_stride), ("output", out, params.out_stride)):
+        if buf.nbytes < params.pixels * stride:
+            raise ValueError(f"{name} buffer of {buf.nbytes} bytes is smaller than "
+                             f"{params.pixels} pixels x {stride} channels")
+    weights, bias, mult, shift = (ctx.upload(a) for a in params.padded_parameters())
+    i32 = np.int32
+    act = params.activation
+    kernel = ctx.kernel(ctx.program(KERNEL_FILE, defines), KERNEL_NAME, x, out, weights, bias,
+                        mult, shift, i32(params.in_stride), i32(params.in_channel_offset),
+                        i32(params.out_stride), i32(params.out_channel_offset),
+                        i32(params.input_zero_point), i32(params.output_zero_point),
+                        i32(act.lo), i32(act.hi))
+    return kernel, [params.channels_padded // defines["VEC"], params.pixels], []
+
+
+def affine(ctx, params: AffineParams, x: np.ndarray, defines: dict | None = None) -> np.ndarray:
+    """Run one affine layer on a logical int8 (N, H, W, C) array (contiguous tensors)."""
+    if params.in_channel_stride or params.out_channel_stride or params.in_channel_offset \
+            or params.out_channel_offset:
+        raise ValueError("affine() runs contiguous tensors; use bind() for channel slices")
+    x = check_int8_nhwc(x, params.shape)
+    in_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
+    out_buf = ctx.buffer(params.pixels * params.channels_padded)
+    kernel, global_size, local_size = bind(ctx, params, in_buf, out_buf, defines=defines)
+    kernel.launch(ctx.queue, global_size, local_size).wait()
+    y = ctx.download(out_buf, np.int8, params.shape[:3] + (params.channels_padded,))
+    return unpad_channels(y, params.shape[3])
+
+
+__all__ = ["AffineParams", "bind", "affine"]
