@@ -1,4 +1,4 @@
-"""The accel command line: ``accel demo``, ``accel devices``, ``accel smoke``."""
+"""The accel command line: ``accel demo | devices | smoke | fpga estimate``."""
 
 from __future__ import annotations
 
@@ -42,18 +42,22 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job for now: list the devices, then the smoke kernel on each."""
-    status = cmd_devices(args)
+    """The main job: the devices present, then a model classifying photos on the best one."""
+    from .demo import classify_demo
+    cmd_devices(args)
     print()
-    args.device = None
-    return cmd_smoke(args) or status
+    return classify_demo(args.model, args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="the main job: devices, then a kernel on each").set_defaults(
-        func=cmd_demo)
+    demo = sub.add_parser("demo", help="the main job: ResNet-50 int8 classifying photos on the "
+                                       "best device, timed against onnxruntime")
+    demo.add_argument("--model", default="resnet50",
+                      help="resnet50, resnet152, densenet121 or vgg16")
+    demo.add_argument("--device", help="a selector: kind, name substring or P:D")
+    demo.set_defaults(func=cmd_demo)
     sub.add_parser("devices", help="list the OpenCL devices present").set_defaults(func=cmd_devices)
     smoke = sub.add_parser("smoke", help="run a small int8 kernel on every device (or one)")
     smoke.add_argument("--device", help="a selector: kind, name substring or P:D")
