@@ -65,6 +65,22 @@
 #define X86_PAIR_MAC 1
 #endif
 
+/* Impossible knob values fail the build instead of reading out of bounds: the inner step
+ * walks channel pairs, and cin rounded up to CIN_STEP must stay within the 16-aligned
+ * padded channels (accel/ops/conv.py checks the same before building). */
+#if TILE_W < 1
+#error "TILE_W must be at least 1"
+#endif
+#if CIN_STEP != 2 && CIN_STEP != 4 && CIN_STEP != 8 && CIN_STEP != 16
+#error "CIN_STEP must be 2, 4, 8 or 16"
+#endif
+#if X86_PAIR_MAC != 0 && X86_PAIR_MAC != 1
+#error "X86_PAIR_MAC must be 0 or 1"
+#endif
+#if HAS_RESIDUAL != 0 && HAS_RESIDUAL != 1
+#error "HAS_RESIDUAL must be 0 or 1"
+#endif
+
 #define COUT_BLOCK 16
 
 /* The x86 pair path (see the banner). */

@@ -40,7 +40,8 @@
  *            modular too and the true accumulator fits int32, so the result is exact).
  *   multipliers, shifts  int32 [groups * LANE_NUM] (padded lanes hold a valid pair).
  *   residual int8 NHWC, pixel p at p * residual_stride, read when has_residual.
- *   output   int8 NHWC, pixel p at p * out_stride + out_offset, out_channels channels written.
+ *   output   int8 NHWC, pixel p at p * out_stride + out_offset, out_channels_padded channels
+ *            written (the layer's channels padded to 16; padded ones hold the zero point).
  *
  * Knobs (-D, #ifndef defaults; ONE configuration serves every layer of every model):
  *   VEC_SIZE         input channels per cycle (the MAC array's depth)
@@ -48,6 +49,10 @@
  *   WIN_BUF_SIZE     bytes of one half of the window double buffer
  *   WEIGHT_BUF_SIZE  reduction length (KH*KW*Cin, in bytes per lane) one half of the
  *                    weight double buffer holds
+ *   STREAM_DEPTH     depth of data_ch and weight_ch (reader -> core); default 64 on a
+ *                    board, 8192 in Intel's emulator (see the channels below)
+ *   RESULT_DEPTH     depth of acc_ch and result_ch (core -> epilogue -> writer); default 16
+ *                    on a board, 8192 in the emulator
  * The defaults fit every conv layer of ResNet-50/152, VGG-16, DenseNet-121 and SSD-VGG300
  * (largest window 3 x 19 x 1024 bytes, largest conv reduction 3*3*1024).
  *
@@ -94,16 +99,32 @@ typedef struct { data_vec lane[LANE_NUM]; } weight_vec;
 typedef struct { int lane[LANE_NUM]; } acc_vec;
 typedef struct { char lane[LANE_NUM]; } result_vec;
 
-/* Channel depths. On a board a few dozen entries absorb the stages' latency differences.
- * Intel's emulator runs each kernel as a thread that spins on a full or empty channel; with
- * more kernels than free cores a shallow channel makes every few transfers wait for an OS
- * time slice (~100 us per item measured on 2 cores), so emulation gets deep channels. */
+/* Channel depths (knobs, see the banner). On a board a few dozen entries absorb the stages'
+ * latency differences. Intel's emulator runs each kernel as a thread that spins on a full
+ * or empty channel; with more kernels than free cores a shallow channel makes every few
+ * transfers wait for an OS time slice (~100 us per item measured on 2 cores), so emulation
+ * gets deep channels. The emulator is the FPGA front end without aoc's INTELFPGA_CL. */
 #if defined(INTELFPGA_CL)
-#define STREAM_DEPTH 64
-#define RESULT_DEPTH 16
+#define FPGA_EMULATOR 0
 #else
+#define FPGA_EMULATOR 1
+#endif
+#ifndef STREAM_DEPTH
+#if FPGA_EMULATOR
 #define STREAM_DEPTH 8192
+#else
+#define STREAM_DEPTH 64
+#endif
+#endif
+#ifndef RESULT_DEPTH
+#if FPGA_EMULATOR
 #define RESULT_DEPTH 8192
+#else
+#define RESULT_DEPTH 16
+#endif
+#endif
+#if STREAM_DEPTH < 1 || RESULT_DEPTH < 1
+#error "STREAM_DEPTH and RESULT_DEPTH must be at least 1"
 #endif
 
 channel data_vec data_ch __attribute__((depth(STREAM_DEPTH)));
@@ -269,7 +290,8 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
                                  __global const int* restrict multipliers,
                                  __global const int* restrict shifts,
                                  __global const char* restrict residual,
-                                 const int groups, const int pixels, const int out_channels,
+                                 const int groups, const int pixels,
+                                 const int out_channels_padded,
                                  const int output_zero_point, const int lo, const int hi,
                                  const int has_residual, const int residual_stride,
                                  const int residual_zero_point, const int residual_multiplier,
@@ -287,7 +309,7 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
         const int c = g * LANE_NUM + l;
         const int value = acc.lane[l] + bias[c];
         if (has_residual) {
-          const int side = c < out_channels ? residual[(long)p * residual_stride + c]
+          const int side = c < out_channels_padded ? residual[(long)p * residual_stride + c]
                                             : residual_zero_point;
           out.lane[l] = accel_requantize_add(value, multipliers[c], shifts[c], side,
                                              residual_zero_point, residual_multiplier,
@@ -304,7 +326,8 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
 
 __attribute__((max_global_work_dim(0)))
 __kernel void fpga_conv_writer(__global char* restrict output, const int groups,
-                               const int pixels, const int out_channels, const int out_stride,
+                               const int pixels, const int out_channels_padded,
+                               const int out_stride,
                                const int out_offset) {
   int g = 0, p = 0;
   for (int i = 0; i < groups * pixels; ++i) {
@@ -312,7 +335,7 @@ __kernel void fpga_conv_writer(__global char* restrict output, const int groups,
     const long base = (long)p * out_stride + out_offset + g * LANE_NUM;
 #pragma unroll
     for (int l = 0; l < LANE_NUM; ++l)
-      if (g * LANE_NUM + l < out_channels) output[base + l] = r.lane[l];
+      if (g * LANE_NUM + l < out_channels_padded) output[base + l] = r.lane[l];
     if (++p == pixels) { p = 0; ++g; }
   }
 }

@@ -19,7 +19,10 @@
  * Iteration order: pixel (n, oy, ox), input vector cv, tap (ky, kx), flattened into one
  * loop with incremental counters (II=1; the running max/sum is a register).
  *
- * Knob: VEC_SIZE channels per step (the same value as fpga_conv.cl's bitstream).
+ * Knobs (-D, #ifndef defaults):
+ *   VEC_SIZE    channels per step (the same value as fpga_conv.cl's bitstream)
+ *   POOL_DEPTH  depth of pool_ch (fpga_pool -> fpga_pool_writer); default 16 on a board,
+ *               8192 in Intel's emulator (see fpga_conv.cl's channel depths)
  * ================================================================================== */
 #include "quant.h"
 
@@ -32,11 +35,17 @@
 
 typedef struct { char v[VEC_SIZE]; } pool_vec;
 
-/* Deep in emulation, where kernels are spinning threads (see fpga_conv.cl). */
+/* Deep in emulation, where kernels are spinning threads (see fpga_conv.cl); the emulator
+ * is the FPGA front end without aoc's INTELFPGA_CL. */
+#ifndef POOL_DEPTH
 #if defined(INTELFPGA_CL)
 #define POOL_DEPTH 16
 #else
 #define POOL_DEPTH 8192
+#endif
+#endif
+#if POOL_DEPTH < 1
+#error "POOL_DEPTH must be at least 1"
 #endif
 
 channel pool_vec pool_ch __attribute__((depth(POOL_DEPTH)));

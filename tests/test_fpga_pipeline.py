@@ -490,3 +490,36 @@ def test_a_resnet_bottleneck_block_runs_as_three_stages_of_one_plan(emu):
                             multipliers=multipliers, shifts=shifts, output_zero_point=zps[i + 1],
                             activation=Activation.relu(zps[i + 1]), **extra)
     np.testing.assert_array_equal(got, y)
+
+
+def test_a_bitstream_built_with_other_knobs_is_refused(emu):
+    """A program (a board's .aocx) built with other knobs than the FpgaConfig in use would
+    compute garbage: its fpga_config kernel reports its knobs and prepare/bind_pool refuse it."""
+    other = fpga.FpgaConfig(vec_size=8, lane_num=32)
+    program = fpga.bitstream(emu, other)
+    assert fpga.built_config(emu, program) == other
+    assert fpga.built_config(emu, fpga.bitstream(emu)) == fpga.DEFAULT_CONFIG
+    rng = np.random.default_rng(81)
+    layer = ConvLayer(batch=1, in_height=4, in_width=4, in_channels=16, out_channels=8,
+                      kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1))
+    weights, bias, multipliers, shifts = random_conv(rng, 16, 8, 3)
+    mismatch = (r"the FPGA program was built with FpgaConfig\(vec_size=8, lane_num=32, "
+                r"win_buf_size=65536, weight_buf_size=9216\), but the layer uses "
+                r"FpgaConfig\(vec_size=16, lane_num=16")
+    with pytest.raises(ValueError, match=mismatch):
+        fpga.prepare(emu, layer, weights, bias, multipliers, shifts, program=program)
+    params = PoolParams("max", (1, 4, 4, 16), 2, 2)
+    with pytest.raises(ValueError, match=mismatch):
+        fpga.bind_pool(emu, params, emu.buffer(256), emu.buffer(64), program=program)
+    # With the config it was built for, the same program is accepted.
+    fpga.prepare(emu, layer, weights, bias, multipliers, shifts, config=other, program=program)
+
+
+def test_a_program_without_the_config_kernel_is_refused(emu):
+    """An FPGA program that cannot report its knobs (not built from fpga_bitstream.cl)."""
+    conv_only = emu.build_file("fpga_conv.cl", fpga.DEFAULT_CONFIG.defines())
+    rng = np.random.default_rng(82)
+    layer = ConvLayer(batch=1, in_height=4, in_width=4, in_channels=16, out_channels=8,
+                      kernel_h=1, kernel_w=1)
+    with pytest.raises(ValueError, match="has no fpga_config kernel"):
+        fpga.prepare(emu, layer, *random_conv(rng, 16, 8, 1), program=conv_only)

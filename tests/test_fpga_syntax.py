@@ -10,12 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from full_setup import missing_setup
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "fpga-syntax-check.sh"
 KERNELS = sorted((ROOT / "kernels").glob("*.cl"))
 
-pytestmark = pytest.mark.skipif(shutil.which("clang") is None,
-                                reason="clang is not installed (CI installs it)")
+
+@pytest.fixture(autouse=True)
+def clang_present():
+    if shutil.which("clang") is None:
+        missing_setup("clang is not installed (CI installs it)")
 
 
 def check(*files: Path) -> subprocess.CompletedProcess:
@@ -72,3 +77,39 @@ def test_a_typo_in_fpga_only_code_fails_the_check(tmp_path, typo):
 def test_the_check_only_header_is_never_used_by_real_builds():
     for path in KERNELS + [ROOT / "kernels" / "quant.h"]:
         assert "fpga_builtins_check.h" not in path.read_text(), path
+
+
+def preprocess(name: str, *flags: str) -> str:
+    return subprocess.run(["clang", "-x", "cl", "-cl-std=CL1.2", "-E", "-I",
+                           str(ROOT / "kernels"), *flags, str(ROOT / "kernels" / name)],
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("flags, stream, result, pool", [
+    # aoc (a board): the shallow defaults
+    (["-DINTELFPGA_CL"], 64, 16, 16),
+    # Intel's emulator (cl_intel_channels without INTELFPGA_CL): deep channels
+    (["-Dcl_intel_channels"], 8192, 8192, 8192),
+    # the knobs, either way
+    (["-DINTELFPGA_CL", "-DSTREAM_DEPTH=128", "-DRESULT_DEPTH=32", "-DPOOL_DEPTH=8"], 128, 32, 8),
+    (["-Dcl_intel_channels", "-DSTREAM_DEPTH=4", "-DRESULT_DEPTH=2", "-DPOOL_DEPTH=1"], 4, 2, 1),
+], ids=["board", "emulator", "board-knobs", "emulator-knobs"])
+def test_channel_depths_are_knobs_with_board_and_emulator_defaults(flags, stream, result, pool):
+    conv = preprocess("fpga_conv.cl", *flags)
+    for channel, depth in (("data_ch", stream), ("weight_ch", stream), ("acc_ch", result),
+                           ("result_ch", result)):
+        assert f"{channel} __attribute__((depth({depth})))" in conv, channel
+    assert f"pool_ch __attribute__((depth({pool})))" in preprocess("fpga_pool.cl", *flags)
+    banners = (ROOT / "kernels" / "fpga_conv.cl").read_text() + \
+        (ROOT / "kernels" / "fpga_pool.cl").read_text()
+    for knob in ("STREAM_DEPTH", "RESULT_DEPTH", "POOL_DEPTH"):
+        assert f" *   {knob} " in banners, f"{knob} is not documented in a banner"
+
+
+def test_the_epilogue_and_writer_name_the_padded_channel_count():
+    """They receive the layer's channels padded to 16 (accel/ops/fpga.py), so say so."""
+    conv = preprocess("fpga_conv.cl", "-Dcl_intel_channels")
+    for kernel in ("fpga_conv_epilogue", "fpga_conv_writer"):
+        signature = conv[conv.index(f"void {kernel}("):]
+        signature = signature[:signature.index(")")]
+        assert "out_channels_padded" in signature and "out_channels," not in signature, signature

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 
@@ -232,6 +233,51 @@ def test_conv_knobs(ctx, knobs):
     check(ctx, *make_case(rng, 1, 5, 7, 20, 20, 3, 3, pads=(1, 1, 1, 1)), knobs=knobs)
 
 
+@pytest.mark.parametrize("knobs, words", [
+    ({"CIN_STEP": 32}, "CIN_STEP=32 must be one of (2, 4, 8, 16)"),  # reads past cin_pad=16
+    ({"CIN_STEP": 3}, "CIN_STEP=3 must be one of (2, 4, 8, 16)"),    # not channel pairs
+    ({"CIN_STEP": 6}, "CIN_STEP=6 must be one of (2, 4, 8, 16)"),    # 18 of 16 channels
+    ({"TILE_W": 0}, "TILE_W=0 must be at least 1"),
+    ({"TILE_W": 2.5}, "TILE_W must be an integer"),
+    ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC=2 must be 0 or 1"),
+    ({"TILEW": 4, "CINSTEP": 4}, "unknown knob(s) CINSTEP, TILEW for conv.cl"),
+    ({"HAS_RESIDUAL": 1}, "HAS_RESIDUAL is not a caller's knob"),
+], ids=str)
+def test_conv_rejects_bad_knobs(first_ctx, knobs, words):
+    x, weights, bias, kwargs = make_case(np.random.default_rng(14), 1, 4, 4, 16, 16, 3, 3,
+                                         pads=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        ops.conv2d(first_ctx, x, weights, bias, knobs=knobs, **kwargs)
+
+
+@pytest.mark.parametrize("knobs, words", [
+    ({"CIN_STEP": 32}, "CIN_STEP must be 2, 4, 8 or 16"),
+    ({"CIN_STEP": 3}, "CIN_STEP must be 2, 4, 8 or 16"),
+    ({"TILE_W": 0}, "TILE_W must be at least 1"),
+    ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC must be 0 or 1"),
+    ({"HAS_RESIDUAL": 3}, "HAS_RESIDUAL must be 0 or 1"),
+], ids=str)
+def test_conv_kernel_refuses_impossible_knobs(ctx, knobs, words):
+    """conv.cl itself fails to build (#error) with a knob value it cannot run correctly."""
+    with pytest.raises(accel.BuildError) as error:
+        ctx.build_file(ops.KERNEL_FILE, knobs, cache=False)
+    assert words in error.value.log
+
+
+def test_bind_refuses_a_cin_step_reading_past_the_padded_channels(first_ctx):
+    """bind checks the channels the kernel will read, even for a PreparedConv whose knobs
+    were not chosen by prepare."""
+    x, weights, bias, kwargs = make_case(np.random.default_rng(15), 1, 4, 4, 16, 16, 3, 3,
+                                         pads=(1, 1, 1, 1))
+    layer = ops.layer_for_arrays(x, weights, pads=(1, 1, 1, 1), input_zero_point=0,
+                                 output_zero_point=0)
+    prepared = ops.prepare(first_ctx, layer, weights, bias, kwargs["multipliers"],
+                           kwargs["shifts"])
+    tampered = dataclasses.replace(prepared, knobs={**prepared.knobs, "CIN_STEP": 32})
+    with pytest.raises(ValueError, match="would read 32 input channels of 16 padded ones"):
+        ops.bind(tampered, first_ctx.buffer(layer.input_bytes), first_ctx.buffer(layer.output_bytes))
+
+
 @pytest.mark.parametrize("n, k, cout", [
     pytest.param(1, 100, 10, marks=pytest.mark.oclgrind), (3, 48, 33), (5, 2048, 40)])
 def test_dense(ctx, n, k, cout):
@@ -290,20 +336,44 @@ def _layer(shape, **extra) -> ops.ConvLayer:
                          **extra)
 
 
-def test_model_shapes_prepare_and_bind():
-    """Every distinct conv of ResNet-50, VGG-16 and DenseNet-121 is accepted by prepare/bind."""
+def fast_cpu_device():
+    """PoCL if present (the fastest CPU runtime here), else the first CPU, else any device."""
+    present = accel.devices()
+    for wanted in (lambda d: "Portable" in d.platform, lambda d: d.kind == "cpu", lambda d: True):
+        chosen = [d for d in present if wanted(d)]
+        if chosen:
+            return chosen[0]
+
+
+# Each distinct layer configuration of the three models, spatial size aside:
+# (kernel, stride, pad, cin, cout).
+MODEL_CONFIGS = sorted({(k, stride, pad, cin, cout)
+                        for _, _, cin, cout, k, stride, pad in ALL_SHAPES})
+CROPPED_OUTPUT = 3  # output pixels per axis: the borders, an interior pixel, a partial tile
+
+
+def cropped_input_size(k: int, stride: int, pad: int) -> int:
+    """The input height/width giving CROPPED_OUTPUT outputs with this kernel, stride, pad."""
+    return (CROPPED_OUTPUT - 1) * stride + k - 2 * pad
+
+
+def test_every_model_layer_configuration_runs_bit_exact():
+    """Every distinct (kernel, stride, pad, cin, cout) of ResNet-50, VGG-16 and DenseNet-121
+    launched once, on a 3x3-output crop of its input (same stride and pad), bit-exact."""
     assert len(ALL_SHAPES) > 70  # the generators really walked the architectures
-    ctx = accel.Context(accel.devices()[0])
-    for shape in ALL_SHAPES:
-        layer = _layer(shape)
-        zeros = np.zeros(layer.out_channels, dtype=np.int32)
-        multipliers = np.full(layer.out_channels, 1 << 30, dtype=np.int32)
-        prepared = ops.prepare(ctx, layer, np.zeros(layer.weight_shape, np.int8), zeros,
-                               multipliers, np.full(layer.out_channels, 40, dtype=np.int32))
-        kernel, global_size, local_size = ops.bind(prepared, ctx.buffer(layer.input_bytes),
-                                                   ctx.buffer(layer.output_bytes))
-        assert kernel.name == ops.KERNEL_NAME and local_size == ()
-        assert global_size[0] * ops.COUT_BLOCK == layer.out_channels_padded
+    assert len(MODEL_CONFIGS) > 50
+    ctx = accel.Context(fast_cpu_device())
+    rng = np.random.default_rng(13)
+    for k, stride, pad, cin, cout in MODEL_CONFIGS:
+        size = cropped_input_size(k, stride, pad)
+        x, weights, bias, kwargs = make_case(rng, 1, size, size, cin, cout, k, k,
+                                             stride=(stride, stride), pads=(pad,) * 4,
+                                             activation=Activation.relu(0))
+        expected = reference.conv2d(x, weights, bias, **kwargs)
+        assert expected.shape == (1, CROPPED_OUTPUT, CROPPED_OUTPUT, cout)
+        got = ops.conv2d(ctx, x, weights, bias, **kwargs)
+        np.testing.assert_array_equal(got, expected, err_msg=f"k={k} stride={stride} "
+                                      f"pad={pad} cin={cin} cout={cout}")
 
 
 @pytest.mark.parametrize("shape", [

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import accel
 from accel.numerics import Activation
 from accel.ops import eltwise
 from accel.ops.layout import pad_channels
@@ -156,3 +157,17 @@ def test_bound_ops_run_as_one_plan(ctx):
     expected = pool_reference.pool2d(gap_params, l2norm_reference.l2norm(
         norm_params, pool_reference.pool2d(pool_params, reference.add(add_params, a, b))))
     np.testing.assert_array_equal(result[..., :20], expected)
+
+
+def test_unknown_knobs_are_refused(ctx):
+    params = A((1, 2, 2, 4))
+    with pytest.raises(ValueError, match=r"unknown knob\(s\) VECTOR for eltwise.cl"):
+        eltwise.bind(ctx, params, [ctx.buffer(64), ctx.buffer(64)], ctx.buffer(64),
+                     defines={"VECTOR": 4})
+
+
+@pytest.mark.parametrize("vec, words", [(3, "VEC must divide 16"), (0, "VEC must be at least 1")])
+def test_kernel_refuses_impossible_vec(ctx, vec, words):
+    with pytest.raises(accel.BuildError) as error:
+        ctx.build_file(eltwise.KERNEL_FILE, {"VEC": vec}, cache=False)
+    assert words in error.value.log

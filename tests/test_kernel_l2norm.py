@@ -214,3 +214,17 @@ def test_bad_arrays_and_buffers_are_clear_errors():
         l2norm.bind(ctx, params, [ctx.buffer(16)], ctx.buffer(64))
     with pytest.raises(ValueError, match="VEC"):
         l2norm.bind(ctx, params, [ctx.buffer(64)], ctx.buffer(64), defines={"VEC": 32})
+
+
+def test_unknown_knobs_are_refused():
+    ctx = accel.Context(accel.select_device("cpu"))
+    params = L((1, 2, 2, 4), (1.0,) * 4, 0.1)
+    with pytest.raises(ValueError, match=r"unknown knob\(s\) VECTOR for l2norm.cl"):
+        l2norm.bind(ctx, params, [ctx.buffer(64)], ctx.buffer(64), defines={"VECTOR": 4})
+
+
+@pytest.mark.parametrize("vec, words", [(3, "VEC must divide 16"), (0, "VEC must be at least 1")])
+def test_kernel_refuses_impossible_vec(ctx, vec, words):
+    with pytest.raises(accel.BuildError) as error:
+        ctx.build_file(l2norm.KERNEL_FILE, {"VEC": vec}, cache=False)
+    assert words in error.value.log

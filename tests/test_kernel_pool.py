@@ -232,3 +232,18 @@ def test_bad_arrays_and_buffers_are_clear_errors(cpu_ctx):
                   defines={"VEC": 3})
     with pytest.raises(ValueError, match="zero-size"):
         G((1, 0, 7, 16))
+
+
+def test_unknown_knobs_are_refused(cpu_ctx):
+    params = P("max", (1, 4, 4, 4), 2, 2)
+    with pytest.raises(ValueError, match=r"unknown knob\(s\) VECTOR for pool.cl"):
+        pool.bind(cpu_ctx, params, [cpu_ctx.buffer(1024)], cpu_ctx.buffer(1024),
+                  defines={"VECTOR": 4})
+
+
+@pytest.mark.parametrize("vec, words", [(3, "VEC must divide 16"), (32, "VEC must divide 16"),
+                                        (0, "VEC must be at least 1")])
+def test_kernel_refuses_impossible_vec(ctx, vec, words):
+    with pytest.raises(accel.BuildError) as error:
+        ctx.build_file(pool.KERNEL_FILE, {"VEC": vec}, cache=False)
+    assert words in error.value.log

@@ -25,9 +25,10 @@ from typing import NamedTuple
 import numpy as np
 
 from accel import numerics
-from accel.numerics import INT8_MAX, INT8_MIN, WEIGHT_MAX, Activation
+from accel.numerics import WEIGHT_MAX, Activation
 from accel.ops import tuning
-from accel.ops.checks import check_array, check_buffer
+from accel.ops.checks import (check_activation, check_array, check_buffer, check_knob_names,
+                              check_zero_point)
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, round_up, run_on_device
 from accel.reference.conv import output_size
 from accel.runtime import Buffer, Context, Event, Kernel, Program
@@ -36,6 +37,11 @@ KERNEL_FILE = "conv.cl"
 KERNEL_NAME = "conv2d_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
 SMALL_CIN_STEP = 4  # CIN_STEP for layers with at most this many input channels
+# The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
+USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC")
+# Channel pairs per step, and dividing CHANNEL_ALIGN so cin rounded up to CIN_STEP never
+# passes the padded channel count (the kernel would read past the pixel and pad row).
+CIN_STEPS = (2, 4, 8, 16)
 _PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1  # padded channels: scale(0) = 0
 
 
@@ -47,7 +53,7 @@ class Residual:
     shift: int
 
     def __post_init__(self):
-        _check_zero_point("residual zero point", self.zero_point)
+        check_zero_point(self.zero_point, "residual zero point")
         numerics.check_multipliers([self.multiplier], [self.shift])
 
 
@@ -96,11 +102,9 @@ class ConvLayer:
             raise ValueError(f"kernel {self.kernel_h}x{self.kernel_w} with dilation "
                              f"{self.dilation} and pads {self.pads} does not fit the "
                              f"{self.in_height}x{self.in_width} input")
-        _check_zero_point("input zero point", self.input_zero_point)
-        _check_zero_point("output zero point", self.output_zero_point)
-        lo, hi = self.activation.lo, self.activation.hi
-        if not INT8_MIN <= lo <= hi <= INT8_MAX:
-            raise ValueError(f"activation clamp [{lo}, {hi}] is not an int8 range")
+        check_zero_point(self.input_zero_point, "input zero point")
+        check_zero_point(self.output_zero_point, "output zero point")
+        check_activation(self.activation)
         for name, offset, stride, width in (
                 ("in", self.in_channel_offset, self.in_channel_stride, self.in_channels_padded),
                 ("out", self.out_channel_offset, self.out_channel_stride,
@@ -204,11 +208,6 @@ class Binding(NamedTuple):
     local_size: tuple[int, ...]
 
 
-def _check_zero_point(name: str, value) -> None:
-    if not isinstance(value, (int, np.integer)) or not INT8_MIN <= value <= INT8_MAX:
-        raise ValueError(f"{name} must be an int8 value, got {value!r}")
-
-
 def wrap_int32(values: np.ndarray) -> np.ndarray:
     """int64 -> int32 modulo 2^32 (the kernels' accumulation is modular too)."""
     return ((values.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
@@ -254,6 +253,23 @@ def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
     return packed, wrap_int32(folded), mult, shift
 
 
+def check_knobs(knobs: dict) -> dict:
+    """conv.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
+    if "HAS_RESIDUAL" in knobs:
+        raise ValueError("HAS_RESIDUAL is not a caller's knob: it follows layer.residual")
+    check_knob_names(knobs, USER_KNOBS, KERNEL_FILE)
+    for name, value in knobs.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"knob {name} must be an integer, got {value!r}")
+    if "CIN_STEP" in knobs and knobs["CIN_STEP"] not in CIN_STEPS:
+        raise ValueError(f"CIN_STEP={knobs['CIN_STEP']} must be one of {CIN_STEPS}")
+    if "TILE_W" in knobs and knobs["TILE_W"] < 1:
+        raise ValueError(f"TILE_W={knobs['TILE_W']} must be at least 1")
+    if "X86_PAIR_MAC" in knobs and knobs["X86_PAIR_MAC"] not in (0, 1):
+        raise ValueError(f"X86_PAIR_MAC={knobs['X86_PAIR_MAC']} must be 0 or 1")
+    return {name: int(value) for name, value in knobs.items()}
+
+
 def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
             multipliers: np.ndarray, shifts: np.ndarray, knobs: dict | None = None) -> PreparedConv:
     """Pack and upload a layer's parameters and build its program (once per layer).
@@ -263,6 +279,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     if layer.in_channels <= SMALL_CIN_STEP:  # e.g. an RGB stem: skip the zero channels
         chosen["CIN_STEP"] = SMALL_CIN_STEP
     chosen.update(knobs or {})
+    chosen = check_knobs(chosen)  # the tuned values and the caller's
     chosen["HAS_RESIDUAL"] = int(layer.residual is not None)
     program = ctx.program(KERNEL_FILE, chosen)
     pad_row = np.full(layer.in_channels_padded, layer.input_zero_point, dtype=np.int8)
@@ -286,13 +303,18 @@ def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None
         if residual is not None:
             raise ValueError("a residual buffer was given to a layer without a residual add")
         residual, res = prepared.pad_row, Residual(0, numerics.MULTIPLIER_MIN, 1)
+    # The kernel reads cin_used channels of each pixel, pad row and weight tap.
+    cin_used = round_up(layer.in_channels, prepared.knobs["CIN_STEP"])
+    if cin_used > layer.in_channels_padded:
+        raise ValueError(f"CIN_STEP={prepared.knobs['CIN_STEP']} would read {cin_used} input "
+                         f"channels of {layer.in_channels_padded} padded ones")
     i32 = np.int32
     kernel = Kernel(prepared.program, KERNEL_NAME)
     kernel.set_args(
         x, prepared.pad_row, prepared.weights, prepared.bias, prepared.multipliers,
         prepared.shifts, out, residual,
         i32(layer.in_height), i32(layer.in_width), i32(layer.in_channels_padded),
-        i32(round_up(layer.in_channels, prepared.knobs["CIN_STEP"])),
+        i32(cin_used),
         i32(layer.in_stride), i32(layer.in_channel_offset),
         i32(layer.out_height), i32(layer.out_width), i32(layer.out_stride),
         i32(layer.out_channel_offset), i32(layer.residual_stride),

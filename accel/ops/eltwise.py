@@ -18,8 +18,8 @@ import numpy as np
 
 from .. import numerics
 from ..numerics import Activation
-from .layout import pad_channels, padded_channels, unpad_channels
-from .pool import check_activation, check_scale_ratio, check_zero_point, kernel_knobs
+from .checks import check_activation, check_scale_ratio, check_zero_point, kernel_knobs
+from .layout import launch_and_wait, padded_channels, run_on_device
 
 KERNEL_FILE = "eltwise.cl"
 # Elements per work-item: 1 lets both CPU runtimes vectorise across work-items (fastest).
@@ -98,9 +98,9 @@ def add(ctx, params: AddParams, a: np.ndarray, b: np.ndarray,
         defines: dict | None = None) -> np.ndarray:
     """Run one quantized Add on logical int8 arrays of params.shape."""
     a, b = _check_input(a, params, "a"), _check_input(b, params, "b")
-    a_buf = ctx.upload(pad_channels(a, fill=params.a_zero_point))
-    b_buf = ctx.upload(pad_channels(b, fill=params.b_zero_point))
-    out_buf = ctx.buffer(int(np.prod(params.padded_shape)))
-    kernel, global_size, local_size = bind(ctx, params, [a_buf, b_buf], out_buf, defines=defines)
-    kernel.launch(ctx.queue, global_size, local_size).wait()
-    return unpad_channels(ctx.download(out_buf, np.int8, params.padded_shape), params.shape[-1])
+
+    def run(in_bufs, out_buf):
+        launch_and_wait(ctx, bind(ctx, params, in_bufs, out_buf, defines=defines))
+
+    return run_on_device(ctx, [(a, params.a_zero_point), (b, params.b_zero_point)],
+                         params.shape, run)

@@ -19,10 +19,13 @@ accel/ops/pool.py's PoolParams / GlobalAvgPoolParams.
 One FpgaConfig (VEC_SIZE, LANE_NUM, buffer sizes: the bitstream's knobs) serves every layer.
 All pipelines live in one program, kernels/fpga_bitstream.cl, built from source here (the
 emulator) or, on a board, passed in as the loaded .aocx (``program=ctx.load_binary(...)``).
+A program's own knobs (its ``fpga_config`` kernel reports them) must equal the FpgaConfig
+in use, or prepare/bind_pool refuse it: a mismatch would compute garbage, not fail.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from typing import List, NamedTuple, Sequence, Tuple
 
@@ -31,7 +34,7 @@ import numpy as np
 from accel import numerics
 from accel.numerics import Activation
 from accel.ops import pool as pool_ops
-from accel.ops.checks import check_buffer
+from accel.ops.checks import check_buffer, pair
 from accel.ops.conv import (ConvLayer, Residual, array_inputs, check_parameters,
                             layer_for_arrays, output_shape, wrap_int32)
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, run_on_device
@@ -99,11 +102,39 @@ def _check_fpga(ctx: Context) -> None:
                          f"is a {ctx.device.kind} device (use accel.ops.conv / pool there)")
 
 
-def _pair(value, what: str) -> tuple[int, int]:
-    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != 2 or any(not isinstance(v, (int, np.integer)) or v <= 0 for v in values):
-        raise ValueError(f"{what} must be one positive int or two, got {value!r}")
-    return int(values[0]), int(values[1])
+# The bitstream's self-description (fpga_bitstream.cl): its knobs, read once per program.
+CONFIG_KERNEL = "fpga_config"
+CONFIG_WORDS = 4  # int32: VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE (FpgaConfig's order)
+_built_configs: "weakref.WeakKeyDictionary[Program, FpgaConfig]" = weakref.WeakKeyDictionary()
+
+
+def built_config(ctx: Context, program: Program) -> FpgaConfig:
+    """The FpgaConfig a bitstream was built with, as its fpga_config kernel reports it
+    (one launch per program, then memoised)."""
+    if program in _built_configs:
+        return _built_configs[program]
+    if CONFIG_KERNEL not in program.kernel_names:
+        raise ValueError(f"the FPGA program has no {CONFIG_KERNEL} kernel, so its knobs cannot "
+                         f"be checked: rebuild the bitstream from kernels/{BITSTREAM_FILE}")
+    words = ctx.buffer(CONFIG_WORDS * np.dtype(np.int32).itemsize)
+    ctx.launch(program, CONFIG_KERNEL, (1,), words, local_size=(1,))
+    values = [int(v) for v in ctx.download(words, np.int32, (CONFIG_WORDS,))]
+    try:
+        config = FpgaConfig(*values)
+    except ValueError as error:
+        raise ValueError(f"the FPGA program reports impossible knobs {values}: {error}") from None
+    _built_configs[program] = config
+    return config
+
+
+def check_program(ctx: Context, program: Program, config: FpgaConfig) -> None:
+    """Refuse a bitstream built with other knobs than ``config``: the host packs weights and
+    sizes loops for ``config``, so a mismatch would compute garbage, not fail."""
+    built = built_config(ctx, program)
+    if built != config:
+        raise ValueError(f"the FPGA program was built with {built}, but the layer uses {config}: "
+                         f"pass config={built} or rebuild the bitstream with "
+                         f"{config.defines()}")
 
 
 # Convolution ------------------------------------------------------------------------------
@@ -119,7 +150,7 @@ class ConvGeometry:
     def __post_init__(self):
         if self.dilation is None:
             object.__setattr__(self, "dilation", self.layer.dilation)
-        elif _pair(self.dilation, "dilation") != self.layer.dilation:
+        elif pair(self.dilation, "dilation") != self.layer.dilation:
             raise ValueError(f"dilation {self.dilation} differs from the layer's "
                              f"{self.layer.dilation}")
 
@@ -222,12 +253,13 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be an accel.ops.conv.ConvLayer, got {type(layer).__name__}")
     if dilation is not None:
-        layer = replace(layer, dilation=_pair(dilation, "dilation"))
+        layer = replace(layer, dilation=pair(dilation, "dilation"))
     geometry = ConvGeometry(layer, config=config)
     geometry.check()
     folded, mult, shift = fold_parameters(layer, weights, bias, multipliers, shifts)
     lanes = geometry.groups * config.lane_num
     program = program if program is not None else bitstream(ctx, config)
+    check_program(ctx, program, config)
     return PreparedFpgaConv(
         geometry=geometry, program=program, weights=ctx.upload(pack_weights(geometry, weights)),
         bias=ctx.upload(_pad_lanes(folded, lanes, 0)),
@@ -239,7 +271,9 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
 def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
          residual: Buffer | None = None) -> Stage:
     """The pipeline's four kernels (reader, core, epilogue, writer) with every argument set,
-    as one concurrent stage for plan.add_concurrent. Fresh Kernel objects on every call."""
+    as one concurrent stage for plan.add_concurrent. Fresh Kernel objects on every call.
+    The epilogue and writer get the padded output channel count (their out_channels_padded):
+    they compute and write the padded channels too, as the NDRange conv does."""
     g = prepared.geometry
     layer, i32 = g.layer, np.int32
     check_buffer("input", x, layer.input_bytes)
@@ -297,7 +331,7 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
     """accel.reference.conv.conv2d on the FPGA pipeline: logical int8 NHWC in and out.
     ``dilation``: one int or two."""
     layer = layer_for_arrays(x, weights, stride=stride, pads=pads,
-                             dilation=_pair(dilation, "dilation"),
+                             dilation=pair(dilation, "dilation"),
                              input_zero_point=input_zero_point,
                              output_zero_point=output_zero_point, activation=activation,
                              residual=residual, residual_zero_point=residual_zero_point,
@@ -371,6 +405,7 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     mult, shift = _pool_tables(params)
     act = params.activation
     program = program if program is not None else bitstream(ctx, config)
+    check_program(ctx, program, config)
     pool = Kernel(program, "fpga_pool")
     pool.set_args(x, ctx.upload(mult), ctx.upload(shift), i32(n), i32(h), i32(w), i32(cp),
                   i32(cp), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),

@@ -18,9 +18,9 @@ import numpy as np
 
 from .. import numerics
 from ..numerics import Activation
+from .checks import (check_activation, check_int8_nhwc, check_shape, check_zero_point,
+                     kernel_knobs)
 from .layout import launch_and_wait, padded_channels, run_on_device
-from .pool import (check_activation, check_int8_nhwc, check_shape, check_zero_point,
-                   kernel_knobs)
 
 KERNEL_FILE = "l2norm.cl"
 # |g| = |gamma| / output_scale below this always rounds to 0 LSB: such channels (and padded

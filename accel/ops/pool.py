@@ -12,15 +12,15 @@ the input or its top/left pad (the PyTorch/onnxruntime rule), so no window is em
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from .. import numerics
 from ..numerics import Activation
-from . import tuning
+# The shared checks lived here first: they stay importable from this module.
+from .checks import (check_activation, check_int8_nhwc, check_scale_ratio,  # noqa: F401
+                     check_shape, check_vec, check_zero_point, kernel_knobs, pair)
 from .layout import CHANNEL_ALIGN, launch_and_wait, padded_channels, run_on_device
 
 KINDS = ("max", "avg")
@@ -29,69 +29,6 @@ KERNEL_FILE = "pool.cl"
 # max pool, GAP and DenseNet's 2x2 average pool: PoCL is ~10x faster with 16 than with 1,
 # Intel's CPU runtime ~1.2-2x faster with 1 than with 16.
 DEFAULT_VEC = 16
-
-
-def check_int8_nhwc(x, expected_shape: tuple[int, ...], what: str = "input") -> np.ndarray:
-    """x as a C-contiguous int8 NHWC array of the expected logical shape, or a clear error."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{what} must be a numpy array, got {type(x).__name__}")
-    if x.dtype != np.int8:
-        raise TypeError(f"{what} must be int8, got {x.dtype}")
-    if x.shape != tuple(expected_shape):
-        raise ValueError(f"{what} has shape {x.shape}, the layer expects {tuple(expected_shape)}")
-    return np.ascontiguousarray(x)
-
-
-def check_shape(shape: Sequence[int], what: str = "input_shape") -> tuple[int, int, int, int]:
-    shape = tuple(int(v) for v in shape)
-    if len(shape) != 4:
-        raise ValueError(f"{what} must be (N, H, W, C), got {shape}")
-    if min(shape) <= 0:
-        raise ValueError(f"{what} {shape} has a zero-size or negative dimension")
-    return shape  # type: ignore[return-value]
-
-
-def check_zero_point(value: int, what: str) -> int:
-    if not numerics.INT8_MIN <= int(value) <= numerics.INT8_MAX:
-        raise ValueError(f"{what} {value} is outside int8 [-128, 127]")
-    return int(value)
-
-
-def check_activation(activation: Activation) -> None:
-    if not numerics.INT8_MIN <= activation.lo <= activation.hi <= numerics.INT8_MAX:
-        raise ValueError(f"activation clamp [{activation.lo}, {activation.hi}] is not an "
-                         f"ordered range inside int8")
-
-
-def kernel_knobs(ctx, kernel_file: str, defines: dict | None, default_vec: int) -> dict:
-    """The -D knobs of a launch: the caller's, else the device's entry in kernels/tuning.json,
-    else VEC = default_vec."""
-    return check_vec({**tuning.knobs(kernel_file, ctx.device.short_name), **(defines or {})},
-                     default_vec)
-
-
-def check_vec(defines: dict | None, default_vec: int) -> dict:
-    """Kernel knobs; VEC (channels per work-item) must divide CHANNEL_ALIGN."""
-    defines = dict(defines or {})
-    vec = int(defines.get("VEC", default_vec))
-    if vec <= 0 or CHANNEL_ALIGN % vec:
-        raise ValueError(f"VEC={vec} must divide the channel alignment {CHANNEL_ALIGN}")
-    defines["VEC"] = vec
-    return defines
-
-
-def check_scale_ratio(ratio: float, what: str = "scale_ratio") -> float:
-    ratio = float(ratio)
-    if not math.isfinite(ratio) or ratio <= 0.0:
-        raise ValueError(f"{what} (input scale / output scale) must be positive and finite, got {ratio!r}")
-    return ratio
-
-
-def pair(value, what: str) -> tuple[int, int]:
-    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != 2:
-        raise ValueError(f"{what} must be one int or (h, w), got {value!r}")
-    return int(values[0]), int(values[1])
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
