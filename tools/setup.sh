@@ -27,4 +27,9 @@ bash tools/setup-opencl.sh "$PY"
 
 echo "[setup] building accel (C++ runtime) into .venv"
 $PY -m pip install -q -c tools/constraints.txt -e ".[test]"
+if ! $PY -c 'import torch, onnxscript' 2>/dev/null; then
+  echo "[setup] torch (CPU build) and onnxscript, for the real torch.onnx exporter tests"
+  $PY -m pip install -q -c tools/constraints.txt torch onnxscript \
+    || echo "[setup] no CPU build of torch here: tests/test_exporters.py will skip"
+fi
 echo "[setup] done: .venv/bin/accel is ready"
