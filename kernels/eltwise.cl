@@ -18,13 +18,7 @@
 #ifndef VEC
 #define VEC 1
 #endif
-/* VEC must divide the channel alignment (16): a work-item never straddles a pixel's
- * padded channels (accel/ops/checks.py checks the same before building). */
-#if VEC < 1
-#error "VEC must be at least 1"
-#elif 16 % VEC != 0
-#error "VEC must divide 16"
-#endif
+#include "vec_check.h"
 
 __kernel void add_sat_i8(__global const char* a, __global const char* b, __global char* out,
                          const int n) {

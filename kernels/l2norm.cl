@@ -27,13 +27,7 @@
 #ifndef VEC
 #define VEC 1
 #endif
-/* VEC must divide the channel alignment (16): a work-item never straddles a pixel's
- * padded channels (accel/ops/checks.py checks the same before building). */
-#if VEC < 1
-#error "VEC must be at least 1"
-#elif 16 % VEC != 0
-#error "VEC must divide 16"
-#endif
+#include "vec_check.h"
 
 __kernel void l2norm_i8(__global const char* restrict in, __global char* restrict out,
                         const int channels, const int padded_channels,
