@@ -1,10 +1,11 @@
 """CompiledModel: a lowered model bound to one device as a single C++ Plan.
 
-run() = host quantize (+ NCHW -> NHWC, channel padding) of the inputs, ONE plan.run (every
-launch recorded once, arguments bound once, GIL released), host dequantize + Softmax /
-Reshape / Transpose. save() writes one directory: model.json (structure, scales, layer
-parameters) and params.npz (int8 weights, int32 biases, multipliers), no pickle; load()
-checks the format, version and a SHA-256 of the arrays before trusting anything.
+run() = host quantize (+ NCHW -> NHWC, space-to-depth for a rewritten stem conv, channel
+padding) of the inputs, ONE plan.run (every launch recorded once, arguments bound once, GIL
+released), host dequantize + Softmax / Reshape / Transpose. save() writes one directory:
+model.json (structure, scales, layer parameters) and params.npz (int8 weights, int32 biases,
+multipliers), no pickle; load() checks the format, version and a SHA-256 of the arrays
+before trusting anything.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..ops.layout import pad_channels
 from ..quantization import QParams, dequantize, quantize
 from ..runtime import Context
 from . import schedule
-from .schedule import HostNode, Lowered, Placement, Step, TensorSpec, run_host_node
+from .schedule import (HostNode, Lowered, Placement, SpaceToDepth, Step, TensorSpec,
+                       run_host_node)
 
 FORMAT = "accel-compiled-model"
 VERSION = 1
@@ -135,6 +137,10 @@ class CompiledModel:
         for spec in self._lowered.device_inputs:
             q = quantize(env[spec.name], spec.qparams)
             nhwc = q.transpose(0, 2, 3, 1) if q.ndim == 4 else q.reshape(q.shape[0], 1, 1, -1)
+            if spec.space_to_depth is not None:  # a stem conv rewritten at lowering
+                nhwc = schedule.apply_space_to_depth(
+                    nhwc, spec.space_to_depth, spec.qparams.zero_point,
+                    self._lowered.placements[spec.name].stride)
             arrays.append(pad_channels(nhwc, fill=spec.qparams.zero_point))
         return arrays
 
@@ -255,7 +261,10 @@ def _sha256(path: Path) -> str:
 
 def _spec(t: TensorSpec) -> dict:
     q = None if t.qparams is None else [t.qparams.scale, t.qparams.zero_point]
-    return {"name": t.name, "shape": list(t.shape), "qparams": q}
+    doc = {"name": t.name, "shape": list(t.shape), "qparams": q}
+    if t.space_to_depth is not None:
+        doc["space_to_depth"] = dataclasses.asdict(t.space_to_depth)
+    return doc
 
 
 def _to_document(lowered: Lowered) -> tuple[dict, dict[str, np.ndarray]]:
@@ -284,8 +293,11 @@ def _to_document(lowered: Lowered) -> tuple[dict, dict[str, np.ndarray]]:
 
 def _from_spec(d: dict) -> TensorSpec:
     q = d["qparams"]
+    s2d = d.get("space_to_depth")  # absent from models without a rewritten stem
+    if s2d is not None:
+        s2d = SpaceToDepth(**{k: int(v) for k, v in dict(s2d).items()})
     return TensorSpec(d["name"], tuple(d["shape"]),
-                      None if q is None else QParams(float(q[0]), int(q[1])))
+                      None if q is None else QParams(float(q[0]), int(q[1])), s2d)
 
 
 def load(path, device=None) -> CompiledModel:
