@@ -407,3 +407,22 @@ def test_cli_too_big_and_bad_model(tmp_path, capsys):
     assert "fits: NO" in capsys.readouterr().out
     assert fpga_main(["estimate", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().out
+
+
+def test_a_compiled_model_is_estimated_from_its_source():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    import accel
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 0.1, (32, 16, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["y"], ["out"], name="relu")],
+        "one_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 32, 28, 28])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = accel.compile(model, calibration=[rng.normal(size=(1, 16, 28, 28)).astype(np.float32)],
+                             progress=False)
+    from accel import fpga
+    assert fpga.estimate(compiled).latency_ms == fpga.estimate(model).latency_ms > 0

@@ -77,6 +77,7 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
                               optional=host_only)
     lowered = schedule.lower(graph, qparams)
     compiled = CompiledModel(lowered, device)
+    compiled.source = model  # what it was compiled from (for accel.fpga.estimate); not saved
     if report:
         if not calibration:
             raise ValueError("report=True needs a calibration input to measure errors on")

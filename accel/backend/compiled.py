@@ -63,6 +63,7 @@ class CompiledModel:
         self._bound = schedule.bind(self._ctx, lowered, fpga_pipelines)
         self._ops = [s.op for s in lowered.steps]
         self.layer_errors = None  # set by compile(..., report=True)
+        self.source = None  # the ONNX model (proto or path) compile() was given; None if loaded
         self._lock = threading.Lock()  # one Plan, one set of buffers: one run at a time
 
     # --- description ----------------------------------------------------------------------

@@ -9,6 +9,9 @@
 - Patterns: an L2 normalisation written with standard ops (ReduceL2 -> [Max|Add eps] -> Div,
   or Pow/Mul -> ReduceSum -> [Max|Add eps] -> Sqrt -> Div, or Mul by a Reciprocal; then an
   optional Mul by a per-channel constant) becomes one L2Norm node before the handlers run.
+  In QDQ models the matcher looks through QuantizeLinear -> DequantizeLinear pairs between
+  the pattern's nodes (they go with it: L2Norm computes its inside at full precision) and
+  takes a DequantizeLinear of a constant as the per-channel scale.
 """
 
 from __future__ import annotations
@@ -199,6 +202,48 @@ class _Patterns:
         node = self.producers.get(name)
         return node if node is not None and node.op_type in op_types else None
 
+    def _qdq_pair(self, name: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+        """(Q, DQ) when ``name`` is DequantizeLinear(QuantizeLinear(activation))."""
+        dq = self.producer(name, "DequantizeLinear")
+        q = self.producer(dq.input[0], "QuantizeLinear") if dq is not None else None
+        if q is None or q.input[0] in self.consts:
+            return None
+        return q, dq
+
+    def root(self, name: str) -> str:
+        """``name`` with the QDQ pairs in front of it skipped: two DequantizeLinears of the
+        same QuantizeLinear (or the float tensor itself) are the same value."""
+        while (pair := self._qdq_pair(name)) is not None:
+            name = pair[0].input[0]
+        return name
+
+    def skip_qdq(self, name: str, chain: list) -> str:
+        """Step back over QDQ pairs into the pattern (added to ``chain``, removed with it)."""
+        while (pair := self._qdq_pair(name)) is not None:
+            chain += pair
+            name = pair[0].input[0]
+        return name
+
+    def qdq_after(self, name: str) -> tuple[str, list[onnx.NodeProto]]:
+        """Step forward over a QDQ pair that is the only reader of ``name``: (the pair's
+        output, [Q, DQ]), or (name, []) when there is none."""
+        users = self.users.get(name, [])
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or name in self.outputs:
+            return name, []
+        q = users[0]
+        readers = self.users.get(q.output[0], [])
+        if (len(readers) != 1 or readers[0].op_type != "DequantizeLinear"
+                or q.output[0] in self.outputs):
+            return name, []
+        return readers[0].output[0], [q, readers[0]]
+
+    def is_constant(self, name: str) -> bool:
+        """A constant, or a DequantizeLinear of constants (a QDQ model's weights)."""
+        if name in self.consts:
+            return True
+        dq = self.producer(name, "DequantizeLinear")
+        return dq is not None and all(i in self.consts for i in dq.input if i)
+
     def scalar(self, name: str) -> float | None:
         value = self.consts.get(name)
         return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
@@ -211,18 +256,21 @@ class _Patterns:
 
     def _eps(self, name: str, chain: list) -> tuple[str, float]:
         """Skip an optional Max/Add with a scalar constant; returns (inner name, eps)."""
-        node = self.producer(name, "Max", "Add")
+        start = len(chain)
+        node = self.producer(self.skip_qdq(name, chain), "Max", "Add")
         if node is not None and len(node.input) == 2:
             for i in (0, 1):
                 eps = self.scalar(node.input[1 - i])
                 if eps is not None and node.input[i] not in self.consts:
                     chain.append(node)
-                    return node.input[i], eps
-        return name, 0.0
+                    return self.skip_qdq(node.input[i], chain), eps
+        del chain[start:]
+        return self.skip_qdq(name, chain), 0.0
 
     def _reduce_ok(self, node: onnx.NodeProto, x: str, rank: int | None) -> int | None:
         axes = self.axes(node)
-        if node.input[0] != x or axes is None or len(axes) != 1 or _attr(node, "keepdims", 1) != 1:
+        if (self.root(node.input[0]) != self.root(x) or axes is None or len(axes) != 1
+                or _attr(node, "keepdims", 1) != 1):
             return None
         return axes[0]
 
@@ -244,12 +292,12 @@ class _Patterns:
         reduce_sum = self.producer(inner, "ReduceSum")
         if reduce_sum is None:
             return None
-        square = self.producer(reduce_sum.input[0], "Pow", "Mul")
-        if square is None or square.input[0] != x:
+        square = self.producer(self.skip_qdq(reduce_sum.input[0], chain), "Pow", "Mul")
+        if square is None or self.root(square.input[0]) != self.root(x):
             return None
         if square.op_type == "Pow" and self.scalar(square.input[1]) != 2.0:
             return None
-        if square.op_type == "Mul" and square.input[1] != x:
+        if square.op_type == "Mul" and self.root(square.input[1]) != self.root(x):
             return None
         axis = self._reduce_ok(reduce_sum, square.output[0], None)
         if axis is None:
@@ -271,14 +319,14 @@ class _Patterns:
                 match = self._norm(x, node.input[1], chain)
             elif node.op_type == "Mul":
                 for i in (0, 1):
-                    recip = self.producer(node.input[1 - i], "Reciprocal")
+                    recip = self.producer(self.skip_qdq(node.input[1 - i], chain), "Reciprocal")
                     if recip is not None and node.input[i] not in self.consts:
                         x = node.input[i]
                         chain.append(recip)
                         match = self._norm(x, recip.input[0], chain)
                         if match:
                             break
-                        chain.clear()
+                    chain.clear()
             if not match:
                 continue
             if any(n.output[0] in self.outputs or
@@ -287,14 +335,15 @@ class _Patterns:
                 continue  # an intermediate is used elsewhere: leave the ops alone
             axis, eps = match
             last, inputs = node, [x]
-            users = self.users.get(node.output[0], [])
-            if len(users) == 1 and users[0].op_type == "Mul" and node.output[0] not in self.outputs:
+            normalised, pair = self.qdq_after(node.output[0])
+            users = self.users.get(normalised, [])
+            if len(users) == 1 and users[0].op_type == "Mul" and normalised not in self.outputs:
                 mul = users[0]
-                other = mul.input[1] if mul.input[0] == node.output[0] else mul.input[0]
-                if other in self.consts:  # the handler checks that it is per channel
+                other = mul.input[1] if mul.input[0] == normalised else mul.input[0]
+                if self.is_constant(other):  # the handler checks that it is per channel
                     last = mul
                     inputs.append(other)
-                    removed.add(id(mul))
+                    removed.update(id(n) for n in [*pair, mul])
             new = helper.make_node("L2Norm", inputs, [last.output[0]], name=node.name or
                                    last.name, domain=INTERNAL_DOMAIN, axis=axis, eps=eps)
             removed.update(id(n) for n in chain)
@@ -918,8 +967,8 @@ def L2Norm(fe: Frontend, node):
     x, scale = fe.input(0), fe.input(1)
     axis = fe.attr("axis") % len(fe.shape(x))
     scale_name = None
-    if scale is not None:
-        vector = _per_channel_vector(fe.const(scale), axis, len(fe.shape(x)))
+    if scale is not None:  # fe.value: a QDQ model's scale is DequantizeLinear(constant)
+        vector = _per_channel_vector(fe.value(scale), axis, len(fe.shape(x)))
         if vector is None:
             raise fe.unsupported(f"the scale after the L2 normalisation has shape "
                                  f"{fe.shape(scale)}, not one value per channel")

@@ -369,10 +369,11 @@ def load_model(model) -> ExtractedModel:
     import onnx
     if isinstance(model, onnx.ModelProto):
         return extract_layers(model, name=model.graph.name or "model")
-    onnx_model = getattr(model, "onnx_model", None)   # a compiled model that kept its source
-    if isinstance(onnx_model, onnx.ModelProto):
-        return extract_layers(onnx_model, name=getattr(model, "name", "model"))
-    raise TypeError("estimate wants a model name, an .onnx path, an onnx.ModelProto or an "
+    source = getattr(model, "source", None)  # an accel.CompiledModel: what it was compiled from
+    if isinstance(source, (onnx.ModelProto, str, os.PathLike)):
+        return load_model(source)
+    raise TypeError("estimate wants a model name, an .onnx path, an onnx.ModelProto, an "
+                    "accel.CompiledModel or an "
                     f"ExtractedModel, got {type(model).__name__}")
 
 

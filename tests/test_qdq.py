@@ -1,0 +1,202 @@
+"""QDQ int8 models (onnxruntime's quantize_static, u8 activations, s8 per-channel weights)
+compiled without calibration, against onnxruntime running the same QDQ file.
+
+Measure: the share of output values within 1 LSB of onnxruntime's, the LSB being the scale
+of the int8 tensor the output is dequantized from, and identical top-1. Softmax models are
+compared at their logits: the zoo's ONNX graphs expose only the probabilities, so the test
+adds the Softmax's input as an extra graph output BEFORE quantizing. quantize_static then
+puts a Q/DQ pair on it like on any other tensor, so both sides produce a real int8 logits
+tensor with the same scale (comparing probabilities would hide the logits' errors behind
+ORT's 1/256 output step; compiled.trace would compare a tensor ORT does not output).
+
+Inputs: 3 of scikit-image's photos and 1 random input (calibration uses 2 other photos).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from accel.backend import api
+from accel.compiler import ir
+from accel.compiler.frontend import load_onnx
+from test_compile import (FASTEST, Net, inputs_for, ort_outputs, output_scale, photos,
+                          quantize_with_onnxruntime)
+
+
+def with_logits_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose Softmax inputs are graph outputs too."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        if node.op_type == "Softmax":
+            out.graph.output.append(
+                helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
+    return out
+
+
+def ort_pre_processed(model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:
+    """onnxruntime's recommended step before quantize_static (quant_pre_process): among
+    others it folds BatchNorm into the Conv before it, as our compiler does. Without it the
+    QDQ model rounds the Conv output to int8 and then the BatchNorm output again, a second
+    rounding our folded Conv does not make (ResNet-50: 96.4% within 1 LSB instead of 98.5%)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    onnx.save(model, tmp_path / "raw.onnx")
+    quant_pre_process(str(tmp_path / "raw.onnx"), str(tmp_path / "pre.onnx"),
+                      skip_symbolic_shape=True)
+    return onnx.load(tmp_path / "pre.onnx")
+
+
+def lsb_errors(compiled, ours: dict, ref: dict) -> dict[str, np.ndarray]:
+    """|ours - ORT| in LSBs for every output that is not a softmax."""
+    return {name: np.abs(ours[name] - ref[name]) / output_scale(compiled, name)
+            for name in ref if "Softmax" not in name}
+
+
+def within_one_lsb(errors: dict[str, np.ndarray]) -> tuple[int, int]:
+    flat = np.concatenate([e.ravel() for e in errors.values()])
+    return int(np.sum(flat <= 1.0 + 1e-3)), flat.size  # 1e-3: float dequantization noise
+
+
+# --- the L2 normalisation pattern with Q/DQ pairs inside (SSD's conv4_3_norm) --------------
+
+
+def l2norm_net() -> onnx.ModelProto:
+    """conv -> relu -> x / max(||x||_2, eps) * per-channel scale -> conv, as in SSD."""
+    n = Net(3)
+    x = n.conv("input", 3, 16)
+    norm = n.op("ReduceL2", [x], axes=[1], keepdims=1)
+    denominator = n.op("Max", [norm, n.const(np.float32(1e-12), "eps")])
+    scaled = n.op("Mul", [n.op("Div", [x, denominator]),
+                          n.const(np.full((1, 16, 1, 1), 20.0), "gamma")])
+    y = n.conv(scaled, 16, 8, relu=False)
+    n.nodes.append(helper.make_node("Identity", [y], ["output"], name="out"))
+    return n.model([("input", [1, 3, 16, 16])], [("output", [1, 8, 16, 16])], "l2norm")
+
+
+def test_l2norm_pattern_is_found_through_qdq_pairs(tmp_path):
+    fp32 = l2norm_net()
+    qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 8, 0), tmp_path, "QUInt8")
+    assert any(n.op_type == "QuantizeLinear" and n.input[0].startswith("div")
+               for n in qdq.graph.node)  # the pattern really has a Q/DQ pair inside
+    graph = load_onnx(qdq)
+    # one L2Norm up to the Mul by gamma, with no Binary left over (SSD's old CompileError)
+    assert [n.op for n in graph.nodes if n.op not in ("Quantize", "Dequantize")] == [
+        "Conv", "L2Norm", "Conv", "Identity"]
+    (l2,) = [node for node in graph.nodes if isinstance(node, ir.L2Norm)]
+    # the scale is ORT's int8-quantized gamma, dequantized: 20 to float precision
+    np.testing.assert_allclose(graph.const(l2.scale), 20.0, rtol=1e-6)
+
+    compiled = api.compile(qdq, device=FASTEST, progress=False)
+    within, total = 0, 0
+    for x in inputs_for(fp32, 8, 1):
+        w, t = within_one_lsb(lsb_errors(compiled, compiled.run(x), ort_outputs(qdq, x)))
+        within, total = within + w, total + t
+    print(f"L2Norm net QDQ: within 1 LSB {within / total:.4f}")
+    # measured: 100%. (ORT rounds x/||x|| to int8 before the Mul by 20, L2Norm does not;
+    # here, as in SSD, the Mul's calibrated scale is 20 times the Div's: nothing is lost.)
+    assert within / total >= 0.99, within / total
+
+
+def insert_qdq_pair(model: onnx.ModelProto, tensor: str, scale: float) -> None:
+    """Put QuantizeLinear -> DequantizeLinear (u8, zero point 0) on ``tensor`` in place."""
+    graph = model.graph
+    names = [f"{tensor}_s", f"{tensor}_z", f"{tensor}_q", f"{tensor}_dq"]
+    graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(scale), names[0]),
+                              onnx.numpy_helper.from_array(np.uint8(0), names[1])])
+    for node in graph.node:
+        node.input[:] = [names[3] if i == tensor else i for i in node.input]
+    position = [i for i, n in enumerate(graph.node) if tensor in n.output][0] + 1
+    graph.node.insert(position, helper.make_node("DequantizeLinear", [names[2], *names[:2]],
+                                                 [names[3]], name=names[3]))
+    graph.node.insert(position, helper.make_node("QuantizeLinear", [tensor, *names[:2]],
+                                                 [names[2]], name=names[2]))
+
+
+def test_l2norm_pattern_with_qdq_pairs_between_every_node(tmp_path):
+    """A QDQ writer that quantizes every tensor (ORT leaves ReduceL2 and Max in float)."""
+    fp32 = l2norm_net()
+    qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 8, 0), tmp_path, "QUInt8")
+    for node in list(qdq.graph.node):
+        if node.op_type in ("ReduceL2", "Max"):
+            insert_qdq_pair(qdq, node.output[0], 0.05)
+    onnx.checker.check_model(qdq)
+    graph = load_onnx(qdq)
+    assert [n.op for n in graph.nodes if n.op not in ("Quantize", "Dequantize")] == [
+        "Conv", "L2Norm", "Conv", "Identity"]
+
+
+# --- the model zoo ------------------------------------------------------------------------
+
+# name: (min share of output values within 1 LSB over all outputs and the 4 inputs, min
+# top-1 score of 4: matches for classifiers, for SSD the per-anchor share summed).
+# Measured on pocl-cpu (the compiled model's results are the same on every device):
+#   resnet50    98.5% (per input 98.0/98.4/98.8/98.9%), max 2 LSB, top-1 4/4
+#   resnet152   97.7% (99.1/97.1/95.9/98.8%),           max 2 LSB, top-1 4/4
+#   densenet121 93.2% (98.7/98.6/99.1% on photos, 76.3% on the random input), max 5, 4/4
+#   vgg16       97.5% (96.9/96.4/98.1/98.5%),           max 3 LSB, top-1 3/4
+#   ssd_vgg300  98.6% (97.6/99.5/98.5/98.9%, 12 outputs), max 6 LSB, anchors' best class
+#               the same for 99.0% of anchors
+# The 99% of issue 4 is NOT reached, for a reason the numerics contract fixes: given the
+# SAME int8 input, a layer of ours equals the exact result round(acc * s_x * s_w / s_y)
+# everywhere, while onnxruntime computes float32(acc) * float32 multiplier, rounds that to
+# float32 and then to an integer. The float32 rounding disagrees with the exact one for ~1e-6
+# of values (5 of 3.2M in VGG-16's conv1_1). Each such 1-LSB seed moves hundreds of
+# accumulators of the next layer, a few of which cross a rounding boundary, so the
+# differences multiply layer by layer: in VGG-16 (compiled.trace against ORT's intermediate
+# QDQ tensors, one photo) the bit-equal share is 100% at conv1_1, 99.7% at conv3_1, 86% at
+# conv5_2, 68% at fc7; within 1 LSB 100%, 100%, 99.0%, 92.7%. A numpy model of the whole of
+# VGG-16 reproduces our per-input shares exactly with our arithmetic, and is 100% bit-equal
+# to ORT with a fixed-point requantization that emulates float32's double rounding; rounding
+# half to even instead of half up changes nothing (no exact ties occur).
+# Random weights make the logits near-ties, so 1 LSB can flip top-1 (VGG-16, one photo).
+# DenseNet's random input (std 60, far outside the photos the scales come from): our Concat
+# writes each input directly at the concat's one scale; ORT first rounds and clips each input
+# at its own, narrower range (pool0: [0, 5.9] vs the concat's [-7.9, 8.6]), so saturated
+# values differ by many LSBs. SSD: L2Norm itself agrees (fed the same input, ours and ORT's
+# both equal a float model of x / ||x|| * gamma to 1 LSB), but it amplifies its input's
+# differences where ||x|| is small: 1 LSB in gives s_x / (||x|| s_div) LSBs out
+# (conv4_3_norm: 97.0% within 1 LSB, max 7, from 99.6% at its input).
+QDQ_ZOO_THRESHOLDS = {"resnet50": (0.975, 4), "resnet152": (0.965, 4),
+                      "densenet121": (0.92, 4), "vgg16": (0.965, 3), "ssd_vgg300": (0.975, 3.9)}
+
+
+def top1_agreement(name: str, ours: dict, ref: dict) -> float:
+    """Classifiers: 1 if the logits' argmax is the same. SSD: the share of anchors whose
+    best class (over the 21 class logits of every head) is the same."""
+    if name != "ssd_vgg300":
+        (key,) = [k for k in ref if "Softmax" not in k]
+        return float(np.argmax(ours[key]) == np.argmax(ref[key]))
+    same = total = 0
+    for key in ref:
+        if ref[key].shape[-1] == 21:
+            same += int(np.sum(np.argmax(ours[key], -1) == np.argmax(ref[key], -1)))
+            total += ref[key][..., 0].size
+    return same / total
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(QDQ_ZOO_THRESHOLDS))
+def test_qdq_zoo_model_within_one_lsb_of_onnxruntime(name, tmp_path):
+    from accel import models
+    fp32 = ort_pre_processed(with_logits_output(models.build(name)), tmp_path)
+    images = photos(5, models.input_shape(name)[2])
+    qdq = quantize_with_onnxruntime(fp32, images[:2], tmp_path, "QUInt8")
+    compiled = api.compile(qdq, device=FASTEST, progress=False)  # no calibration: QDQ scales
+    noise = np.random.default_rng(0).normal(0, 60, images[0].shape).astype(np.float32)
+    within, total, top1, shares, worst = 0, 0, 0.0, [], 0.0
+    for x in images[2:] + [noise]:
+        ours, ref = compiled.run(x), ort_outputs(qdq, x)
+        errors = lsb_errors(compiled, ours, ref)
+        w, t = within_one_lsb(errors)
+        within, total = within + w, total + t
+        shares.append(round(w / t, 4))
+        worst = max(worst, max(float(e.max()) for e in errors.values()))
+        top1 += top1_agreement(name, ours, ref)
+    print(f"{name} QDQ on {FASTEST.short_name}: within 1 LSB {within / total:.4f} "
+          f"(per input {shares}), max {worst:.1f} LSB, top-1 {top1}/4")
+    min_share, min_top1 = QDQ_ZOO_THRESHOLDS[name]
+    assert within / total >= min_share, (within / total, shares)
+    assert top1 >= min_top1, top1
