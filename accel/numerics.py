@@ -82,6 +82,86 @@ def requantize_add(acc, multiplier, shift, residual, residual_zero_point, residu
     return clamp_i8(main + side + zero_point, lo, hi)
 
 
+
+# --- float32 requantization (onnxruntime's QLinearConv), opt-in for QDQ models -------------
+# y = clamp(z_y + rint(float32(float32(acc) * m)), lo, hi), each rounding half to even, with
+# m a float32 multiplier given as mantissa * 2^-shift (mantissa in [2^23, 2^24): the 24-bit
+# significand of m; shift in [1, 62]). Emulated exactly in integers, no floating point.
+F32_MANTISSA_MIN = 1 << 23
+
+
+def float32_multiplier(real: float) -> tuple[int, int]:
+    """(mantissa, shift) with mantissa * 2^-shift == float32(real) exactly.
+
+    Raises ValueError for a multiplier outside the mode's range [2^-39, 2^23)."""
+    real = float(real)
+    if not math.isfinite(real) or real <= 0.0:
+        raise ValueError(f"requantization multiplier must be a positive finite number, got {real!r}")
+    single = float(np.float32(real))  # float32 rounding, half to even, as onnxruntime does
+    fraction, exponent = math.frexp(single)  # fraction in [0.5, 1): exact in 24 bits
+    mantissa, shift = int(fraction * (1 << 24)), 24 - exponent
+    if not SHIFT_MIN <= shift <= SHIFT_MAX or single == 0.0:
+        raise ValueError(f"float32 requantization multiplier {real!r} is out of range "
+                         f"[2^-{SHIFT_MAX - 24 + 1}, 2^{24 - SHIFT_MIN}) (shift would be {shift})")
+    return mantissa, shift
+
+
+def float32_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """float32_multiplier over an array: (mantissas int32, shifts int32)."""
+    pairs = [float32_multiplier(r) for r in np.ravel(np.asarray(reals, dtype=np.float64))]
+    mantissas = np.array([m for m, _ in pairs], dtype=np.int32)
+    shifts = np.array([s for _, s in pairs], dtype=np.int32)
+    return mantissas, shifts
+
+
+def check_float32_multipliers(mantissas, shifts) -> None:
+    """ValueError unless every (mantissa, shift) pair is inside the float32 mode's ranges."""
+    m = np.asarray(mantissas, dtype=np.int64)
+    s = np.asarray(shifts, dtype=np.int64)
+    if m.shape != s.shape:
+        raise ValueError(f"mantissas {m.shape} and shifts {s.shape} differ in shape")
+    if np.any((m < F32_MANTISSA_MIN) | (m >= 1 << 24)):
+        raise ValueError(f"float32 mantissa out of range [2^23, 2^24): "
+                         f"{m[(m < F32_MANTISSA_MIN) | (m >= 1 << 24)][:4]}")
+    if np.any((s < SHIFT_MIN) | (s > SHIFT_MAX)):
+        raise ValueError(f"shift out of range [{SHIFT_MIN}, {SHIFT_MAX}]: {s[(s < SHIFT_MIN) | (s > SHIFT_MAX)][:4]}")
+
+
+def bit_length64(value) -> np.ndarray:
+    """accel_bit_length64: bits of |value| (0 for 0), |value| < 2^62. quant.h uses clz; here
+    frexp of the float64 value, corrected where float64 rounding reached the next power of 2."""
+    magnitude = np.abs(np.asarray(value, dtype=np.int64))
+    length = np.frexp(magnitude.astype(np.float64))[1].astype(np.int64)
+    too_long = (length > 0) & ((magnitude >> np.maximum(length - 1, 0)) == 0)
+    return length - too_long
+
+
+def round_shift_even(value, shift) -> np.ndarray:
+    """accel_round_shift_even: value / 2^shift rounded half to even, shift in [0, 62]."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    quotient = value >> shift
+    remainder = value - (quotient << shift)
+    halfway = (np.int64(1) << shift) >> 1
+    up = (remainder > halfway) | ((remainder == halfway) & (halfway != 0) & ((quotient & 1) == 1))
+    return quotient + up
+
+
+def round_significant24(value) -> np.ndarray:
+    """accel_round_significant24: value rounded half to even to 24 significant bits (what a
+    float32 holds), as an integer; |value| < 2^62."""
+    value = np.asarray(value, dtype=np.int64)
+    excess = np.maximum(bit_length64(value) - 24, 0)
+    return round_shift_even(value, excess) << excess
+
+
+def requantize_f32(acc, mantissa, shift, zero_point, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    """accel_requantize_f32: clamp(z + rint(float32(float32(acc) * m)), lo, hi) for the
+    float32 multiplier m = mantissa * 2^-shift, rounding half to even, exactly in integers."""
+    product = round_significant24(acc) * np.asarray(mantissa, dtype=np.int64)  # < 2^55
+    return clamp_i8(round_shift_even(round_significant24(product), shift) + zero_point, lo, hi)
+
+
 def isqrt64(value) -> np.ndarray:
     """accel_isqrt64: floor(sqrt(value)) of unsigned 64-bit values, digit by digit, 32 steps."""
     value = np.asarray(value, dtype=np.uint64).copy()

@@ -30,7 +30,9 @@
  *   bias     int32 [cout_pad] = bias - (zx + 128)*sum(w), reduced modulo 2^32. The
  *            accumulation is modulo 2^32 too and the true accumulator fits int32, so the
  *            final sum is exact.
- *   multipliers, shifts  int32 [cout_pad] (quant.h); padded channels get (2^30, 1).
+ *   multipliers, shifts  int32 [cout_pad] (quant.h); padded channels get (2^30, 1). With
+ *            REQUANT_F32=1 they hold float32 multipliers as (mantissa, shift) pairs
+ *            (quant.h's accel_requantize_f32); padded channels get (2^23, 1).
  *   out      int8; pixel (n, oy, ox) at ((n*OH + oy)*OW + ox)*out_stride + out_offset, so
  *            a conv can write its channels into a slice of a concat tensor.
  *   residual int8 (only with HAS_RESIDUAL=1): pixel at (...)*res_stride, cout_pad channels,
@@ -48,6 +50,8 @@
  *   CIN_STEP      input channels per unrolled inner step: 2, 4, 8 or 16
  *   X86_PAIR_MAC  1: use the vpmaddwd builtin where the target has AVX-512BW; 0: never
  *   HAS_RESIDUAL  1: fused residual add in the epilogue
+ *   REQUANT_F32   1: onnxruntime's float32 requantization (accel_requantize_f32), for QDQ
+ *                 models; 0: the fixed-point contract. No residual add in this mode.
  * ================================================================================== */
 #include "quant.h"
 
@@ -59,6 +63,10 @@
 #endif
 #ifndef HAS_RESIDUAL
 #define HAS_RESIDUAL 0
+#endif
+
+#ifndef REQUANT_F32
+#define REQUANT_F32 0
 #endif
 
 #ifndef X86_PAIR_MAC
@@ -79,6 +87,12 @@
 #endif
 #if HAS_RESIDUAL != 0 && HAS_RESIDUAL != 1
 #error "HAS_RESIDUAL must be 0 or 1"
+#endif
+#if REQUANT_F32 != 0 && REQUANT_F32 != 1
+#error "REQUANT_F32 must be 0 or 1"
+#endif
+#if REQUANT_F32 && HAS_RESIDUAL
+#error "REQUANT_F32 has no fused residual add"
 #endif
 
 #define COUT_BLOCK 16
@@ -210,6 +224,8 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
       result[i] = accel_requantize_add(a[i], m[i], s[i], r[i], residual_zero_point,
                                        residual_multiplier, residual_shift,
                                        output_zero_point, lo, hi);
+#elif REQUANT_F32
+      result[i] = accel_requantize_f32(a[i], m[i], s[i], output_zero_point, lo, hi);
 #else
       result[i] = accel_requantize(a[i], m[i], s[i], output_zero_point, lo, hi);
 #endif

@@ -38,7 +38,10 @@
  *   weights  int8 [groups][KH][KW][Cv][LANE_NUM][VEC_SIZE], zero in padded channels.
  *   bias     int32 [groups * LANE_NUM], folded and reduced modulo 2^32 (the accumulation is
  *            modular too and the true accumulator fits int32, so the result is exact).
- *   multipliers, shifts  int32 [groups * LANE_NUM] (padded lanes hold a valid pair).
+ *   multipliers, shifts  int32 [groups * LANE_NUM] (padded lanes hold a valid pair); when
+ *            the epilogue's requant_f32 argument is 1, float32 multipliers as (mantissa,
+ *            shift) pairs for accel_requantize_f32 (onnxruntime's requantization, QDQ models).
+ *            A run-time argument, not a knob: one bitstream serves both modes.
  *   residual int8 NHWC, pixel p at p * residual_stride, read when has_residual.
  *   output   int8 NHWC, pixel p at p * out_stride + out_offset, out_channels_padded channels
  *            written (the layer's channels padded to 16; padded ones hold the zero point).
@@ -295,7 +298,7 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
                                  const int output_zero_point, const int lo, const int hi,
                                  const int has_residual, const int residual_stride,
                                  const int residual_zero_point, const int residual_multiplier,
-                                 const int residual_shift) {
+                                 const int residual_shift, const int requant_f32) {
   /* The per-channel parameters are read where they are used: LANE_NUM consecutive words, one
    * wide cached load per step. (Copying them into private arrays once per group is what a
    * board build would do, but Intel's FPGA emulator 2025.0 then returns stale values at
@@ -314,6 +317,9 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
           out.lane[l] = accel_requantize_add(value, multipliers[c], shifts[c], side,
                                              residual_zero_point, residual_multiplier,
                                              residual_shift, output_zero_point, lo, hi);
+        } else if (requant_f32) {
+          out.lane[l] = accel_requantize_f32(value, multipliers[c], shifts[c],
+                                             output_zero_point, lo, hi);
         } else {
           out.lane[l] = accel_requantize(value, multipliers[c], shifts[c],
                                          output_zero_point, lo, hi);

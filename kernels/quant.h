@@ -53,6 +53,36 @@ inline char accel_requantize_add(int acc, int multiplier, int shift, int residua
   return accel_clamp_i8(main + side + zero_point, lo, hi);
 }
 
+/* Float32 requantization (onnxruntime's QLinearConv), opt-in for QDQ models:
+ *   y = clamp(z_y + rint(float32(float32(acc) * m)), lo, hi), every rounding half to even,
+ * for the float32 multiplier m = mantissa * 2^-shift (mantissa in [2^23, 2^24), the 24-bit
+ * significand; shift in [1, 62]). Emulated exactly in integers: no floating point. */
+
+/* Bits of |value| (0 for 0), |value| < 2^62. */
+inline int accel_bit_length64(long value) {
+  return 64 - (int)clz((ulong)abs(value));
+}
+
+/* value / 2^shift rounded half to even, shift in [0, 62]. */
+inline long accel_round_shift_even(long value, int shift) {
+  const long quotient = value >> shift;
+  const long remainder = value - (quotient << shift);
+  const long halfway = ((long)1 << shift) >> 1;
+  const int up = remainder > halfway || (remainder == halfway && halfway != 0 && (quotient & 1) == 1);
+  return quotient + up;
+}
+
+/* value rounded half to even to 24 significant bits (what a float32 holds); |value| < 2^62. */
+inline long accel_round_significant24(long value) {
+  const int excess = max(accel_bit_length64(value) - 24, 0);
+  return accel_round_shift_even(value, excess) << excess;
+}
+
+inline char accel_requantize_f32(int acc, int mantissa, int shift, int zero_point, int lo, int hi) {
+  const long product = accel_round_significant24(acc) * (long)mantissa;  /* < 2^55 */
+  return accel_clamp_i8(accel_round_shift_even(accel_round_significant24(product), shift) + zero_point, lo, hi);
+}
+
 /* floor(sqrt(value)) for a 64-bit value, exact, by the digit-by-digit method. The loop
  * always runs 32 times (a fixed trip count pipelines on an FPGA). */
 inline ulong accel_isqrt64(ulong value) {

@@ -15,6 +15,7 @@ import pytest
 import accel
 from accel import numerics
 from accel.numerics import Activation
+from accel.ops import conv as conv_ops
 from accel.ops import fpga
 from accel.ops.conv import ConvLayer, Residual, dense_layer
 from accel.ops.layout import pad_channels, unpad_channels
@@ -52,9 +53,11 @@ def dilate(weights, dilation):
 
 def run_conv(emu, rng, *, n=1, h, w, cin, cout, k, stride=(1, 1), pads=(0, 0, 0, 0),
              dilation=(1, 1), zx=-3, zy=5, activation="relu", residual=False,
-             config=fpga.DEFAULT_CONFIG):
+             config=fpga.DEFAULT_CONFIG, requant="fixed"):
     x = rng.integers(-128, 128, (n, h, w, cin), dtype=np.int8)
     weights, bias, multipliers, shifts = random_conv(rng, cin, cout, k)
+    if requant == "float32":  # onnxruntime's float32 requantization (QDQ models)
+        multipliers, shifts = numerics.float32_multipliers(rng.uniform(0.0005, 0.004, cout))
     act = {"relu": Activation.relu(zy), "none": Activation(),
            "relu6": Activation.relu6(0.05, zy)}[activation]
     extra = {}
@@ -66,7 +69,7 @@ def run_conv(emu, rng, *, n=1, h, w, cin, cout, k, stride=(1, 1), pads=(0, 0, 0,
         extra = dict(residual=rng.integers(-128, 128, (n, oh, ow, cout), dtype=np.int8),
                      residual_zero_point=7, residual_multiplier=rm, residual_shift=rs)
     common = dict(stride=stride, pads=pads, input_zero_point=zx, multipliers=multipliers,
-                  shifts=shifts, output_zero_point=zy, activation=act, **extra)
+                  shifts=shifts, output_zero_point=zy, activation=act, requant=requant, **extra)
     want = conv_ref.conv2d(x, dense_weights, bias, **common)
     got = fpga.conv2d(emu, x, weights, bias, dilation=dilation, config=config, **common)
     np.testing.assert_array_equal(got, want)
@@ -98,6 +101,26 @@ CONV_CASES = {
 @pytest.mark.parametrize("case", CONV_CASES, ids=list(CONV_CASES))
 def test_conv_layer_types(emu, case):
     run_conv(emu, np.random.default_rng(len(case)), **CONV_CASES[case])
+
+
+@pytest.mark.parametrize("case", ["3x3-pad1", "7x7-stride2-pad3-rgb", "odd-channels",
+                                  "dilation-2", "relu6"])
+def test_conv_float32_requant(emu, case):
+    """The float32 requantization (requant_f32 = 1 in the epilogue) against the reference
+    and the NDRange kernel on the same device: the same bits."""
+    got = run_conv(emu, np.random.default_rng(100 + len(case)), requant="float32",
+                   **CONV_CASES[case])
+    rng = np.random.default_rng(100 + len(case))
+    c = {"n": 1, "stride": (1, 1), "pads": (0, 0, 0, 0), "dilation": (1, 1), **CONV_CASES[case]}
+    x = rng.integers(-128, 128, (c["n"], c["h"], c["w"], c["cin"]), dtype=np.int8)
+    weights, bias, _, _ = random_conv(rng, c["cin"], c["cout"], c["k"])
+    multipliers, shifts = numerics.float32_multipliers(rng.uniform(0.0005, 0.004, c["cout"]))
+    act = {"relu": Activation.relu(5), "relu6": Activation.relu6(0.05, 5)}[c.get("activation", "relu")]
+    ndrange = conv_ops.conv2d(emu, x, weights, bias, stride=c["stride"], pads=c["pads"],
+                              dilation=c["dilation"], input_zero_point=-3,
+                              multipliers=multipliers, shifts=shifts, output_zero_point=5,
+                              activation=act, requant="float32")
+    np.testing.assert_array_equal(got, ndrange)
 
 
 def test_many_random_layers_agree(emu):

@@ -256,6 +256,8 @@ def test_conv_rejects_bad_knobs(first_ctx, knobs, words):
     ({"TILE_W": 0}, "TILE_W must be at least 1"),
     ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC must be 0 or 1"),
     ({"HAS_RESIDUAL": 3}, "HAS_RESIDUAL must be 0 or 1"),
+    ({"REQUANT_F32": 2}, "REQUANT_F32 must be 0 or 1"),
+    ({"REQUANT_F32": 1, "HAS_RESIDUAL": 1}, "REQUANT_F32 has no fused residual add"),
 ], ids=str)
 def test_conv_kernel_refuses_impossible_knobs(ctx, knobs, words):
     """conv.cl itself fails to build (#error) with a knob value it cannot run correctly."""
@@ -466,3 +468,75 @@ def test_dense_rejects_bad_input(first_ctx):
                   np.zeros(4, np.int32), input_zero_point=0,
                   multipliers=np.full(4, 1 << 30, np.int32), shifts=np.full(4, 31, np.int32),
                   output_zero_point=0)
+
+
+# --- the float32 requantization (QDQ models: onnxruntime's arithmetic) --------------------
+
+
+def float32_case(rng, n, h, w, cin, cout, kh, kw, *, gain=1.0, **geometry):
+    """make_case with float32 multipliers (mantissa, shift) instead of fixed-point ones."""
+    x, weights, bias, kwargs = make_case(rng, n, h, w, cin, cout, kh, kw, gain=gain, **geometry)
+    spread = 60.0 * np.sqrt(kh * kw * cin) * 127.0
+    reals = (gain * 127.0 / spread * rng.uniform(0.5, 2.0, cout)).astype(np.float32)
+    kwargs["multipliers"], kwargs["shifts"] = numerics.float32_multipliers(reals)
+    kwargs["requant"] = "float32"
+    return x, weights, bias, kwargs, reals
+
+
+@pytest.mark.parametrize("name", ["3x3-channels-not-16", "stride2-odd", "asymmetric-pads",
+                                  "1x1-spatial"])
+def test_conv_float32_requant_shapes(ctx, name):
+    n, h, w, cin, cout, kh, kw, stride, pads = SHAPES[name]
+    rng = np.random.default_rng(zlib.crc32(b"f32" + name.encode()))
+    x, weights, bias, kwargs, _ = float32_case(rng, n, h, w, cin, cout, kh, kw, stride=stride,
+                                               pads=pads, activation=Activation.relu(2))
+    check(ctx, x, weights, bias, kwargs)
+
+
+def test_conv_float32_requant_is_numpy_float32(ctx):
+    """Large accumulators (|acc| > 2^24: float32(acc) rounds) and a dilated layer: the device
+    equals rint(float32(acc) * float32(m)) computed by numpy, not only the reference."""
+    rng = np.random.default_rng(11)
+    x, weights, bias, kwargs, reals = float32_case(rng, 1, 7, 6, 48, 20, 3, 3, gain=0.02,
+                                                   pads=(2, 2, 2, 2), dilation=(2, 2))
+    bias = (bias.astype(np.int64) * 2000).astype(np.int32)  # ~ +-4e7: beyond 2^24
+    reals = rng.uniform(1.0, 3.0, 20).astype(np.float32) * np.float32(1e-6)  # ~ +-100 out
+    kwargs["multipliers"], kwargs["shifts"] = numerics.float32_multipliers(reals)
+    kwargs["output_zero_point"] = 0
+    got = check(ctx, x, weights, bias, kwargs)
+    acc = reference.conv2d_accumulators(x, weights, bias, stride=(1, 1), pads=(2, 2, 2, 2),
+                                        input_zero_point=kwargs["input_zero_point"],
+                                        dilation=(2, 2))
+    assert np.abs(acc).max() > 1 << 24
+    expected = np.clip(np.rint(acc.astype(np.float32) * reals), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(got, expected)
+    assert -128 < got.min() and got.max() < 127  # compared unsaturated
+
+
+@pytest.mark.parametrize("n, k, cout", [(1, 100, 10), (4, 2048, 40)])
+def test_dense_float32_requant(ctx, n, k, cout):
+    rng = np.random.default_rng(12)
+    x = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    weights = rng.integers(-127, 128, (cout, k)).astype(np.int8)
+    bias = rng.integers(-20000, 20000, cout).astype(np.int32)
+    multipliers, shifts = numerics.float32_multipliers(rng.uniform(0.5, 2, cout) / (40 * k))
+    kwargs = dict(input_zero_point=-7, multipliers=multipliers, shifts=shifts,
+                  output_zero_point=4, activation=Activation.relu(4), requant="float32")
+    np.testing.assert_array_equal(ops.dense(ctx, x, weights, bias, **kwargs),
+                                  reference.dense(x, weights, bias, **kwargs))
+
+
+def test_float32_requant_rejects_bad_input(first_ctx):
+    rng = np.random.default_rng(13)
+    x, weights, bias, kwargs, _ = float32_case(rng, 1, 4, 4, 8, 16, 1, 1)
+    fixed = numerics.quantize_multipliers(np.full(16, 0.01))
+    with pytest.raises(ValueError, match="mantissa"):  # fixed-point pairs in float32 mode
+        ops.conv2d(first_ctx, x, weights, bias, **{**kwargs, "multipliers": fixed[0]})
+    with pytest.raises(ValueError, match="requant must be"):
+        ops.conv2d(first_ctx, x, weights, bias, **{**kwargs, "requant": "float16"})
+    with pytest.raises(ValueError, match="no fused residual"):
+        ops.layer_for_arrays(x, weights, input_zero_point=0, output_zero_point=0,
+                             residual=np.zeros((1, 4, 4, 16), np.int8), residual_multiplier=1 << 30,
+                             residual_shift=1, requant="float32")
+    with pytest.raises(ValueError, match="REQUANT_F32"):
+        ops.conv2d(first_ctx, x, weights, bias, knobs={"REQUANT_F32": 1}, **kwargs)

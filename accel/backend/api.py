@@ -75,7 +75,9 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     host_only = {n.output for n in tail} | {n.x for n in head if n.x in graph.inputs}
     qparams = quantize.assign(graph, observed, schedule.device_reshapes(graph), given,
                               optional=host_only)
-    lowered = schedule.lower(graph, qparams)
+    # A QDQ model's convs requantize like onnxruntime (float32); calibrated fp32 models keep
+    # the fixed-point contract.
+    lowered = schedule.lower(graph, qparams, requant="float32" if given else "fixed")
     compiled = CompiledModel(lowered, device)
     compiled.source = model  # what it was compiled from (for accel.fpga.estimate); not saved
     if report:

@@ -169,6 +169,16 @@ def _per_channel(node: ir.Node, x_scale: float, weight_scales, out_scale: float)
         raise CompileError(f"{node.op} {node.name!r}: {e}") from None
 
 
+def _float32_per_channel(node: ir.Node, x_scale: float, weight_scales, out_scale: float):
+    """Per-channel float32 (mantissa, shift) of x_scale * weight_scale[c] / out_scale,
+    computed in float32 left to right as onnxruntime's QLinearConv does."""
+    reals = (np.float32(x_scale) * np.asarray(weight_scales, np.float32)) / np.float32(out_scale)
+    try:
+        return numerics.float32_multipliers(reals.astype(np.float32))
+    except ValueError as e:
+        raise CompileError(f"{node.op} {node.name!r}: {e}") from None
+
+
 def _bias(node: ir.Node, bias, x_scale: float, weight_scales) -> np.ndarray:
     try:
         return quantize_bias(bias, x_scale, weight_scales)
@@ -294,10 +304,15 @@ def _enclosing(node: ir.Concat, graph: ir.Graph, where) -> tuple[str, int] | Non
 
 
 def lower(graph: ir.Graph, qparams: dict[str, QParams],
-          space_to_depth: bool | None = None) -> Lowered:
+          space_to_depth: bool | None = None, requant: str = "fixed") -> Lowered:
     """The quantized, device-independent launch list of an optimized graph.
     ``space_to_depth`` (default: SPACE_TO_DEPTH) rewrites stem convs, see
-    space_to_depth_stems; the outputs are bit-identical either way."""
+    space_to_depth_stems; the outputs are bit-identical either way. ``requant``: the
+    requantization of convs and dense layers, "fixed" (the numerics contract) or "float32"
+    (onnxruntime's float32 arithmetic, for QDQ models; convs with a fused residual add stay
+    "fixed", see _conv_step)."""
+    if requant not in conv_ops.REQUANT_MODES:
+        raise ValueError(f"requant must be one of {conv_ops.REQUANT_MODES}, got {requant!r}")
     for node in graph.nodes:
         if not isinstance(node, ir.CANONICAL_NODE_TYPES + (ir.Activation, ir.Identity)):
             raise CompileError(f"{node.op} {node.name!r} is not a canonical node; run the "
@@ -326,7 +341,7 @@ def lower(graph: ir.Graph, qparams: dict[str, QParams],
 
     steps: list[Step] = []
     for node in device:
-        step = _lower_node(node, graph, qparams, placements, dense_sources)
+        step = _lower_node(node, graph, qparams, placements, dense_sources, requant)
         if step is not None:
             q = qparams[step.output]  # for dequantizing traced values
             step.attrs["output_qparams"] = [float(q.scale), int(q.zero_point)]
@@ -470,15 +485,16 @@ def _need_contiguous(node: ir.Node, name: str, placements: dict[str, Placement])
     return p
 
 
-def _lower_node(node, graph, qparams, placements, dense_sources) -> Step | None:
+def _lower_node(node, graph, qparams, placements, dense_sources,
+                requant: str = "fixed") -> Step | None:
     if isinstance(node, (ir.Concat, ir.Reshape)):
         return None  # placement only
     out = placements[node.output]
     qy = qparams[node.output]
     if isinstance(node, ir.Conv):
-        return _lower_conv(node, graph, qparams, placements)
+        return _lower_conv(node, graph, qparams, placements, requant)
     if isinstance(node, ir.Dense):
-        return _lower_dense(node, graph, qparams, placements, dense_sources)
+        return _lower_dense(node, graph, qparams, placements, dense_sources, requant)
     if isinstance(node, ir.Pool):
         x = _need_contiguous(node, node.x, placements)
         qx = qparams[node.x]
@@ -541,11 +557,19 @@ def quantize_weights(weights: np.ndarray, given: ir.QuantParams | None):
 
 def _conv_step(node, name_x, x: Placement, out: Placement, qx: QParams, qy: QParams,
                weights_oihw: np.ndarray, bias, stride, pads, clamp, residual=None,
-               weight_quant: ir.QuantParams | None = None, dilation=(1, 1)) -> Step:
+               weight_quant: ir.QuantParams | None = None, dilation=(1, 1),
+               requant: str = "fixed") -> Step:
     wq, sw = quantize_weights(weights_oihw, weight_quant)
     cout = weights_oihw.shape[0]
     bias = np.zeros(cout, np.float32) if bias is None else bias
-    mult, shift = _per_channel(node, qx.scale, sw, qy.scale)
+    # onnxruntime adds a residual as a separate QLinearAdd (after rounding the conv output
+    # to int8); our fused add has no float32 form, so such convs keep the fixed contract.
+    if residual is not None:
+        requant = "fixed"
+    if requant == "float32":
+        mult, shift = _float32_per_channel(node, qx.scale, sw, qy.scale)
+    else:
+        mult, shift = _per_channel(node, qx.scale, sw, qy.scale)
     act = activation_for(clamp, qy)
     n, h, w, c = x.shape
     layer = dict(batch=n, in_height=h, in_width=w, in_channels=c, out_channels=cout,
@@ -554,7 +578,7 @@ def _conv_step(node, name_x, x: Placement, out: Placement, qx: QParams, qy: QPar
                  input_zero_point=qx.zero_point,
                  output_zero_point=qy.zero_point, activation=[act.lo, act.hi],
                  in_channel_offset=x.offset, in_channel_stride=x.stride,
-                 out_channel_offset=out.offset, out_channel_stride=out.stride)
+                 out_channel_offset=out.offset, out_channel_stride=out.stride, requant=requant)
     inputs = [name_x]
     if residual is not None:
         res_name, res, qr = residual
@@ -567,7 +591,7 @@ def _conv_step(node, name_x, x: Placement, out: Placement, qx: QParams, qy: QPar
     return Step("conv", node.name, inputs, node.output, {"layer": layer}, arrays)
 
 
-def _lower_conv(node: ir.Conv, graph, qparams, placements) -> Step:
+def _lower_conv(node: ir.Conv, graph, qparams, placements, requant: str = "fixed") -> Step:
     if node.groups != 1:
         raise CompileError(f"Conv {node.name!r}: grouped convolution (groups={node.groups}) "
                            "has no kernel yet")
@@ -582,10 +606,11 @@ def _lower_conv(node: ir.Conv, graph, qparams, placements) -> Step:
     return _conv_step(node, node.x, placements[node.x], placements[node.output],
                       qparams[node.x], qparams[node.output], weights, graph.const(node.bias),
                       node.strides, node.pads, node.clamp, residual,
-                      graph.tensors[node.weight].quant, node.dilations)
+                      graph.tensors[node.weight].quant, node.dilations, requant)
 
 
-def _lower_dense(node: ir.Dense, graph, qparams, placements, dense_sources) -> Step:
+def _lower_dense(node: ir.Dense, graph, qparams, placements, dense_sources,
+                 requant: str = "fixed") -> Step:
     source = dense_sources.get(node.x, node.x)
     x = placements[source]
     n, h, w, c = x.shape
@@ -601,7 +626,7 @@ def _lower_dense(node: ir.Dense, graph, qparams, placements, dense_sources) -> S
                                                out_features))
     return _conv_step(node, source, x, out_view, qparams[source], qparams[node.output], weights,
                       graph.const(node.bias), (1, 1), (0, 0, 0, 0), node.clamp,
-                      weight_quant=graph.tensors[node.weight].quant)
+                      weight_quant=graph.tensors[node.weight].quant, requant=requant)
 
 
 def _lower_affine(node: ir.Affine | ir.Activation, graph, qparams, placements) -> Step:

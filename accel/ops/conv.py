@@ -43,6 +43,11 @@ USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC")
 # passes the padded channel count (the kernel would read past the pixel and pad row).
 CIN_STEPS = (2, 4, 8, 16)
 _PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1  # padded channels: scale(0) = 0
+_PAD_F32_MANTISSA = numerics.F32_MANTISSA_MIN  # the same in the float32 mode
+# Requantization modes: "fixed", the numerics contract's fixed point (multipliers, shifts);
+# "float32", onnxruntime's float32 arithmetic for QDQ models (quant.h's accel_requantize_f32:
+# the per-channel arrays then hold float32 mantissas and shifts, numerics.float32_multipliers).
+REQUANT_MODES = ("fixed", "float32")
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,14 @@ class ConvLayer:
     out_channel_stride: int | None = None  # None: the output's own padded channel count
     residual_channel_stride: int | None = None  # None: the output's padded channel count
     dilation: tuple[int, int] = (1, 1)  # (h, w): tap (ky, kx) reads (ky*dh, kx*dw) further
+    requant: str = "fixed"  # one of REQUANT_MODES
 
     def __post_init__(self):
+        if self.requant not in REQUANT_MODES:
+            raise ValueError(f"requant must be one of {REQUANT_MODES}, got {self.requant!r}")
+        if self.requant == "float32" and self.residual is not None:
+            raise ValueError("the float32 requantization has no fused residual add "
+                             "(use requant='fixed' for a layer with a residual)")
         for name in ("batch", "in_height", "in_width", "in_channels", "out_channels",
                      "kernel_h", "kernel_w"):
             value = getattr(self, name)
@@ -225,7 +236,15 @@ def check_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
     if weights.min() < -WEIGHT_MAX:
         raise ValueError(f"weights must lie in [-{WEIGHT_MAX}, {WEIGHT_MAX}] (symmetric int8); "
                          f"found {int(weights.min())}")
-    numerics.check_multipliers(multipliers, shifts)
+    if layer.requant == "float32":
+        numerics.check_float32_multipliers(multipliers, shifts)
+    else:
+        numerics.check_multipliers(multipliers, shifts)
+
+
+def padding_multiplier(layer: ConvLayer) -> tuple[int, int]:
+    """The (multiplier, shift) of padded channels in the layer's requantization mode."""
+    return (_PAD_F32_MANTISSA if layer.requant == "float32" else _PAD_MULTIPLIER), _PAD_SHIFT
 
 
 def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
@@ -247,8 +266,9 @@ def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
     # The kernel reads x + 128 (see conv.cl): fold (zx + 128) * sum(w) into the bias.
     weight_sums = weights.astype(np.int64).sum(axis=(1, 2, 3))
     folded[:cout] = bias.astype(np.int64) - (layer.input_zero_point + 128) * weight_sums
-    mult = np.full(cout_pad, _PAD_MULTIPLIER, dtype=np.int32)
-    shift = np.full(cout_pad, _PAD_SHIFT, dtype=np.int32)
+    pad_multiplier, pad_shift = padding_multiplier(layer)
+    mult = np.full(cout_pad, pad_multiplier, dtype=np.int32)
+    shift = np.full(cout_pad, pad_shift, dtype=np.int32)
     mult[:cout], shift[:cout] = multipliers, shifts
     return packed, wrap_int32(folded), mult, shift
 
@@ -257,6 +277,8 @@ def check_knobs(knobs: dict) -> dict:
     """conv.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
     if "HAS_RESIDUAL" in knobs:
         raise ValueError("HAS_RESIDUAL is not a caller's knob: it follows layer.residual")
+    if "REQUANT_F32" in knobs:
+        raise ValueError("REQUANT_F32 is not a caller's knob: it follows layer.requant")
     check_knob_names(knobs, USER_KNOBS, KERNEL_FILE)
     for name, value in knobs.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -281,6 +303,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)  # the tuned values and the caller's
     chosen["HAS_RESIDUAL"] = int(layer.residual is not None)
+    chosen["REQUANT_F32"] = int(layer.requant == "float32")
     program = ctx.program(KERNEL_FILE, chosen)
     pad_row = np.full(layer.in_channels_padded, layer.input_zero_point, dtype=np.int8)
     return PreparedConv(layer=layer, program=program, knobs=chosen, weights=ctx.upload(packed),
@@ -339,7 +362,7 @@ def layer_for_arrays(x: np.ndarray, weights: np.ndarray, *, stride=(1, 1), pads=
                      dilation=(1, 1), input_zero_point: int, output_zero_point: int,
                      activation: Activation = Activation(), residual: np.ndarray | None = None,
                      residual_zero_point: int = 0, residual_multiplier: int | None = None,
-                     residual_shift: int | None = None) -> ConvLayer:
+                     residual_shift: int | None = None, requant: str = "fixed") -> ConvLayer:
     """The ConvLayer of a conv2d call on numpy arrays (here and in accel/ops/fpga.py), with
     x, weights and residual checked."""
     check_array("x", x, np.int8)
@@ -360,7 +383,8 @@ def layer_for_arrays(x: np.ndarray, weights: np.ndarray, *, stride=(1, 1), pads=
     layer = ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
                       kernel_h=kh, kernel_w=kw, stride=tuple(stride), pads=tuple(pads),
                       input_zero_point=input_zero_point, output_zero_point=output_zero_point,
-                      activation=activation, residual=fused, dilation=dilation)
+                      activation=activation, residual=fused, dilation=dilation,
+                      requant=requant)
     if residual is not None:
         check_array("residual", residual, np.int8, output_shape(layer))
     return layer
@@ -385,14 +409,14 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
            shifts: np.ndarray, output_zero_point: int, activation: Activation = Activation(),
            residual: np.ndarray | None = None, residual_zero_point: int = 0,
            residual_multiplier: int | None = None, residual_shift: int | None = None,
-           knobs: dict | None = None, dilation=(1, 1)) -> np.ndarray:
+           knobs: dict | None = None, dilation=(1, 1), requant: str = "fixed") -> np.ndarray:
     """accel.reference.conv.conv2d on the device: logical int8 NHWC in, int8 NHWC out."""
     layer = layer_for_arrays(x, weights, stride=stride, pads=pads, dilation=dilation,
                              input_zero_point=input_zero_point,
                              output_zero_point=output_zero_point, activation=activation,
                              residual=residual, residual_zero_point=residual_zero_point,
                              residual_multiplier=residual_multiplier,
-                             residual_shift=residual_shift)
+                             residual_shift=residual_shift, requant=requant)
     prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, knobs)
 
     def run(in_bufs, out_buf):  # in_bufs: x, then the residual if any
@@ -404,7 +428,7 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
 def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
           input_zero_point: int, multipliers: np.ndarray, shifts: np.ndarray,
           output_zero_point: int, activation: Activation = Activation(),
-          knobs: dict | None = None) -> np.ndarray:
+          knobs: dict | None = None, requant: str = "fixed") -> np.ndarray:
     """accel.reference.conv.dense on the device: x [N, K], weights [Cout, K] -> int8 [N, Cout]."""
     check_array("x", x, np.int8)
     check_array("weights", weights, np.int8)
@@ -415,5 +439,6 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
         raise ValueError(f"weights have {weights.shape[1]} inputs, x has {x.shape[1]}")
     y = conv2d(ctx, x[None, None], weights[:, None, None, :], bias,
                input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
-               output_zero_point=output_zero_point, activation=activation, knobs=knobs)
+               output_zero_point=output_zero_point, activation=activation, knobs=knobs,
+               requant=requant)
     return y[0, 0]

@@ -36,7 +36,7 @@ from accel.numerics import Activation
 from accel.ops import pool as pool_ops
 from accel.ops.checks import check_buffer, pair
 from accel.ops.conv import (ConvLayer, Residual, array_inputs, check_parameters,
-                            layer_for_arrays, output_shape, wrap_int32)
+                            layer_for_arrays, output_shape, padding_multiplier, wrap_int32)
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, run_on_device
 from accel.runtime import Buffer, Context, Kernel, Program
 
@@ -263,8 +263,8 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     return PreparedFpgaConv(
         geometry=geometry, program=program, weights=ctx.upload(pack_weights(geometry, weights)),
         bias=ctx.upload(_pad_lanes(folded, lanes, 0)),
-        multipliers=ctx.upload(_pad_lanes(mult, lanes, _PAD_MULTIPLIER)),
-        shifts=ctx.upload(_pad_lanes(shift, lanes, _PAD_SHIFT)),
+        multipliers=ctx.upload(_pad_lanes(mult, lanes, padding_multiplier(layer)[0])),
+        shifts=ctx.upload(_pad_lanes(shift, lanes, padding_multiplier(layer)[1])),
         no_residual=ctx.buffer(16))
 
 
@@ -304,7 +304,7 @@ def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
                       i32(layer.output_zero_point), i32(layer.activation.lo),
                       i32(layer.activation.hi), i32(layer.residual is not None),
                       i32(layer.residual_stride), i32(res.zero_point), i32(res.multiplier),
-                      i32(res.shift))
+                      i32(res.shift), i32(layer.requant == "float32"))
     writer = Kernel(program, "fpga_conv_writer")
     writer.set_args(out, i32(g.groups), i32(g.pixels), i32(layer.out_channels_padded),
                     i32(layer.out_stride), i32(layer.out_channel_offset))
@@ -327,7 +327,7 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
            activation: Activation = Activation(), residual: np.ndarray | None = None,
            residual_zero_point: int = 0, residual_multiplier: int | None = None,
            residual_shift: int | None = None, config: FpgaConfig = DEFAULT_CONFIG,
-           timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
+           timeout_s: float = DEFAULT_TIMEOUT_S, requant: str = "fixed") -> np.ndarray:
     """accel.reference.conv.conv2d on the FPGA pipeline: logical int8 NHWC in and out.
     ``dilation``: one int or two."""
     layer = layer_for_arrays(x, weights, stride=stride, pads=pads,
@@ -336,7 +336,7 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
                              output_zero_point=output_zero_point, activation=activation,
                              residual=residual, residual_zero_point=residual_zero_point,
                              residual_multiplier=residual_multiplier,
-                             residual_shift=residual_shift)
+                             residual_shift=residual_shift, requant=requant)
     prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, config=config)
 
     def run(in_bufs, out_buf):  # in_bufs: x, then the residual if any
@@ -348,7 +348,8 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
 def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
           input_zero_point: int, multipliers: np.ndarray, shifts: np.ndarray,
           output_zero_point: int, activation: Activation = Activation(),
-          config: FpgaConfig = DEFAULT_CONFIG, timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
+          config: FpgaConfig = DEFAULT_CONFIG, timeout_s: float = DEFAULT_TIMEOUT_S,
+          requant: str = "fixed") -> np.ndarray:
     """accel.reference.conv.dense on the FPGA pipeline: a 1x1 conv over a [1, 1, N, K] image
     (the same layout as accel.ops.conv.dense_layer). x [N, K], weights [Cout, K] -> [N, Cout]."""
     for name, array in (("x", x), ("weights", weights)):
@@ -361,7 +362,7 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
     y = conv2d(ctx, x[None, None], weights[:, None, None, :], bias,
                input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
                output_zero_point=output_zero_point, activation=activation, config=config,
-               timeout_s=timeout_s)
+               timeout_s=timeout_s, requant=requant)
     return y[0, 0]
 
 

@@ -8,6 +8,9 @@ multipliers / shifts int32 [Cout].
 acc = bias + sum over taps of (x - zx) * w, with out-of-bounds taps contributing 0, computed
 exactly in int64 and required to fit int32 (the kernels accumulate in int32); then
 numerics.requantize (or requantize_add with a residual) clamped to the activation's range.
+With requant="float32" (QDQ models: onnxruntime's arithmetic) the multipliers and shifts are
+float32 mantissas and shifts (numerics.float32_multipliers) for numerics.requantize_f32, and
+there is no residual.
 """
 
 from __future__ import annotations
@@ -41,10 +44,18 @@ def _check_accumulator(acc: np.ndarray) -> None:
 
 def _epilogue(acc: np.ndarray, multipliers, shifts, output_zero_point: int,
               activation: Activation, residual=None, residual_zero_point: int = 0,
-              residual_multiplier=None, residual_shift=None) -> np.ndarray:
+              residual_multiplier=None, residual_shift=None, requant: str = "fixed") -> np.ndarray:
     _check_accumulator(acc)
     multipliers = np.asarray(multipliers, dtype=np.int64)
     shifts = np.asarray(shifts, dtype=np.int64)
+    if requant == "float32":
+        if residual is not None:
+            raise ValueError("the float32 requantization has no fused residual add")
+        numerics.check_float32_multipliers(multipliers, shifts)
+        return numerics.requantize_f32(acc, multipliers, shifts, output_zero_point,
+                                       activation.lo, activation.hi)
+    if requant != "fixed":
+        raise ValueError(f"requant must be 'fixed' or 'float32', got {requant!r}")
     numerics.check_multipliers(multipliers, shifts)
     if residual is None:
         return numerics.requantize(acc, multipliers, shifts, output_zero_point,
@@ -117,18 +128,18 @@ def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, stride=(1, 1
            pads=(0, 0, 0, 0), input_zero_point: int, multipliers, shifts,
            output_zero_point: int, activation: Activation = Activation(), residual=None,
            residual_zero_point: int = 0, residual_multiplier=None,
-           residual_shift=None, dilation=(1, 1)) -> np.ndarray:
+           residual_shift=None, dilation=(1, 1), requant: str = "fixed") -> np.ndarray:
     """int8 NHWC conv with fused requantize, clamp and optional residual add:
     int8 [N, OH, OW, Cout]."""
     acc = conv2d_accumulators(x, weights, bias, stride=stride, pads=pads,
                               input_zero_point=input_zero_point, dilation=dilation)
     return _epilogue(acc, multipliers, shifts, output_zero_point, activation, residual,
-                     residual_zero_point, residual_multiplier, residual_shift)
+                     residual_zero_point, residual_multiplier, residual_shift, requant)
 
 
 def dense(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, input_zero_point: int,
           multipliers, shifts, output_zero_point: int,
-          activation: Activation = Activation()) -> np.ndarray:
+          activation: Activation = Activation(), requant: str = "fixed") -> np.ndarray:
     """int8 fully connected layer: x [N, K], weights [Cout, K] -> int8 [N, Cout]."""
     x = np.asarray(x)
     weights = np.asarray(weights)
@@ -138,4 +149,4 @@ def dense(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, input_zero_po
         raise ValueError(f"x must be [N, K] and weights [Cout, K]; got {x.shape}, {weights.shape}")
     acc = conv2d_accumulators(x[:, None, None, :], weights[:, None, None, :], bias,
                               input_zero_point=input_zero_point)[:, 0, 0, :]
-    return _epilogue(acc, multipliers, shifts, output_zero_point, activation)
+    return _epilogue(acc, multipliers, shifts, output_zero_point, activation, requant=requant)
