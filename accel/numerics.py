@@ -37,24 +37,36 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return multiplier, shift
 
 
+def _split_array(split, reals) -> tuple[np.ndarray, np.ndarray]:
+    """``split`` (a real multiplier -> (integer multiplier, shift)) over an array."""
+    pairs = [split(r) for r in np.ravel(np.asarray(reals, dtype=np.float64))]
+    return (np.array([m for m, _ in pairs], dtype=np.int32),
+            np.array([s for _, s in pairs], dtype=np.int32))
+
+
+def _check_pairs(multipliers, shifts, bits: int, what: str) -> None:
+    """ValueError unless every multiplier is in [2^(bits-1), 2^bits) and every shift in
+    [SHIFT_MIN, SHIFT_MAX]."""
+    m = np.asarray(multipliers, dtype=np.int64)
+    s = np.asarray(shifts, dtype=np.int64)
+    if m.shape != s.shape:
+        raise ValueError(f"{what}s {m.shape} and shifts {s.shape} differ in shape")
+    bad = (m < 1 << (bits - 1)) | (m >= 1 << bits)
+    if np.any(bad):
+        raise ValueError(f"{what} out of range [2^{bits - 1}, 2^{bits}): {m[bad][:4]}")
+    bad = (s < SHIFT_MIN) | (s > SHIFT_MAX)
+    if np.any(bad):
+        raise ValueError(f"shift out of range [{SHIFT_MIN}, {SHIFT_MAX}]: {s[bad][:4]}")
+
+
 def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
     """quantize_multiplier over an array: (multipliers int32, shifts int32)."""
-    pairs = [quantize_multiplier(r) for r in np.ravel(np.asarray(reals, dtype=np.float64))]
-    multipliers = np.array([m for m, _ in pairs], dtype=np.int32)
-    shifts = np.array([s for _, s in pairs], dtype=np.int32)
-    return multipliers, shifts
+    return _split_array(quantize_multiplier, reals)
 
 
 def check_multipliers(multipliers, shifts) -> None:
     """ValueError unless every (M, S) pair is inside the contract's ranges."""
-    m = np.asarray(multipliers, dtype=np.int64)
-    s = np.asarray(shifts, dtype=np.int64)
-    if m.shape != s.shape:
-        raise ValueError(f"multipliers {m.shape} and shifts {s.shape} differ in shape")
-    if np.any((m < MULTIPLIER_MIN) | (m >= 1 << 31)):
-        raise ValueError(f"multiplier out of range [2^30, 2^31): {m[(m < MULTIPLIER_MIN) | (m >= 1 << 31)][:4]}")
-    if np.any((s < SHIFT_MIN) | (s > SHIFT_MAX)):
-        raise ValueError(f"shift out of range [{SHIFT_MIN}, {SHIFT_MAX}]: {s[(s < SHIFT_MIN) | (s > SHIFT_MAX)][:4]}")
+    _check_pairs(multipliers, shifts, 31, "multiplier")
 
 
 def scale(value, multiplier, shift) -> np.ndarray:
@@ -108,23 +120,12 @@ def float32_multiplier(real: float) -> tuple[int, int]:
 
 def float32_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
     """float32_multiplier over an array: (mantissas int32, shifts int32)."""
-    pairs = [float32_multiplier(r) for r in np.ravel(np.asarray(reals, dtype=np.float64))]
-    mantissas = np.array([m for m, _ in pairs], dtype=np.int32)
-    shifts = np.array([s for _, s in pairs], dtype=np.int32)
-    return mantissas, shifts
+    return _split_array(float32_multiplier, reals)
 
 
 def check_float32_multipliers(mantissas, shifts) -> None:
     """ValueError unless every (mantissa, shift) pair is inside the float32 mode's ranges."""
-    m = np.asarray(mantissas, dtype=np.int64)
-    s = np.asarray(shifts, dtype=np.int64)
-    if m.shape != s.shape:
-        raise ValueError(f"mantissas {m.shape} and shifts {s.shape} differ in shape")
-    if np.any((m < F32_MANTISSA_MIN) | (m >= 1 << 24)):
-        raise ValueError(f"float32 mantissa out of range [2^23, 2^24): "
-                         f"{m[(m < F32_MANTISSA_MIN) | (m >= 1 << 24)][:4]}")
-    if np.any((s < SHIFT_MIN) | (s > SHIFT_MAX)):
-        raise ValueError(f"shift out of range [{SHIFT_MIN}, {SHIFT_MAX}]: {s[(s < SHIFT_MIN) | (s > SHIFT_MAX)][:4]}")
+    _check_pairs(mantissas, shifts, 24, "float32 mantissa")
 
 
 def bit_length64(value) -> np.ndarray:
