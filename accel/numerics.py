@@ -208,3 +208,45 @@ class Activation:
     def relu6(scale_: float, zero_point: int) -> "Activation":
         six = zero_point + round(6.0 / scale_)
         return Activation(max(INT8_MIN, zero_point), min(INT8_MAX, six))
+
+
+# --- float32 Add (onnxruntime's QLinearAdd on x86, MLAS AVX2), opt-in for QDQ models ---------
+# On ORT's stored values (ours + offset: 128 for uint8 tensors, 0 for int8):
+# t = fma(b, ratio_b, fixed); y = fma(a, ratio_a, t); q = saturate(rint(y)), each a float32
+# operation rounding half to even, with ratio_x = float32(scale_x / scale_y) and
+# fixed = float32(zp_y - fma(ratio_a, zp_a, float32(ratio_b * zp_b))) (stored zero points).
+# The output is q - offset, then clamp to [lo, hi].
+
+
+def fma_f32(x, y, z) -> np.ndarray:
+    """float32 fma(x, y, z) (one rounding, half to even) for float32 arrays whose products
+    x * y fit float64 exactly (x a small integer): the float64 sum and its exact error
+    (two-sum), and where the float64 sum lies exactly halfway between two float32 values,
+    the error's sign picks the side."""
+    p = np.asarray(x, np.float32).astype(np.float64) * np.asarray(y, np.float32).astype(np.float64)
+    z = np.asarray(z, np.float32).astype(np.float64)
+    s = p + z
+    z_part = s - p
+    error = (p - (s - z_part)) + (z - z_part)
+    nearest = s.astype(np.float32)
+    below = np.where(nearest.astype(np.float64) > s, np.nextafter(nearest, np.float32(-np.inf)),
+                     nearest)
+    above = np.nextafter(below, np.float32(np.inf))
+    halfway = s == (below.astype(np.float64) + above.astype(np.float64)) / 2
+    return np.where(halfway & (error != 0), np.where(error > 0, above, below), nearest)
+
+
+def add_f32_fixed_part(ratio_a, a_zero_point, ratio_b, b_zero_point, out_zero_point,
+                       offset: int = 128) -> float:
+    """The float32 constant of add_f32 from our int8 zero points (host side only)."""
+    ratio_a, ratio_b = np.float32(ratio_a), np.float32(ratio_b)
+    b_part = np.float32(ratio_b * np.float32(b_zero_point + offset))
+    a_part = fma_f32(np.float32(a_zero_point + offset), ratio_a, b_part)
+    return float(np.float32(np.float32(out_zero_point + offset) - a_part))
+
+
+def add_f32(a, b, ratio_a, ratio_b, fixed, offset, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    t = fma_f32(np.asarray(b, np.int32) + offset, ratio_b, fixed)
+    y = fma_f32(np.asarray(a, np.int32) + offset, ratio_a, t)
+    q = np.clip(np.rint(y), offset - 128, offset + 127).astype(np.int32)
+    return clamp_i8(q - offset, lo, hi)

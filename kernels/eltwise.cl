@@ -11,6 +11,9 @@
  * accel_requantize_add with acc = a - z_a. Both inputs and the output share one layout
  * (NHWC, channels padded to 16), so it runs over the flat buffers: VEC elements per
  * work-item, global size n / VEC (n is a multiple of 16).
+ *
+ * add_f32_i8 (ADD_F32=1 only): the same Add in onnxruntime's float32 QLinearAdd arithmetic
+ * (quant.h's accel_add_f32), for QDQ models; same layout and global size as add_i8.
  * ================================================================================== */
 #include "quant.h"
 
@@ -19,6 +22,14 @@
 #define VEC 1
 #endif
 #include "vec_check.h"
+
+/* 1: also build add_f32_i8 (float32 fma; off by default, the fixed-point contract). */
+#ifndef ADD_F32
+#define ADD_F32 0
+#endif
+#if ADD_F32 != 0 && ADD_F32 != 1
+#error "ADD_F32 must be 0 or 1"
+#endif
 
 __kernel void add_sat_i8(__global const char* a, __global const char* b, __global char* out,
                          const int n) {
@@ -39,3 +50,16 @@ __kernel void add_i8(__global const char* restrict a, __global const char* restr
                                        out_zero_point, lo, hi);
   }
 }
+
+#if ADD_F32
+__kernel void add_f32_i8(__global const char* restrict a, __global const char* restrict b,
+                         __global char* restrict out, const float ratio_a, const float ratio_b,
+                         const float fixed, const int offset, const int lo, const int hi) {
+  const long i0 = (long)get_global_id(0) * VEC;
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) {
+    out[i0 + v] = accel_add_f32(a[i0 + v], b[i0 + v], ratio_a, ratio_b, fixed, offset, lo,
+                                 hi);
+  }
+}
+#endif

@@ -111,4 +111,16 @@ inline int accel_l2_normalize_q30(int d, long inv) {
   return (int)(((long)d * inv + ((long)1 << 15)) >> 16);
 }
 
+/* float32 Add (onnxruntime's QLinearAdd on x86, MLAS AVX2), opt-in for QDQ models: on ORT's
+ * stored values (ours + offset: 128 for uint8 tensors, 0 for int8) t = fma(b, ratio_b, fixed),
+ * y = fma(a, ratio_a, t), q = saturate(rint(y)), float32 rounding half to even; fixed:
+ * numerics.add_f32_fixed_part (host). */
+inline char accel_add_f32(int a, int b, float ratio_a, float ratio_b, float fixed, int offset,
+                          int lo, int hi) {
+  const float t = fma((float)(b + offset), ratio_b, fixed);
+  const float y = fma((float)(a + offset), ratio_a, t);
+  const float q = clamp(rint(y), (float)(offset - 128), (float)(offset + 127));
+  return accel_clamp_i8((long)q - offset, lo, hi);
+}
+
 #endif /* ACCEL_QUANT_H */

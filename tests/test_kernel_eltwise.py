@@ -62,6 +62,7 @@ def test_saturation_case_reaches_both_ends():
 @pytest.mark.parametrize("vec", [1, 2, 8, 16])
 def test_vector_width_knob(ctx, vec):
     check(ctx, A((1, 3, 3, 24), 1, 0.6, 2, 1.4, 3), defines={"VEC": vec})
+    check(ctx, A((1, 3, 3, 24), 1, 0.6, 2, 1.4, 3, requant="float32"), defines={"VEC": vec})
 
 
 def test_reference_matches_the_float_formula():
@@ -171,3 +172,75 @@ def test_kernel_refuses_impossible_vec(ctx, vec, words):
     with pytest.raises(accel.BuildError) as error:
         ctx.build_file(eltwise.KERNEL_FILE, {"VEC": vec}, cache=False)
     assert words in error.value.log
+
+
+# --- requant="float32": onnxruntime's QLinearAdd arithmetic (add_f32_i8, ADD_F32=1) ---------
+
+
+def f32_add(shape, za, ra, zb, rb, zy, activation=None, offset=128):
+    return A(shape, za, ra, zb, rb, zy, activation or Activation(), requant="float32",
+             storage_offset=offset)
+
+
+F32_CASES = [
+    ("c20_odd", f32_add((1, 3, 5, 20), 3, 0.7, -4, 1.9, 5)),
+    ("resnet_relu", f32_add((2, 7, 7, 48), -128, 0.8, -120, 1.3, -128, Activation.relu(-128))),
+    ("saturates", f32_add((1, 4, 4, 32), 0, 4.0, 0, 3.0, 0)),
+    # ratios with few significant bits: many sums land exactly halfway (round half to even)
+    ("ties", f32_add((1, 4, 4, 64), 0, 0.5, 7, 0.25, -3)),
+    ("ties_fixed_part", f32_add((1, 4, 4, 64), -61, 0.375, 17, 0.625, 9)),
+    ("tiny_and_large", f32_add((1, 2, 2, 16), 5, 2.0 ** -20, -7, 300.0, 1)),
+    ("int8_storage", f32_add((1, 4, 4, 64), -61, 0.375, 17, 0.625, 9, offset=0)),
+    ("int8_saturates", f32_add((1, 4, 4, 32), 0, 4.0, 0, 3.0, 0, offset=0)),
+]
+
+
+@pytest.mark.parametrize("params", [pytest.param(p, id=name) for name, p in F32_CASES])
+def test_float32_add_is_bit_exact(ctx, params):
+    check(ctx, params)
+
+
+def test_float32_add_resnet50_shape_and_padded_channels(ctx):
+    params = f32_add((1, 56, 56, 250), -128, 0.613, -121, 0.937, -128, Activation.relu(-128))
+    check(ctx, params, seed=7)
+    small = f32_add((1, 2, 2, 5), 3, 0.7, -4, 1.9, 11)
+    a, b = random_i8(small.shape, 4), random_i8(small.shape, 5)
+    a_buf, b_buf = ctx.upload(pad_channels(a, fill=3)), ctx.upload(pad_channels(b, fill=-4))
+    out_buf = ctx.buffer(2 * 2 * 16)
+    kernel, global_size, local_size = eltwise.bind(ctx, small, [a_buf, b_buf], out_buf)
+    kernel.launch(ctx.queue, global_size, local_size).wait()
+    out = ctx.download(out_buf, np.int8, (1, 2, 2, 16))
+    np.testing.assert_array_equal(out[..., :5], reference.add(small, a, b))
+    np.testing.assert_array_equal(out[..., 5:], 11)
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_random_float32_adds_are_bit_exact(ctx, data):
+    shape = (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 40)))
+    zp = st.integers(-128, 127)
+    # a few significant bits half the time, so that exact halfway cases are frequent
+    ratio = st.one_of(st.floats(2.0 ** -20, 16.0),
+                      st.builds(lambda m, e: m * 2.0 ** e, st.integers(1, 63), st.integers(-10, 0)))
+    params = f32_add(shape, data.draw(zp), data.draw(ratio), data.draw(zp), data.draw(ratio),
+                     data.draw(zp), offset=data.draw(st.sampled_from([0, 128])))
+    check(ctx, params, seed=data.draw(st.integers(0, 1000)))
+
+
+def test_float32_add_is_within_one_lsb_of_the_exact_sum():
+    params = f32_add((4, 9, 9, 64), 7, 0.61, -9, 1.37, 3)
+    a, b = random_i8(params.shape, 2), random_i8(params.shape, 3)
+    real = (a - 7.0) * 0.61 + (b + 9.0) * 1.37
+    expected = np.clip(np.rint(real) + 3, -128, 127)
+    assert np.abs(reference.add(params, a, b) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(requant="float64"), "requant must be one of"),
+    (dict(requant="float32", storage_offset=1), "storage_offset must be 0"),
+    (dict(requant="float32", a_scale_ratio=2.0 ** 17), "a_scale_ratio.*float32 add"),
+    (dict(requant="float32", b_scale_ratio=2.0 ** -30), "b_scale_ratio.*float32 add"),
+])
+def test_bad_float32_parameters_are_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        A(**{"shape": (1, 2, 2, 4), **kwargs})

@@ -155,6 +155,13 @@ def activation_for(clamp: ir.Clamp, q: QParams) -> Activation:
     return Activation(int(lo), int(hi))
 
 
+def _storage_offset(graph: ir.Graph, name: str) -> int:
+    """What onnxruntime adds to our int8 values to store a QDQ model's tensor: 0 for an int8
+    Q/DQ pair, else 128 (uint8, quantize_static's default)."""
+    quant = graph.tensors[name].quant
+    return 0 if quant is not None and quant.dtype == "int8" else 128
+
+
 def _multiplier(real: float, what: str) -> tuple[int, int]:
     try:
         return numerics.quantize_multiplier(real)
@@ -308,9 +315,9 @@ def lower(graph: ir.Graph, qparams: dict[str, QParams],
     """The quantized, device-independent launch list of an optimized graph.
     ``space_to_depth`` (default: SPACE_TO_DEPTH) rewrites stem convs, see
     space_to_depth_stems; the outputs are bit-identical either way. ``requant``: the
-    requantization of convs and dense layers, "fixed" (the numerics contract) or "float32"
-    (onnxruntime's float32 arithmetic, for QDQ models; convs with a fused residual add stay
-    "fixed", see _conv_step)."""
+    requantization of convs, dense layers and Adds, "fixed" (the numerics contract) or
+    "float32" (onnxruntime's float32 arithmetic, for QDQ models: QLinearConv's and
+    QLinearAdd's; convs with a fused residual add stay "fixed", see _conv_step)."""
     if requant not in conv_ops.REQUANT_MODES:
         raise ValueError(f"requant must be one of {conv_ops.REQUANT_MODES}, got {requant!r}")
     for node in graph.nodes:
@@ -522,7 +529,8 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
         params = dict(shape=list(a.shape), a_zero_point=qa.zero_point,
                       a_scale_ratio=qa.scale / qy.scale, b_zero_point=qb.zero_point,
                       b_scale_ratio=qb.scale / qy.scale, output_zero_point=qy.zero_point,
-                      activation=[act.lo, act.hi])
+                      activation=[act.lo, act.hi], requant=requant,
+                      storage_offset=_storage_offset(graph, node.output))
         return Step("add", node.name, [node.a, node.b], node.output, {"params": params})
     if isinstance(node, (ir.Affine, ir.Activation)):  # a ReLU no producer absorbed: scale 1
         return _lower_affine(node, graph, qparams, placements)

@@ -7,7 +7,10 @@
     kernel, global_size, local_size = bind(ctx, params, [a_buf, b_buf], out_buf)
 
 a_scale_ratio is a's scale / the output's scale (likewise for b). Shapes are logical with
-channels last; on the device the last axis is padded to CHANNEL_ALIGN.
+channels last; on the device the last axis is padded to CHANNEL_ALIGN. requant="float32"
+(QDQ models) runs add_f32_i8, onnxruntime's float32 QLinearAdd (numerics.add_f32), with the
+ratios rounded to float32, on onnxruntime's stored values: ours + storage_offset (128 for a
+QDQ model's uint8 tensors, 0 for int8 ones); "fixed" (default) the fixed-point contract.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .layout import launch_and_wait, padded_channels, run_on_device
 KERNEL_FILE = "eltwise.cl"
 # Elements per work-item: 1 lets both CPU runtimes vectorise across work-items (fastest).
 DEFAULT_VEC = 1
+REQUANT_MODES = ("fixed", "float32")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class AddParams:
     b_scale_ratio: float = 1.0
     output_zero_point: int = 0
     activation: Activation = field(default_factory=Activation)
+    requant: str = "fixed"  # one of REQUANT_MODES
+    storage_offset: int = 128  # float32 mode: 128 if ORT stores the tensors as uint8, 0 int8
 
     def __post_init__(self):
         shape = tuple(int(v) for v in self.shape)
@@ -46,7 +52,15 @@ class AddParams:
         check_activation(self.activation)
         for name in ("a_scale_ratio", "b_scale_ratio"):
             object.__setattr__(self, name, check_scale_ratio(getattr(self, name), name))
-        self.multipliers()
+        if self.requant not in REQUANT_MODES:
+            raise ValueError(f"add requant must be one of {REQUANT_MODES}, got {self.requant!r}")
+        if self.storage_offset not in (0, 128):
+            raise ValueError(f"add storage_offset must be 0 (int8) or 128 (uint8), "
+                             f"got {self.storage_offset!r}")
+        if self.requant == "fixed":
+            self.multipliers()
+        else:
+            self.float32_constants()
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -62,6 +76,18 @@ class AddParams:
                 raise ValueError(f"{name}: {error}") from None
         return result[0], result[1]
 
+    def float32_constants(self) -> tuple[float, float, float]:
+        """(ratio_a, ratio_b, fixed) of the float32 mode, each a float32 value."""
+        ratio_a, ratio_b = np.float32(self.a_scale_ratio), np.float32(self.b_scale_ratio)
+        for name, ratio in (("a_scale_ratio", ratio_a), ("b_scale_ratio", ratio_b)):
+            if not 2.0 ** -24 <= ratio < 2.0 ** 16:  # 2^16: far from int32 overflow of rint
+                raise ValueError(f"{name} {getattr(self, name)!r} is outside the float32 "
+                                 "add's range [2^-24, 2^16)")
+        fixed = numerics.add_f32_fixed_part(ratio_a, self.a_zero_point, ratio_b,
+                                            self.b_zero_point, self.output_zero_point,
+                                            self.storage_offset)
+        return float(ratio_a), float(ratio_b), fixed
+
 
 def bind(ctx, params: AddParams, in_bufs, out_buf, *, defines: dict | None = None):
     """(Kernel with its arguments set, global size, local size) for one Add."""
@@ -74,9 +100,16 @@ def bind(ctx, params: AddParams, in_bufs, out_buf, *, defines: dict | None = Non
         if buf.nbytes < count:
             raise ValueError(f"{name} buffer of {buf.nbytes} bytes is smaller than the padded "
                              f"tensor {params.padded_shape}")
-    (ma, sa), (mb, sb) = params.multipliers()
-    i32 = np.int32
+    i32, f32 = np.int32, np.float32
     act = params.activation
+    if params.requant == "float32":
+        ratio_a, ratio_b, fixed = params.float32_constants()
+        program = ctx.program(KERNEL_FILE, {**defines, "ADD_F32": 1})
+        kernel = ctx.kernel(program, "add_f32_i8", in_bufs[0], in_bufs[1], out_buf,
+                            f32(ratio_a), f32(ratio_b), f32(fixed), i32(params.storage_offset),
+                            i32(act.lo), i32(act.hi))
+        return kernel, [count // defines["VEC"]], []
+    (ma, sa), (mb, sb) = params.multipliers()
     kernel = ctx.kernel(ctx.program(KERNEL_FILE, defines), "add_i8", in_bufs[0], in_bufs[1],
                         out_buf, i32(params.a_zero_point), i32(ma), i32(sa),
                         i32(params.b_zero_point), i32(mb), i32(sb),

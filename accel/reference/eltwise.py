@@ -1,4 +1,4 @@
-"""numpy reference of kernels/eltwise.cl's add_i8 on logical int8 arrays."""
+"""numpy reference of kernels/eltwise.cl's add_i8 / add_f32_i8 on logical int8 arrays."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from ..ops.eltwise import AddParams
 
 
 def add(params: AddParams, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    (ma, sa), (mb, sb) = params.multipliers()
     act = params.activation
+    if params.requant == "float32":
+        ratio_a, ratio_b, fixed = params.float32_constants()
+        return numerics.add_f32(a, b, ratio_a, ratio_b, fixed, params.storage_offset,
+                                act.lo, act.hi)
+    (ma, sa), (mb, sb) = params.multipliers()
     return numerics.requantize_add(a.astype(np.int32) - params.a_zero_point, ma, sa,
                                    b, params.b_zero_point, mb, sb,
                                    params.output_zero_point, act.lo, act.hi)

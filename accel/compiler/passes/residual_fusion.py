@@ -6,6 +6,10 @@ Unsafe when the conv's output is also read elsewhere (not matched), when the con
 a clamp (the clamp would move after the add: not matched) or a residual, and when both Add
 inputs are the same tensor. In int8, the residual is rescaled to the conv's output scale in
 the epilogue, so rounding differs from a separate Add by at most one step.
+
+Not matched either when the conv's output carries its own scale from a QDQ model's Q/DQ
+pair: onnxruntime rounds that conv to int8 at this scale and then runs a separate QLinearAdd,
+which the backend reproduces bit for bit only unfused (eltwise.cl's float32 add).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from .. import ir
 def _fusable(graph: ir.Graph, conv, users, other: str) -> bool:
     return (isinstance(conv, ir.Conv) and conv.residual is None and conv.clamp.is_identity
             and len(users[conv.output]) == 1 and conv.output not in graph.outputs
-            and conv.output != other)
+            and conv.output != other and graph.tensors[conv.output].quant is None)
 
 
 def match(graph: ir.Graph) -> list[tuple[ir.Conv, ir.Add, str]]:
