@@ -232,7 +232,7 @@ def test_qdq_residual_net_is_bit_equal_on_every_device(ctx, tmp_path):
 # onnxruntime's float32 QLinearAdd (AddParams.requant, quant.h's accel_add_f32):
 #   resnet50    100% (every value bit-equal to ORT's),  max 0 LSB, top-1 4/4
 #   resnet152   100% (every value bit-equal to ORT's),  max 0 LSB, top-1 4/4
-#   densenet121 93.2% (98.9/97.9/99.1% on photos, 76.7% on the random input), max 5, 4/4
+#   densenet121 97.5% (96.8/96.8/97.8% on photos, 98.5% on the random input), max 2, 4/4
 #   vgg16       100% (every value bit-equal to ORT's),  max 0 LSB, top-1 4/4
 #   ssd_vgg300  100%,                                    max 1 LSB, anchors' best class 100%
 # (With the fixed-point contract: resnet50 98.5%, resnet152 97.7%, vgg16 97.5%, ssd 98.6%.
@@ -244,12 +244,15 @@ def test_qdq_residual_net_is_bit_equal_on_every_device(ctx, tmp_path):
 # such Adds unfused for QDQ models; fused into the conv epilogue on the fixed-point contract
 # (one rounding) they were at 98.6% (resnet50) and 97.8% (resnet152), max 2-3 LSB.
 # Random weights make the logits near-ties, so 1 LSB can flip top-1.
-# DenseNet's random input (std 60, far outside the photos the scales come from): our Concat
-# writes each input directly at the concat's one scale; ORT first rounds and clips each input
-# at its own, narrower range (pool0: [0, 5.9] vs the concat's [-7.9, 8.6]), so saturated
-# values differ by many LSBs.
+# DenseNet: each Concat input keeps its own Q/DQ scale (its producer rounds to it) and is
+# requantized into the concat by ORT's QLinearConcat table (test_qdq_concat.py); the
+# BatchNorm after each concat is ORT's float32 BatchNormalization, tabulated per channel.
+# Dense block 1 is then bit-equal to ORT; the first difference is transition1's 2x2
+# AveragePool (12% of values off by 1): ORT's QLinearAveragePool sums dequantized float32
+# values and rounds y / s_y + z_y half to even, our pool kernel is fixed-point. (With one
+# shared scale per concat, written in place: 93.2%, 76.7% on the random input, max 5 LSB.)
 QDQ_ZOO_THRESHOLDS = {"resnet50": (0.9999, 4), "resnet152": (0.9999, 4),
-                      "densenet121": (0.925, 4), "vgg16": (0.9999, 4), "ssd_vgg300": (0.999, 3.99)}
+                      "densenet121": (0.97, 4), "vgg16": (0.9999, 4), "ssd_vgg300": (0.999, 3.99)}
 
 
 def top1_agreement(name: str, ours: dict, ref: dict) -> float:

@@ -39,6 +39,8 @@ def layer_errors(graph: ir.Graph, compiled: CompiledModel, inputs) -> list[Layer
     traced = compiled.trace(inputs)
     errors = []
     for step in compiled.lowered.steps:
+        if step.output not in reference:  # a concat input's requantized copy: no graph tensor
+            continue
         ref = reference[step.output].astype(np.float64).ravel()
         got = traced[step.output].reshape(reference[step.output].shape).astype(np.float64).ravel()
         norm = np.linalg.norm(ref)
@@ -74,10 +76,13 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     head, _, tail = schedule.partition(graph)
     host_only = {n.output for n in tail} | {n.x for n in head if n.x in graph.inputs}
     qparams = quantize.assign(graph, observed, schedule.device_reshapes(graph), given,
-                              optional=host_only)
+                              optional=host_only, share_concat_scales=not given)
     # A QDQ model's convs requantize like onnxruntime (float32); calibrated fp32 models keep
     # the fixed-point contract.
-    lowered = schedule.lower(graph, qparams, requant="float32" if given else "fixed")
+    # and their concat inputs keep their own scales (requantized into the concat like ORT's
+    # QLinearConcat).
+    lowered = schedule.lower(graph, qparams, requant="float32" if given else "fixed",
+                             concat_copies=bool(given))
     compiled = CompiledModel(lowered, device)
     compiled.source = model  # what it was compiled from (for accel.fpga.estimate); not saved
     if report:

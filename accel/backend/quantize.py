@@ -2,7 +2,9 @@
 
 Every activation gets one int8 QParams (per tensor). Tensors that must share bytes share
 parameters: all inputs of a Concat and its output (a concat is a write at a channel offset,
-never a copy, so every member must already be at the concat's scale), and the two sides of
+never a copy, so every member must already be at the concat's scale; not in QDQ models,
+whose concat inputs keep their own scales and are requantized into the concat like
+onnxruntime's QLinearConcat, see schedule.lower), and the two sides of
 a Reshape that the device does not execute. A max pool keeps its input's parameters (it
 then copies values exactly). Weights are quantized per channel later, by the scheduler.
 """
@@ -90,11 +92,13 @@ class _Groups:
         self.parent[self.find(a)] = self.find(b)
 
 
-def shared_groups(graph: ir.Graph, device_reshapes: set[str] = frozenset()) -> _Groups:
-    """Concat members with their output; device-aliased Reshapes with their input."""
+def shared_groups(graph: ir.Graph, device_reshapes: set[str] = frozenset(),
+                  share_concat_scales: bool = True) -> _Groups:
+    """Concat members with their output (unless not ``share_concat_scales``);
+    device-aliased Reshapes with their input."""
     groups = _Groups()
     for node in graph.nodes:
-        if isinstance(node, ir.Concat):
+        if isinstance(node, ir.Concat) and share_concat_scales:
             for name in node.inputs:
                 groups.union(name, node.output)
         elif isinstance(node, ir.Reshape) and node.output in device_reshapes:
@@ -105,11 +109,13 @@ def shared_groups(graph: ir.Graph, device_reshapes: set[str] = frozenset()) -> _
 def assign(graph: ir.Graph, observed: Mapping[str, QParams],
            device_reshapes: set[str] = frozenset(),
            given: Mapping[str, QParams] | None = None,
-           optional: set[str] = frozenset()) -> dict[str, QParams]:
+           optional: set[str] = frozenset(),
+           share_concat_scales: bool = True) -> dict[str, QParams]:
     """Final activation QParams: a QDQ model's own (``given``) where it has them, else the
     observed ranges; merged over groups that share bytes; a max pool outside any group, and
     an unannotated Reshape, take their input's parameters. Tensors in ``optional`` (used on
-    the host only) may go without."""
+    the host only) may go without. Not ``share_concat_scales`` (QDQ models): each concat input
+    keeps its own scale, as in onnxruntime, and the scheduler requantizes it into the concat."""
     known = {**observed, **(given or {})}
     producers = graph.producers()
     for node in reversed(graph.nodes):  # a QDQ model quantizes after tf2onnx's Transpose
@@ -125,7 +131,7 @@ def assign(graph: ir.Graph, observed: Mapping[str, QParams],
             raise CompileError(f"no scale for tensor {name!r}: the model carries none and no "
                                "calibration inputs were given (compile(..., calibration=[...]))")
     observed = known
-    groups = shared_groups(graph, device_reshapes)
+    groups = shared_groups(graph, device_reshapes, share_concat_scales)
     ranges: dict[str, tuple[float, float]] = {}
     for name, q in observed.items():
         lo, hi = _range(q)

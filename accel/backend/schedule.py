@@ -7,8 +7,11 @@ op on a device, allocates buffers with liveness-based reuse and records a Plan.
 Where tensors live (``Placement``): every device tensor is NHWC int8 with channels padded to
 CHANNEL_ALIGN, inside one device buffer (its *root*) at a channel offset, with the root's
 padded channel count as pixel stride. Concat members are written in place at their offset of
-the concat's buffer (DenseNet's nested concats all become prefixes of the block's last one);
-a Reshape the device need not execute aliases its input.
+the concat's buffer (DenseNet's nested concats all become prefixes of the block's last one).
+In a QDQ model, whose concat inputs keep their own scales, an input at other QParams than
+its concat's is rounded at its own scale and copied into its slice by a "requantize" step
+(onnxruntime's QLinearConcat table), so each concat has its own buffer.
+A Reshape the device need not execute aliases its input.
 
 What runs where:
 - host head: Transpose/Reshape of a graph input (tf2onnx's NHWC -> NCHW), in float; then
@@ -47,7 +50,8 @@ HOST_OPS = (ir.Softmax, ir.Reshape, ir.Transpose, ir.Identity)
 # stride-1 conv (see space_to_depth_stems); tests turn it off to compare against the plain one.
 SPACE_TO_DEPTH = True
 SPACE_TO_DEPTH_MAX_CHANNELS = 4  # e.g. RGB: the conv kernel's slow few-channel path
-OFFSET_WRITERS = ("conv", "pool", "global_avg_pool", "affine")  # can write into a concat
+# ops that can write into a concat
+OFFSET_WRITERS = ("conv", "pool", "global_avg_pool", "affine", "requantize")
 
 
 # --- the lowered model ----------------------------------------------------------------------
@@ -250,9 +254,20 @@ def device_reshapes(graph: ir.Graph) -> set[str]:
 # --- placement --------------------------------------------------------------------------------
 
 
+# QDQ models: the producers whose output may be written straight into a concat
+IN_PLACE_PRODUCERS = (ir.Conv, ir.Pool, ir.Affine, ir.Activation, ir.Concat)
+
+
 def _place(graph: ir.Graph, device: list[ir.Node], device_tensors: list[str],
-           dense_sources: dict[str, str]) -> dict[str, Placement]:
+           dense_sources: dict[str, str], qparams: dict[str, QParams] | None = None,
+           copies: list[tuple[ir.Concat, str, str]] | None = None) -> dict[str, Placement]:
+    """Placements of the device tensors. With ``copies`` (a list to fill; QDQ models) a
+    concat input is written in place only where its QParams equal the concat's and its
+    producer can write there; every other input gets (concat, input, copy name) in
+    ``copies``: a requantizing copy into the concat's slice, named by the copy name."""
     shapes = {name: nhwc_shape(graph.shape(name), name) for name in device_tensors}
+    producers = {n.output: n for n in device}
+    copy_slots: dict[str, tuple[str, int, str]] = {}  # copy name -> (root, offset, input)
     where: dict[str, tuple[str, int]] = {}  # tensor -> (root, channel offset)
     concats = [n for n in device if isinstance(n, ir.Concat)]
     for node in reversed(concats):
@@ -266,9 +281,19 @@ def _place(graph: ir.Graph, device: list[ir.Node], device_tensors: list[str],
                                    f"{graph.shape(name)[1]} channels, not a multiple of "
                                    f"{CHANNEL_ALIGN}, so it cannot be written in place")
         if node.output not in where:
-            where[node.output] = _enclosing(node, graph, where) or (node.output, 0)
+            enclosing = None if copies is not None else _enclosing(node, graph, where)
+            where[node.output] = enclosing or (node.output, 0)
         root, offset = where[node.output]
         for name in node.inputs:
+            if copies is not None and (
+                    name in where or qparams[name] != qparams[node.output]
+                    or not isinstance(producers.get(name), IN_PLACE_PRODUCERS)
+                    or name in graph.outputs):
+                copy = f"{name}@{node.output}"
+                copies.append((node, name, copy))
+                copy_slots[copy] = (root, offset, name)
+                offset += graph.shape(name)[1]
+                continue
             if name in where and where[name] != (root, offset):
                 raise CompileError(f"Concat {node.name!r}: input {name!r} is also part of "
                                    f"another concat at a different place; a copy would be "
@@ -279,6 +304,8 @@ def _place(graph: ir.Graph, device: list[ir.Node], device_tensors: list[str],
     for name in device_tensors:
         root, offset = where.get(name, (name, 0))
         placements[name] = Placement(root, offset, padded_channels(shapes[root][3]), shapes[name])
+    for copy, (root, offset, name) in copy_slots.items():
+        placements[copy] = Placement(root, offset, padded_channels(shapes[root][3]), shapes[name])
     # Reshapes the device skips: alias their input when the bytes are the same.
     for node in device:
         if isinstance(node, ir.Reshape):
@@ -311,13 +338,17 @@ def _enclosing(node: ir.Concat, graph: ir.Graph, where) -> tuple[str, int] | Non
 
 
 def lower(graph: ir.Graph, qparams: dict[str, QParams],
-          space_to_depth: bool | None = None, requant: str = "fixed") -> Lowered:
+          space_to_depth: bool | None = None, requant: str = "fixed",
+          concat_copies: bool = False) -> Lowered:
     """The quantized, device-independent launch list of an optimized graph.
     ``space_to_depth`` (default: SPACE_TO_DEPTH) rewrites stem convs, see
     space_to_depth_stems; the outputs are bit-identical either way. ``requant``: the
     requantization of convs, dense layers and Adds, "fixed" (the numerics contract) or
     "float32" (onnxruntime's float32 arithmetic, for QDQ models: QLinearConv's and
-    QLinearAdd's; convs with a fused residual add stay "fixed", see _conv_step)."""
+    QLinearAdd's; convs with a fused residual add stay "fixed", see _conv_step).
+    ``concat_copies`` (QDQ models): a concat input at other QParams than the concat's is
+    requantized into its slice by a "requantize" step (ORT's QLinearConcat table), see
+    _place; otherwise every input is written in place at the concat's shared scale."""
     if requant not in conv_ops.REQUANT_MODES:
         raise ValueError(f"requant must be one of {conv_ops.REQUANT_MODES}, got {requant!r}")
     for node in graph.nodes:
@@ -342,13 +373,22 @@ def lower(graph: ir.Graph, qparams: dict[str, QParams],
     device_inputs = [name for name in list(graph.inputs) + [n.output for n in head]
                      if name in read_on_device]
     device_tensors = [t for t in device_inputs + device_produced if t not in dense_sources]
-    placements = _place(graph, device, device_tensors, dense_sources)
+    copies: list[tuple[ir.Concat, str, str]] | None = [] if concat_copies else None
+    placements = _place(graph, device, device_tensors, dense_sources, qparams, copies)
     for name, source in dense_sources.items():
         placements[name] = placements[source]
 
     steps: list[Step] = []
     for node in device:
         step = _lower_node(node, graph, qparams, placements, dense_sources, requant)
+        if isinstance(node, ir.Concat):  # its inputs are all computed by now
+            for concat, name, copy in copies or []:
+                if concat is node:
+                    step = _requantize_step(concat, name, copy, qparams, placements)
+                    q = qparams[node.output]
+                    step.attrs["output_qparams"] = [float(q.scale), int(q.zero_point)]
+                    steps.append(step)
+            continue
         if step is not None:
             q = qparams[step.output]  # for dequantizing traced values
             step.attrs["output_qparams"] = [float(q.scale), int(q.zero_point)]
@@ -533,7 +573,7 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
                       storage_offset=_storage_offset(graph, node.output))
         return Step("add", node.name, [node.a, node.b], node.output, {"params": params})
     if isinstance(node, (ir.Affine, ir.Activation)):  # a ReLU no producer absorbed: scale 1
-        return _lower_affine(node, graph, qparams, placements)
+        return _lower_affine(node, graph, qparams, placements, requant)
     if isinstance(node, ir.L2Norm):
         if node.axis % 4 != 1:
             raise CompileError(f"L2Norm {node.name!r}: only the channel axis is supported")
@@ -546,6 +586,20 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
         return Step("l2norm", node.name, [node.x], node.output, {"params": params},
                     {"gamma": np.asarray(gamma, np.float64)})
     raise CompileError(f"{node.op} {node.name!r} has no device lowering")
+
+
+def _requantize_step(node: ir.Concat, name: str, copy: str, qparams, placements) -> Step:
+    """Concat input ``name`` (at its own QParams) copied into its slice of the concat."""
+    x, out = placements[name], placements[copy]
+    qx, qy = qparams[name], qparams[node.output]
+    try:
+        table = affine_ops.requantize_table(qx.scale, qx.zero_point, qy.scale, qy.zero_point)
+    except ValueError as e:
+        raise CompileError(f"Concat {node.name!r} input {name!r}: {e}") from None
+    params = dict(shape=list(x.shape), in_channel_stride=x.stride, in_channel_offset=x.offset,
+                  out_channel_stride=out.stride, out_channel_offset=out.offset)
+    return Step("requantize", f"{node.name}/{name}", [name], copy, {"params": params},
+                {"table": table})
 
 
 def quantize_weights(weights: np.ndarray, given: ir.QuantParams | None):
@@ -637,7 +691,8 @@ def _lower_dense(node: ir.Dense, graph, qparams, placements, dense_sources,
                       weight_quant=graph.tensors[node.weight].quant, requant=requant)
 
 
-def _lower_affine(node: ir.Affine | ir.Activation, graph, qparams, placements) -> Step:
+def _lower_affine(node: ir.Affine | ir.Activation, graph, qparams, placements,
+                  requant: str = "fixed") -> Step:
     axis = getattr(node, "axis", 1)
     if axis % 4 != 1 or len(graph.shape(node.x)) != 4:
         raise CompileError(f"Affine {node.name!r}: only per-channel affines of NCHW tensors "
@@ -649,9 +704,17 @@ def _lower_affine(node: ir.Affine | ir.Activation, graph, qparams, placements) -
     shift = graph.const(getattr(node, "shift", None))
     scale = np.ones(c, np.float32) if scale is None else scale
     shift = np.zeros(c, np.float32) if shift is None else shift
+    act = activation_for(node.clamp, qy)
+    if requant == "float32":  # QDQ: onnxruntime's float32 BatchNorm, tabulated per channel
+        table = affine_ops.affine_table(scale, shift, qx.scale, qx.zero_point, qy.scale,
+                                        qy.zero_point, act.lo, act.hi)
+        params = dict(shape=list(x.shape), in_channel_stride=x.stride,
+                      in_channel_offset=x.offset, out_channel_stride=out.stride,
+                      out_channel_offset=out.offset, pad_value=qy.zero_point)
+        return Step("requantize", node.name, [node.x], node.output, {"params": params},
+                    {"table": table})
     wq, sw = quantize_weights_per_channel(scale.reshape(c, 1))
     mult, shifts = _per_channel(node, qx.scale, sw, qy.scale)
-    act = activation_for(node.clamp, qy)
     params = dict(shape=list(x.shape), input_zero_point=qx.zero_point,
                   output_zero_point=qy.zero_point, activation=[act.lo, act.hi],
                   in_channel_stride=x.stride, in_channel_offset=x.offset,
@@ -696,6 +759,9 @@ def op_params(step: Step):
         return eltwise_ops.AddParams(**{**p, "shape": tuple(p["shape"])})
     if step.op == "affine":
         return affine_ops.AffineParams(**{**p, "shape": tuple(p["shape"])}, **step.arrays)
+    if step.op == "requantize":
+        return affine_ops.RequantizeParams(**{**p, "shape": tuple(p["shape"])},
+                                           table=np.asarray(step.arrays["table"], np.int8))
     if step.op == "l2norm":
         return l2norm_ops.L2NormParams(**{**p, "input_shape": tuple(p["input_shape"])},
                                        gamma=tuple(step.arrays["gamma"]))
@@ -822,6 +888,9 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan
                     ctx, params, [buf(n) for n in step.inputs], buf(step.output))
             elif step.op == "affine":
                 kernel, global_size, local_size = affine_ops.bind(
+                    ctx, params, buf(step.inputs[0]), buf(step.output))
+            elif step.op == "requantize":
+                kernel, global_size, local_size = affine_ops.bind_requantize(
                     ctx, params, buf(step.inputs[0]), buf(step.output))
             elif step.op == "l2norm":
                 kernel, global_size, local_size = l2norm_ops.bind(

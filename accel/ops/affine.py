@@ -84,17 +84,7 @@ class AffineParams:
         check_zero_point(self.input_zero_point, "input_zero_point")
         check_zero_point(self.output_zero_point, "output_zero_point")
         check_activation(self.activation)
-        for side in ("in", "out"):
-            offset = getattr(self, f"{side}_channel_offset")
-            stride = getattr(self, f"{side}_channel_stride")
-            if offset < 0 or offset % CHANNEL_ALIGN:
-                raise ValueError(f"{side}_channel_offset {offset} must be a non-negative multiple "
-                                 f"of {CHANNEL_ALIGN}")
-            if stride is not None and (stride % CHANNEL_ALIGN
-                                       or offset + self.channels_padded > stride):
-                raise ValueError(f"{side}_channel_stride {stride} must be a multiple of "
-                                 f"{CHANNEL_ALIGN} holding offset {offset} + "
-                                 f"{self.channels_padded} channels")
+        _check_slices(self)
 
     @property
     def channels_padded(self) -> int:
@@ -157,4 +147,122 @@ def affine(ctx, params: AffineParams, x: np.ndarray, defines: dict | None = None
     return unpad_channels(y, params.shape[3])
 
 
-__all__ = ["AffineParams", "bind", "affine"]
+def requantize_table(in_scale: float, in_zero_point: int, out_scale: float,
+                     out_zero_point: int) -> np.ndarray:
+    """int8 [256]: entry q + 128 is q requantized from (in_scale, in_zero_point) to
+    (out_scale, out_zero_point) with onnxruntime's QLinearConcat arithmetic (its lookup table:
+    float32 s_x * (q - z_x), divided in float32 by s_y, rounded half to even, plus z_y,
+    clamped; the same for uint8 storage, whose values and zero points are ours + 128)."""
+    for name, z in (("in_zero_point", in_zero_point), ("out_zero_point", out_zero_point)):
+        check_zero_point(z, name)
+    for name, s in (("in_scale", in_scale), ("out_scale", out_scale)):
+        if not (np.isfinite(s) and s > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {s}")
+    q = np.arange(numerics.INT8_MIN, numerics.INT8_MAX + 1, dtype=np.int32)
+    real = np.float32(in_scale) * (q - in_zero_point).astype(np.float32)
+    y = np.rint(real / np.float32(out_scale)).astype(np.int64) + out_zero_point
+    return np.clip(y, numerics.INT8_MIN, numerics.INT8_MAX).astype(np.int8)
+
+
+def affine_table(scale, shift, in_scale: float, in_zero_point: int, out_scale: float,
+                 out_zero_point: int, lo: int, hi: int) -> np.ndarray:
+    """int8 [C, 256]: y = x * scale[c] + shift[c] on x = float32 in_scale * (q - z_x), in
+    float32 as onnxruntime's BatchNormalization (a multiply, then an add), then its
+    QuantizeLinear (divide by out_scale, round half to even, + z_y), clamped to [lo, hi]."""
+    check_zero_point(in_zero_point, "in_zero_point")
+    check_zero_point(out_zero_point, "out_zero_point")
+    scale = np.asarray(scale, np.float32).reshape(-1, 1)
+    shift = np.asarray(shift, np.float32).reshape(-1, 1)
+    q = np.arange(numerics.INT8_MIN, numerics.INT8_MAX + 1, dtype=np.int32)
+    x = np.float32(in_scale) * (q - in_zero_point).astype(np.float32)
+    y = (x[None, :] * scale).astype(np.float32) + shift
+    r = np.rint(y / np.float32(out_scale)).astype(np.int64) + out_zero_point
+    return np.clip(r, lo, hi).astype(np.int8)
+
+
+@dataclass(frozen=True, eq=False)
+class RequantizeParams:
+    """A copy of an int8 NHWC tensor (or channel slice) into a channel slice of another
+    through a 256-entry table (requantize_table): a concat input at its own scale written
+    at the concat's. With one table per channel ([C, 256], entry q + 128 of row c for
+    channel c; padded channels give ``pad_value``) it is a QDQ model's float32 per-channel
+    affine (affine_table)."""
+    shape: tuple[int, int, int, int]  # logical (N, H, W, C)
+    table: np.ndarray                 # int8 [256] or [C, 256]
+    in_channel_stride: int | None = None
+    in_channel_offset: int = 0
+    out_channel_stride: int | None = None
+    out_channel_offset: int = 0
+    pad_value: int = 0  # what padded channels hold, per-channel tables only
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", check_shape(self.shape, "shape"))
+        table = np.asarray(self.table)
+        if table.dtype != np.int8 or table.shape not in ((256,), (self.shape[3], 256)):
+            raise ValueError(f"table must be int8 of shape (256,) or ({self.shape[3]}, 256), "
+                             f"got {table.dtype} {table.shape}")
+        check_zero_point(self.pad_value, "pad_value")
+        object.__setattr__(self, "table", table)
+        _check_slices(self)
+
+    # the same derived sizes as AffineParams'
+    channels_padded = AffineParams.channels_padded
+    pixels = AffineParams.pixels
+    in_stride = AffineParams.in_stride
+    out_stride = AffineParams.out_stride
+
+
+def _check_slices(params) -> None:
+    for side in ("in", "out"):
+        offset = getattr(params, f"{side}_channel_offset")
+        stride = getattr(params, f"{side}_channel_stride")
+        if offset < 0 or offset % CHANNEL_ALIGN:
+            raise ValueError(f"{side}_channel_offset {offset} must be a non-negative multiple "
+                             f"of {CHANNEL_ALIGN}")
+        if stride is not None and (stride % CHANNEL_ALIGN
+                                   or offset + params.channels_padded > stride):
+            raise ValueError(f"{side}_channel_stride {stride} must be a multiple of "
+                             f"{CHANNEL_ALIGN} holding offset {offset} + "
+                             f"{params.channels_padded} channels")
+
+
+def bind_requantize(ctx, params: RequantizeParams, x, out, *, defines: dict | None = None):
+    """(Kernel with its arguments set, global size, local size) for one requantizing copy."""
+    defines = _knobs(ctx, defines)
+    for name, buf, stride in (("input", x, params.in_stride), ("output", out, params.out_stride)):
+        if buf.nbytes < params.pixels * stride:
+            raise ValueError(f"{name} buffer of {buf.nbytes} bytes is smaller than "
+                             f"{params.pixels} pixels x {stride} channels")
+    i32 = np.int32
+    table, name = params.table, "requantize_lut_i8"
+    if table.ndim == 2:
+        name = "affine_lut_i8"
+        table = np.full((params.channels_padded, 256), params.pad_value, np.int8)
+        table[:params.shape[3]] = params.table
+    kernel = ctx.kernel(ctx.program(KERNEL_FILE, defines), name, x, out,
+                        ctx.upload(np.ascontiguousarray(table)), i32(params.in_stride),
+                        i32(params.in_channel_offset), i32(params.out_stride),
+                        i32(params.out_channel_offset))
+    return kernel, [params.channels_padded // defines["VEC"], params.pixels], []
+
+
+def requantize(ctx, params: RequantizeParams, x: np.ndarray, in_zero_point: int,
+               defines: dict | None = None) -> np.ndarray:
+    """Run one requantizing copy on a logical int8 (N, H, W, C) array (contiguous tensors;
+    padded input channels hold ``in_zero_point``)."""
+    if params.in_channel_stride or params.out_channel_stride or params.in_channel_offset \
+            or params.out_channel_offset:
+        raise ValueError("requantize() runs contiguous tensors; use bind_requantize() for "
+                         "channel slices")
+    x = check_int8_nhwc(x, params.shape)
+    in_buf = ctx.upload(pad_channels(x, fill=in_zero_point))
+    out_buf = ctx.buffer(params.pixels * params.channels_padded)
+    kernel, global_size, local_size = bind_requantize(ctx, params, in_buf, out_buf,
+                                                      defines=defines)
+    kernel.launch(ctx.queue, global_size, local_size).wait()
+    y = ctx.download(out_buf, np.int8, params.shape[:3] + (params.channels_padded,))
+    return unpad_channels(y, params.shape[3])
+
+
+__all__ = ["AffineParams", "bind", "affine", "requantize_table", "affine_table", "RequantizeParams",
+           "bind_requantize", "requantize"]

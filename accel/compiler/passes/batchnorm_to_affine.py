@@ -17,8 +17,12 @@ def match(graph: ir.Graph) -> list[ir.BatchNorm]:
 
 
 def apply(graph: ir.Graph, bn: ir.BatchNorm) -> None:
-    scale = graph.const(bn.gamma) / np.sqrt(graph.const(bn.var).astype(np.float64) + bn.eps)
-    shift = graph.const(bn.beta) - graph.const(bn.mean) * scale
+    # float32 as onnxruntime's BatchNormalization computes them (a QDQ model's affine
+    # tabulates ORT's arithmetic exactly): 1 / sqrt(var + eps), times gamma; beta - mean * s.
+    f32 = np.float32
+    inv_std = f32(1) / np.sqrt(graph.const(bn.var).astype(f32) + f32(bn.eps))
+    scale = (inv_std * graph.const(bn.gamma).astype(f32)).astype(f32)
+    shift = (graph.const(bn.beta).astype(f32) - graph.const(bn.mean).astype(f32) * scale)
     affine = ir.Affine(bn.name, bn.output, x=bn.x, axis=1,
                        scale=graph.add_const(f"{bn.name}.scale", scale.astype(np.float32)),
                        shift=graph.add_const(f"{bn.name}.shift", shift.astype(np.float32)))
