@@ -8,7 +8,7 @@
  * sits at p * stride + offset + c. Padded channels carry w = 0, bias = 0, so they hold z_y.
  * Global size: (channels_padded / VEC, pixels).
  *
- * requantize_lut_i8 / affine_lut_i8 (QDQ models): the same slices through a 256-entry table
+ * lut_i8 (QDQ models): the same slices through a 256-entry table
  * (one for all channels / one per channel) that the host fills with onnxruntime's float32
  * arithmetic: a concat input requantized into its concat, a BatchNorm after a concat.
  * ================================================================================== */
@@ -39,33 +39,19 @@ __kernel void affine_i8(__global const char* restrict x, __global char* restrict
   }
 }
 
-/* requantize_lut_i8: y[p, c] = table[x[p, c] + 128], a concat input copied into its channel
- * slice at the concat's scale. The host builds the 256-entry table with onnxruntime's float32
- * arithmetic (QLinearConcat: round_half_even(float(s_x * (q - z_x)) / s_y) + z_y, clamped),
- * so every device gives ORT's bytes. Padded channels hold z_x, which maps to z_y.
+/* lut_i8: y[p, c] = table[c * table_stride + x[p, c] + 128]. The host tabulates onnxruntime's
+ * float32 arithmetic for a QDQ model, so every device gives ORT's bytes:
+ *  - table_stride 0: one 256-entry table, a concat input copied into its channel slice at the
+ *    concat's scale (QLinearConcat: round_half_even(float(s_x * (q - z_x)) / s_y) + z_y,
+ *    clamped); padded channels hold z_x, which maps to z_y;
+ *  - table_stride 256: one table per channel, a per-channel affine (ORT runs BatchNorm in
+ *    float32 between a DequantizeLinear and a QuantizeLinear), clamp included; padded
+ *    channels' tables hold z_y.
  * Global size: (channels_padded / VEC, pixels). */
-__kernel void requantize_lut_i8(__global const char* restrict x, __global char* restrict out,
-                                __global const char* restrict table,
-                                const int in_stride, const int in_offset,
-                                const int out_stride, const int out_offset) {
-  const int c0 = get_global_id(0) * VEC;
-  const long pixel = get_global_id(1);
-  __global const char* src = x + pixel * in_stride + in_offset;
-  __global char* dst = out + pixel * out_stride + out_offset;
-#pragma unroll
-  for (int v = 0; v < VEC; ++v) {
-    dst[c0 + v] = table[src[c0 + v] + 128];
-  }
-}
-
-/* affine_lut_i8: y[p, c] = table[c * 256 + x[p, c] + 128], a per-channel affine of a QDQ model
- * (onnxruntime runs its BatchNorm in float32 between a DequantizeLinear and a QuantizeLinear;
- * the host tabulates that arithmetic per channel, clamp included). Padded channels' tables
- * hold z_y. Global size: (channels_padded / VEC, pixels). */
-__kernel void affine_lut_i8(__global const char* restrict x, __global char* restrict out,
-                            __global const char* restrict table,
-                            const int in_stride, const int in_offset,
-                            const int out_stride, const int out_offset) {
+__kernel void lut_i8(__global const char* restrict x, __global char* restrict out,
+                     __global const char* restrict table, const int table_stride,
+                     const int in_stride, const int in_offset,
+                     const int out_stride, const int out_offset) {
   const int c0 = get_global_id(0) * VEC;
   const long pixel = get_global_id(1);
   __global const char* src = x + pixel * in_stride + in_offset;
@@ -73,6 +59,6 @@ __kernel void affine_lut_i8(__global const char* restrict x, __global char* rest
 #pragma unroll
   for (int v = 0; v < VEC; ++v) {
     const int c = c0 + v;
-    dst[c] = table[c * 256 + src[c] + 128];
+    dst[c] = table[c * table_stride + src[c] + 128];
   }
 }

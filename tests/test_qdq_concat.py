@@ -1,6 +1,6 @@
 """A QDQ model's Concat like onnxruntime's QLinearConcat: each input keeps its own int8 scale
 (its producer rounds to it) and is requantized into its channel slice of the concat through
-ORT's 256-entry table (accel.ops.affine.requantize_table, affine.cl requantize_lut_i8); an
+ORT's 256-entry table (accel.ops.affine.requantize_table, affine.cl lut_i8); an
 input already at the concat's scale and zero point is written in place."""
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def concat_batchnorm_net() -> onnx.ModelProto:
 
 def test_qdq_batchnorm_after_concat_is_bit_equal_on_every_device(ctx, tmp_path):
     """ORT runs that BatchNorm in float32 between DQ and Q: the affine becomes a per-channel
-    256-entry table of that arithmetic (affine_table, affine.cl affine_lut_i8)."""
+    256-entry table of that arithmetic (affine_table, affine.cl lut_i8)."""
     from test_qdq import ort_pre_processed
     fp32 = ort_pre_processed(concat_batchnorm_net(), tmp_path)
     qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 8, 0), tmp_path, "QUInt8")

@@ -234,13 +234,13 @@ def bind_requantize(ctx, params: RequantizeParams, x, out, *, defines: dict | No
             raise ValueError(f"{name} buffer of {buf.nbytes} bytes is smaller than "
                              f"{params.pixels} pixels x {stride} channels")
     i32 = np.int32
-    table, name = params.table, "requantize_lut_i8"
-    if table.ndim == 2:
-        name = "affine_lut_i8"
-        table = np.full((params.channels_padded, 256), params.pad_value, np.int8)
+    table, table_stride = params.table, 0  # one table for every channel
+    if table.ndim == 2:  # one per channel
+        table, table_stride = np.full((params.channels_padded, 256), params.pad_value, np.int8), 256
         table[:params.shape[3]] = params.table
-    kernel = ctx.kernel(ctx.program(KERNEL_FILE, defines), name, x, out,
-                        ctx.upload(np.ascontiguousarray(table)), i32(params.in_stride),
+    kernel = ctx.kernel(ctx.program(KERNEL_FILE, defines), "lut_i8", x, out,
+                        ctx.upload(np.ascontiguousarray(table)), i32(table_stride),
+                        i32(params.in_stride),
                         i32(params.in_channel_offset), i32(params.out_stride),
                         i32(params.out_channel_offset))
     return kernel, [params.channels_padded // defines["VEC"], params.pixels], []
