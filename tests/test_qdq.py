@@ -183,6 +183,17 @@ def residual_net() -> onnx.ModelProto:
     return n.model([("input", [1, 3, 16, 16])], [("output", [1, 8, 8, 8])], "residual")
 
 
+def assert_bit_equal_to_onnxruntime_and_after_load(compiled, qdq, inputs, tmp_path):
+    """Every "output" value equals onnxruntime's on the QDQ model, also after save/load."""
+    import accel
+    loaded = accel.load(compiled.save(tmp_path / "m"), device=compiled.device)
+    lsb = output_scale(compiled, "output")
+    for x in inputs:
+        ours, ref = compiled.run(x)["output"], ort_outputs(qdq, x)["output"]
+        np.testing.assert_array_equal(np.rint((ours - ref) / lsb), 0)  # bit-equal to ORT
+        np.testing.assert_array_equal(loaded.run(x)["output"], ours)
+
+
 @pytest.mark.parametrize("activation_type, storage_offset", [("QUInt8", 128), ("QInt8", 0)])
 def test_qdq_residual_adds_are_bit_equal_to_onnxruntime(activation_type, storage_offset,
                                                         tmp_path):
@@ -200,12 +211,8 @@ def test_qdq_residual_adds_are_bit_equal_to_onnxruntime(activation_type, storage
                s.attrs["params"]["storage_offset"] == storage_offset
                for s in steps if s.op == "add")
     assert {s.attrs["layer"]["requant"] for s in steps if s.op == "conv"} == {"float32"}
-    loaded = accel.load(compiled.save(tmp_path / "m"), device=FASTEST)
-    for x in inputs_for(fp32, 6, 1):
-        ours, ref = compiled.run(x)["output"], ort_outputs(qdq, x)["output"]
-        lsb = output_scale(compiled, "output")
-        np.testing.assert_array_equal(np.rint((ours - ref) / lsb), 0)  # bit-equal to ORT
-        np.testing.assert_array_equal(loaded.run(x)["output"], ours)
+    assert_bit_equal_to_onnxruntime_and_after_load(compiled, qdq, inputs_for(fp32, 6, 1),
+                                                   tmp_path)
     calibrated = api.compile(fp32, calibration=inputs_for(fp32, 4, 0), device=FASTEST,
                              progress=False)
     assert "add" not in [s.op for s in calibrated.lowered.steps]  # fused into the convs

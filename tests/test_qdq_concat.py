@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from accel.backend import api
 from accel.ops import affine as affine_ops
+from test_qdq import assert_bit_equal_to_onnxruntime_and_after_load
 from test_compile import FASTEST, Net, inputs_for, ort_outputs, output_scale, \
     quantize_with_onnxruntime
 
@@ -108,18 +109,13 @@ def concat_net() -> onnx.ModelProto:
 
 @pytest.mark.parametrize("activation_type", ["QUInt8", "QInt8"])
 def test_qdq_concat_net_is_bit_equal_to_onnxruntime(activation_type, tmp_path):
-    import accel
     fp32 = concat_net()
     qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 8, 0), tmp_path, activation_type)
     compiled = api.compile(qdq, device=FASTEST, progress=False)
     ops = [s.op for s in compiled.lowered.steps]
     assert ops.count("requantize") >= 3, ops  # the inputs' scales differ from the concats'
-    loaded = accel.load(compiled.save(tmp_path / "m"), device=FASTEST)
-    for x in inputs_for(fp32, 4, 1):
-        ours, ref = compiled.run(x)["output"], ort_outputs(qdq, x)["output"]
-        lsb = output_scale(compiled, "output")
-        np.testing.assert_array_equal(np.rint((ours - ref) / lsb), 0)  # bit-equal to ORT
-        np.testing.assert_array_equal(loaded.run(x)["output"], ours)
+    assert_bit_equal_to_onnxruntime_and_after_load(compiled, qdq, inputs_for(fp32, 4, 1),
+                                                   tmp_path)
     calibrated = api.compile(fp32, calibration=inputs_for(fp32, 4, 0), device=FASTEST,
                              progress=False)
     assert "requantize" not in [s.op for s in calibrated.lowered.steps]  # shared scale
