@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -219,8 +220,8 @@ class Activation:
 
 
 def fma_f32(x, y, z) -> np.ndarray:
-    """float32 fma(x, y, z) (one rounding, half to even) for float32 arrays whose products
-    x * y fit float64 exactly (x a small integer): the float64 sum and its exact error
+    """float32 fma(x, y, z) (one rounding, half to even) for float32 arrays (a product of two
+    float32 values has at most 48 significant bits: exact in float64): the float64 sum and its exact error
     (two-sum), and where the float64 sum lies exactly halfway between two float32 values,
     the error's sign picks the side."""
     p = np.asarray(x, np.float32).astype(np.float64) * np.asarray(y, np.float32).astype(np.float64)
@@ -249,4 +250,44 @@ def add_f32(a, b, ratio_a, ratio_b, fixed, offset, lo=INT8_MIN, hi=INT8_MAX) -> 
     t = fma_f32(np.asarray(b, np.int32) + offset, ratio_b, fixed)
     y = fma_f32(np.asarray(a, np.int32) + offset, ratio_a, t)
     q = np.clip(np.rint(y), offset - 128, offset + 127).astype(np.int32)
+    return clamp_i8(q - offset, lo, hi)
+
+
+# --- float32 division and quantization (onnxruntime's QLinearAveragePool, QDQ models) -------
+
+
+def reciprocal_f32(value: float) -> np.float32:
+    """float32(1 / value) correctly rounded (half to even), for a positive finite float32
+    value: the exact quotient against its float32 neighbours (float64 then float32 could
+    round twice)."""
+    value = float(np.float32(value))
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"reciprocal of {value!r}: must be a positive finite number")
+    exact = 1 / Fraction(value)
+    guess = np.float32(float(exact))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess,
+                  np.nextafter(guess, np.float32(np.inf))]
+    # Nearest; on a tie the even significand (its lowest bit clear).
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact),
+                                          int(np.asarray(c).view(np.uint32)) & 1))
+
+
+def div_f32(a, b, recip) -> np.ndarray:
+    """accel_div_f32: a / b rounded to float32 by two fma refinements of a * recip; equal to
+    numpy's float32 division (IEEE), which the references use."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    q = (a * np.asarray(recip, np.float32)).astype(np.float32)
+    r = fma_f32(-q, b, a)
+    q = fma_f32(r, recip, q)
+    r = fma_f32(-q, b, a)
+    return fma_f32(r, recip, q)
+
+
+def quantize_f32(y, scale, scale_recip, zero_point, offset, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    """accel_quantize_f32: saturate(rint(y / scale + (zero_point + offset))) - offset, then
+    [lo, hi]; float32 steps rounding half to even."""
+    quotient = div_f32(y, scale, scale_recip)
+    shifted = (quotient + np.float32(zero_point + offset)).astype(np.float32)
+    q = np.clip(np.rint(shifted), offset - 128, offset + 127).astype(np.int64)
     return clamp_i8(q - offset, lo, hi)

@@ -15,6 +15,11 @@
  *   avg  acc = sum of (x - z_x) over the in-bounds taps, y = requantize(acc, M[n], S[n], z_y)
  *        with n the taps inside the count region [count_h0, count_h1) x [count_w0, count_w1)
  *   global average pooling is avg with a kernel of the whole H x W plane (n = H * W).
+ *   avg_f32=1 (QDQ models): the average in onnxruntime's float32 arithmetic, as pool.cl's
+ *        avg_pool_f32_i8: a float32 running sum of the taps' dequantized values (table),
+ *        divided by n, then quant.h's accel_quantize_f32. On a board this float running sum
+ *        is a loop-carried float add: the pool loop's II rises to the adder's latency unless
+ *        aoc maps it to Arria 10's single-cycle accumulator; only QDQ models pay for it.
  *
  * Iteration order: pixel (n, oy, ox), input vector cv, tap (ky, kx), flattened into one
  * loop with incremental counters (II=1; the running max/sum is a register).
@@ -63,12 +68,20 @@ __kernel void fpga_pool(__global const char* restrict input,
                         const int count_h0, const int count_h1,
                         const int count_w0, const int count_w1,
                         const int input_zero_point, const int output_zero_point,
-                        const int lo, const int hi) {
+                        const int lo, const int hi, const int avg_f32,
+                        __global const float* restrict dequantized,
+                        __global const float* restrict count_reciprocals,
+                        const float out_scale, const float out_scale_reciprocal,
+                        const int offset) {
   const int cvecs = (channels + VEC_SIZE - 1) / VEC_SIZE;
   const long steps = (long)batch * out_height * out_width * cvecs * kernel_h * kernel_w;
   int running[VEC_SIZE];
+  float running_f32[VEC_SIZE];
 #pragma unroll
-  for (int v = 0; v < VEC_SIZE; ++v) running[v] = is_max ? ACCEL_INT8_MIN : 0;
+  for (int v = 0; v < VEC_SIZE; ++v) {
+    running[v] = is_max ? ACCEL_INT8_MIN : 0;
+    running_f32[v] = 0.0f;
+  }
 
   int n = 0, oy = 0, ox = 0, cv = 0, ky = 0, kx = 0;
   for (long i = 0; i < steps; ++i) {
@@ -81,6 +94,7 @@ __kernel void fpga_pool(__global const char* restrict input,
       const int c = cv * VEC_SIZE + v;
       const int value = (inside && c < channels) ? input[base + v] : input_zero_point;
       if (inside) running[v] = is_max ? max(running[v], value) : running[v] + value - input_zero_point;
+      if (inside && avg_f32) running_f32[v] += dequantized[value - ACCEL_INT8_MIN];
     }
     if (ky == kernel_h - 1 && kx == kernel_w - 1) {
       /* The window's divisor: its taps inside the count region. */
@@ -88,12 +102,20 @@ __kernel void fpga_pool(__global const char* restrict input,
                         max(0, min(x0 + kernel_w, count_w1) - max(x0, count_w0));
       const int entry = is_max ? 0 : count;
       const int multiplier = multipliers[entry], shift = shifts[entry];
+      const float divisor_reciprocal = avg_f32 ? count_reciprocals[count] : 1.0f;
       pool_vec out;
 #pragma unroll
       for (int v = 0; v < VEC_SIZE; ++v) {
         const int acc = is_max ? running[v] - input_zero_point : running[v];
-        out.v[v] = accel_requantize(acc, multiplier, shift, output_zero_point, lo, hi);
+        if (avg_f32) {
+          const float mean = accel_div_f32(running_f32[v], (float)count, divisor_reciprocal);
+          out.v[v] = accel_quantize_f32(mean, out_scale, out_scale_reciprocal, output_zero_point,
+                                        offset, lo, hi);
+        } else {
+          out.v[v] = accel_requantize(acc, multiplier, shift, output_zero_point, lo, hi);
+        }
         running[v] = is_max ? ACCEL_INT8_MIN : 0;
+        running_f32[v] = 0.0f;
       }
       write_channel_intel(pool_ch, out);
     }

@@ -123,4 +123,28 @@ inline char accel_add_f32(int a, int b, float ratio_a, float ratio_b, float fixe
   return accel_clamp_i8((long)q - offset, lo, hi);
 }
 
+/* float32 a / b, correctly rounded (IEEE division), from recip = float32(1 / b) correctly
+ * rounded (host: numerics.reciprocal_f32). OpenCL's `/` may be 2.5 ulp off; its fma is
+ * exact. q = a * recip is refined twice: the first step makes q within 1 ulp of a / b, and
+ * from such a q the second gives the correctly rounded quotient (Markstein's theorem).
+ * Written as separate statements so no compiler fuses a product into an add. */
+inline float accel_div_f32(float a, float b, float recip) {
+  float q = a * recip;
+  float r = fma(-q, b, a);
+  q = fma(r, recip, q);
+  r = fma(-q, b, a);
+  return fma(r, recip, q);
+}
+
+/* onnxruntime's quantize_value (QLinearAveragePool): saturate(rint(y / scale + z)) on ORT's
+ * stored values (z = ours + offset: 128 for uint8 tensors, 0 for int8), returned as ours,
+ * then clamped to [lo, hi]. Every float32 step rounds half to even. */
+inline char accel_quantize_f32(float y, float scale, float scale_recip, int zero_point,
+                               int offset, int lo, int hi) {
+  const float quotient = accel_div_f32(y, scale, scale_recip);
+  const float shifted = quotient + (float)(zero_point + offset);
+  const float q = clamp(rint(shifted), (float)(offset - 128), (float)(offset + 127));
+  return accel_clamp_i8((long)q - offset, lo, hi);
+}
+
 #endif /* ACCEL_QUANT_H */

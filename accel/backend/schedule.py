@@ -344,8 +344,10 @@ def lower(graph: ir.Graph, qparams: dict[str, QParams],
     ``space_to_depth`` (default: SPACE_TO_DEPTH) rewrites stem convs, see
     space_to_depth_stems; the outputs are bit-identical either way. ``requant``: the
     requantization of convs, dense layers and Adds, "fixed" (the numerics contract) or
-    "float32" (onnxruntime's float32 arithmetic, for QDQ models: QLinearConv's and
-    QLinearAdd's; convs with a fused residual add stay "fixed", see _conv_step).
+    "float32" (onnxruntime's float32 arithmetic, for QDQ models: QLinearConv's,
+    QLinearAdd's and QLinearAveragePool's; convs with a fused residual add stay "fixed", see
+    _conv_step; global average pools stay "fixed": their integer sum requantized with a
+    31-bit multiplier matched QLinearGlobalAveragePool on every value we compared).
     ``concat_copies`` (QDQ models): a concat input at other QParams than the concat's is
     requantized into its slice by a "requantize" step (ORT's QLinearConcat table), see
     _place; otherwise every input is written in place at the concat's shared scale."""
@@ -560,6 +562,12 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
         params = dict(kind=kind, input_shape=list(x.shape), kernel=list(kernel),
                       stride=list(strides), pads=list(pads),
                       count_include_pad=bool(node.count_include_pad), **common)
+        if requant == "float32" and kind == "avg":
+            # onnxruntime's QLinearAveragePool. Its NHWC layout (a pool after a conv) has a
+            # uint8 kernel only: int8 tensors are shifted by 128 around it, so the zero point
+            # it adds before rounding is ours + 128 for both types (checked in test_qdq.py).
+            params.update(requant=requant, input_scale=qx.scale, output_scale=qy.scale,
+                          storage_offset=128)
         return Step("pool", node.name, [node.x], node.output, {"params": params, **placement})
     if isinstance(node, ir.Add):
         a = _need_contiguous(node, node.a, placements)

@@ -368,7 +368,9 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
 
 # Pooling ----------------------------------------------------------------------------------
 def _pool_tables(params) -> tuple[np.ndarray, np.ndarray]:
-    """(M, S) indexed by the window's divisor (max: entry 0)."""
+    """(M, S) indexed by the window's divisor (max: entry 0; the float32 average: unused)."""
+    if getattr(params, "requant", "fixed") == "float32":
+        return np.array([_PAD_MULTIPLIER], np.int32), np.array([_PAD_SHIFT], np.int32)
     if isinstance(params, pool_ops.GlobalAvgPoolParams):
         _, h, w, _ = params.input_shape
         mult = np.full(h * w + 1, _PAD_MULTIPLIER, dtype=np.int32)
@@ -404,6 +406,13 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
         kernel, stride, pads = params.kernel, params.stride, params.pads[:2]
         is_max, region = int(params.kind == "max"), params.count_region()
     mult, shift = _pool_tables(params)
+    avg_f32 = getattr(params, "requant", "fixed") == "float32"
+    if avg_f32:
+        dequantized, reciprocals = params.float32_tables()
+        out_scale, offset = params.output_scale, params.storage_offset
+    else:  # unread: one entry each so the arguments are valid buffers
+        dequantized, reciprocals = np.zeros(1, np.float32), np.ones(1, np.float32)
+        out_scale, offset = 1.0, 0
     act = params.activation
     program = program if program is not None else bitstream(ctx, config)
     check_program(ctx, program, config)
@@ -412,7 +421,9 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
                   i32(cp), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),
                   i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(is_max),
                   *(i32(v) for v in region), i32(params.input_zero_point),
-                  i32(params.output_zero_point), i32(act.lo), i32(act.hi))
+                  i32(params.output_zero_point), i32(act.lo), i32(act.hi), i32(avg_f32),
+                  ctx.upload(dequantized), ctx.upload(reciprocals), np.float32(out_scale),
+                  numerics.reciprocal_f32(out_scale), i32(offset))
     writer = Kernel(program, "fpga_pool_writer")
     writer.set_args(out, i32(n * oh * ow), i32(cp), i32(out_channel_stride), i32(out_channel_offset))
     one = (1,)

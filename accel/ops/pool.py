@@ -8,6 +8,11 @@
 Shapes are logical (N, H, W, C); on the device C is padded to CHANNEL_ALIGN. Windows follow
 ONNX: pads are (top, left, bottom, right); with ceil_mode the last window must start inside
 the input or its top/left pad (the PyTorch/onnxruntime rule), so no window is empty.
+
+An average pool with requant="float32" (QDQ models) runs avg_pool_f32_i8: onnxruntime's
+QLinearAveragePool in float32 (dequantize, sum, divide, quantize), which needs the two scales
+themselves (input_scale, output_scale), not only their ratio, and ORT's storage offset (128
+for a QDQ model's uint8 tensors, 0 for int8). "fixed" (default) is the fixed-point contract.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from .checks import (check_activation, check_int8_nhwc, check_scale_ratio,  # no
 from .layout import CHANNEL_ALIGN, launch_and_wait, padded_channels, run_on_device
 
 KINDS = ("max", "avg")
+REQUANT_MODES = ("fixed", "float32")
 KERNEL_FILE = "pool.cl"
+# The float32 average's scales: far inside float32's normal range, so that no step of the
+# average (the division residuals included) meets a denormal or an overflow.
+F32_SCALE_RANGE = (2.0 ** -64, 2.0 ** 64)
 # Channels per work-item where kernels/tuning.json has no entry. Measured on the ResNet-50
 # max pool, GAP and DenseNet's 2x2 average pool: PoCL is ~10x faster with 16 than with 1,
 # Intel's CPU runtime ~1.2-2x faster with 1 than with 16.
@@ -51,7 +60,8 @@ class PoolParams:
     """One MaxPool or AveragePool layer.
 
     scale_ratio is input_scale / output_scale (1.0 with equal zero points: max pool is then
-    an exact copy of the maximum). count_include_pad only matters for "avg"."""
+    an exact copy of the maximum). count_include_pad only matters for "avg". The float32
+    mode ("avg" only) uses input_scale, output_scale and storage_offset instead."""
     kind: str
     input_shape: tuple[int, int, int, int]
     kernel: tuple[int, int]
@@ -63,6 +73,10 @@ class PoolParams:
     output_zero_point: int = 0
     scale_ratio: float = 1.0
     activation: Activation = field(default_factory=Activation)
+    requant: str = "fixed"  # one of REQUANT_MODES
+    input_scale: float = 0.0  # float32 mode only
+    output_scale: float = 0.0  # float32 mode only
+    storage_offset: int = 128  # float32 mode: 128 if ORT stores the tensors as uint8, 0 int8
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -87,7 +101,28 @@ class PoolParams:
         check_activation(self.activation)
         object.__setattr__(self, "scale_ratio", check_scale_ratio(self.scale_ratio))
         self.output_shape  # raises when the kernel is larger than the padded input
-        self.multiplier_table()  # raises when a multiplier is out of range
+        if self.requant not in REQUANT_MODES:
+            raise ValueError(f"pool requant must be one of {REQUANT_MODES}, got {self.requant!r}")
+        if self.requant == "fixed":
+            self.multiplier_table()  # raises when a multiplier is out of range
+            return
+        if self.kind != "avg":
+            raise ValueError("the float32 pool mode is an average pool's (onnxruntime's "
+                             f"QLinearAveragePool), not a {self.kind} pool's")
+        if self.storage_offset not in (0, 128):
+            raise ValueError(f"pool storage_offset must be 0 (int8) or 128 (uint8), "
+                             f"got {self.storage_offset!r}")
+        low, high = F32_SCALE_RANGE
+        for name in ("input_scale", "output_scale"):
+            value = float(getattr(self, name))
+            if not low <= value <= high:
+                raise ValueError(f"float32 average pool {name} {value!r} is outside "
+                                 f"[2^-64, 2^64]")
+            object.__setattr__(self, name, value)
+        ratio = self.input_scale / self.output_scale
+        if not 2.0 ** -24 <= ratio < 2.0 ** 16:  # 2^16: far from int32 overflow of rint
+            raise ValueError(f"float32 average pool scale ratio {ratio!r} is outside "
+                             "[2^-24, 2^16)")
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
@@ -116,6 +151,18 @@ class PoolParams:
         except ValueError as error:
             raise ValueError(f"average pool with scale_ratio {self.scale_ratio!r} over up to "
                              f"{taps} taps: {error}") from None
+
+
+    def float32_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """The float32 mode's (dequantized, count_reciprocals): float32(s_x * (q - z_x)) for
+        our q = -128..127 (onnxruntime's dequantize_value), and float32(1 / n) correctly
+        rounded for n = 0 .. kh*kw (entry 0 is never used; it holds 1)."""
+        codes = np.arange(numerics.INT8_MIN, numerics.INT8_MAX + 1, dtype=np.int32)
+        dequantized = np.float32(self.input_scale) * \
+            (codes - self.input_zero_point).astype(np.float32)
+        taps = self.kernel[0] * self.kernel[1]
+        reciprocals = [np.float32(1)] + [numerics.reciprocal_f32(n) for n in range(1, taps + 1)]
+        return dequantized.astype(np.float32), np.array(reciprocals, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -179,7 +226,8 @@ def bind(ctx, params: PoolParams | GlobalAvgPoolParams, in_bufs, out_buf, *,
     cp = padded_channels(c)
     out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
     _check_buffers(list(in_bufs), out_buf, params, out_channel_stride, out_channel_offset)
-    program = ctx.program(KERNEL_FILE, defines)
+    float32 = getattr(params, "requant", "fixed") == "float32"
+    program = ctx.program(KERNEL_FILE, {**defines, "AVG_F32": 1} if float32 else defines)
     i32 = np.int32
     act = params.activation
     if isinstance(params, GlobalAvgPoolParams):
@@ -192,12 +240,21 @@ def bind(ctx, params: PoolParams | GlobalAvgPoolParams, in_bufs, out_buf, *,
     (kh, kw), (sh, sw), (pt, pl, _, _) = params.kernel, params.stride, params.pads
     geometry = [i32(n), i32(h), i32(w), i32(cp), i32(oh), i32(ow), i32(out_channel_stride),
                 i32(out_channel_offset), i32(kh), i32(kw), i32(sh), i32(sw), i32(pt), i32(pl)]
-    multipliers, shifts = params.multiplier_table()
-    if params.kind == "max":
+    if float32:
+        dequantized, reciprocals = params.float32_tables()
+        kernel = ctx.kernel(program, "avg_pool_f32_i8", in_bufs[0], out_buf, *geometry,
+                            *(i32(v) for v in params.count_region()), ctx.upload(dequantized),
+                            ctx.upload(reciprocals), np.float32(params.output_scale),
+                            numerics.reciprocal_f32(params.output_scale),
+                            i32(params.output_zero_point), i32(params.storage_offset),
+                            i32(act.lo), i32(act.hi))
+    elif params.kind == "max":
+        multipliers, shifts = params.multiplier_table()
         kernel = ctx.kernel(program, "max_pool_i8", in_bufs[0], out_buf, *geometry,
                             i32(params.input_zero_point), multipliers[0], shifts[0],
                             i32(params.output_zero_point), i32(act.lo), i32(act.hi))
     else:
+        multipliers, shifts = params.multiplier_table()
         kernel = ctx.kernel(program, "avg_pool_i8", in_bufs[0], out_buf, *geometry,
                             *(i32(v) for v in params.count_region()),
                             i32(params.input_zero_point), ctx.upload(multipliers),

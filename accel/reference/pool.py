@@ -45,7 +45,28 @@ def max_pool(params: PoolParams, x: np.ndarray) -> np.ndarray:
                                params.output_zero_point, act.lo, act.hi)
 
 
+def avg_pool_f32(params: PoolParams, x: np.ndarray) -> np.ndarray:
+    """onnxruntime's QLinearAveragePool as its C++ reads: dequantize each in-bounds tap in
+    float32, sum in row order from 0, divide by the count, then nearbyint(y / s_y + z_y) on
+    ORT's stored values, all in numpy float32 (IEEE division)."""
+    f32 = np.float32
+    total = np.zeros(params.output_shape, dtype=f32)
+    count = np.zeros((1,) + params.output_shape[1:3] + (1,), dtype=np.int32)
+    for values, inside, counted in _taps(params, x):
+        dequantized = f32(params.input_scale) * (values - params.input_zero_point).astype(f32)
+        total = np.where(inside, (total + dequantized).astype(f32), total)
+        count += counted
+    mean = (total / count.astype(f32)).astype(f32)
+    offset = params.storage_offset
+    shifted = (mean / f32(params.output_scale)).astype(f32) + f32(params.output_zero_point + offset)
+    stored = np.clip(np.rint(shifted.astype(f32)), offset - 128, offset + 127).astype(np.int32)
+    act = params.activation
+    return numerics.clamp_i8(stored - offset, act.lo, act.hi)
+
+
 def avg_pool(params: PoolParams, x: np.ndarray) -> np.ndarray:
+    if params.requant == "float32":
+        return avg_pool_f32(params, x)
     n, oh, ow, c = params.output_shape
     acc = np.zeros((n, oh, ow, c), dtype=np.int32)
     count = np.zeros((1, oh, ow, 1), dtype=np.int32)
