@@ -15,11 +15,14 @@
  *   avg  acc = sum of (x - z_x) over the in-bounds taps, y = requantize(acc, M[n], S[n], z_y)
  *        with n the taps inside the count region [count_h0, count_h1) x [count_w0, count_w1)
  *   global average pooling is avg with a kernel of the whole H x W plane (n = H * W).
- *   avg_f32=1 (QDQ models): the average in onnxruntime's float32 arithmetic, as pool.cl's
- *        avg_pool_f32_i8: a float32 running sum of the taps' dequantized values (table),
- *        divided by n, then quant.h's accel_quantize_f32. On a board this float running sum
- *        is a loop-carried float add: the pool loop's II rises to the adder's latency unless
- *        aoc maps it to Arria 10's single-cycle accumulator; only QDQ models pay for it.
+ *   float32_mode (QDQ models: onnxruntime's float32 arithmetic; 0 = the fixed point above)
+ *     1  average pool as pool.cl's avg_pool_f32_i8: a float32 running sum of the taps'
+ *        dequantized values (table), divided by n, then quant.h's accel_quantize_f32. On a
+ *        board this running sum is a loop-carried float add: the pool loop's II rises to
+ *        the adder's latency unless aoc maps it to Arria 10's single-cycle accumulator;
+ *        only QDQ models' average pools pay for it.
+ *     2  global average pool as pool.cl's: the integer sum, y = accel_requantize_f32(acc,
+ *        M[n], S[n], z_y) with (M, S) a float32 multiplier.
  *
  * Iteration order: pixel (n, oy, ox), input vector cv, tap (ky, kx), flattened into one
  * loop with incremental counters (II=1; the running max/sum is a register).
@@ -68,7 +71,7 @@ __kernel void fpga_pool(__global const char* restrict input,
                         const int count_h0, const int count_h1,
                         const int count_w0, const int count_w1,
                         const int input_zero_point, const int output_zero_point,
-                        const int lo, const int hi, const int avg_f32,
+                        const int lo, const int hi, const int float32_mode,
                         __global const float* restrict dequantized,
                         __global const float* restrict count_reciprocals,
                         const float out_scale, const float out_scale_reciprocal,
@@ -94,7 +97,7 @@ __kernel void fpga_pool(__global const char* restrict input,
       const int c = cv * VEC_SIZE + v;
       const int value = (inside && c < channels) ? input[base + v] : input_zero_point;
       if (inside) running[v] = is_max ? max(running[v], value) : running[v] + value - input_zero_point;
-      if (inside && avg_f32) running_f32[v] += dequantized[value - ACCEL_INT8_MIN];
+      if (inside && float32_mode == 1) running_f32[v] += dequantized[value - ACCEL_INT8_MIN];
     }
     if (ky == kernel_h - 1 && kx == kernel_w - 1) {
       /* The window's divisor: its taps inside the count region. */
@@ -102,15 +105,17 @@ __kernel void fpga_pool(__global const char* restrict input,
                         max(0, min(x0 + kernel_w, count_w1) - max(x0, count_w0));
       const int entry = is_max ? 0 : count;
       const int multiplier = multipliers[entry], shift = shifts[entry];
-      const float divisor_reciprocal = avg_f32 ? count_reciprocals[count] : 1.0f;
+      const float divisor_reciprocal = float32_mode == 1 ? count_reciprocals[count] : 1.0f;
       pool_vec out;
 #pragma unroll
       for (int v = 0; v < VEC_SIZE; ++v) {
         const int acc = is_max ? running[v] - input_zero_point : running[v];
-        if (avg_f32) {
+        if (float32_mode == 1) {
           const float mean = accel_div_f32(running_f32[v], (float)count, divisor_reciprocal);
           out.v[v] = accel_quantize_f32(mean, out_scale, out_scale_reciprocal, output_zero_point,
                                         offset, lo, hi);
+        } else if (float32_mode == 2) {
+          out.v[v] = accel_requantize_f32(acc, multiplier, shift, output_zero_point, lo, hi);
         } else {
           out.v[v] = accel_requantize(acc, multiplier, shift, output_zero_point, lo, hi);
         }

@@ -10,7 +10,9 @@
  *                  possible divisor, computed on the host. The divisor counts the taps
  *                  inside [count_h0, count_h1) x [count_w0, count_w1): the input itself
  *                  (count_include_pad = 0) or the input plus its pads (= 1).
- * global_avg_pool_i8  the same over the whole H x W plane with one (M, S) for 1/(H*W).
+ * global_avg_pool_i8  the same over the whole H x W plane with one (M, S) for 1/(H*W);
+ *                  with requant_f32 = 1 (QDQ models: onnxruntime's QLinearGlobalAveragePool)
+ *                  (M, S) is a float32 multiplier for quant.h's accel_requantize_f32.
  * avg_pool_f32_i8  (AVG_F32=1 only) the average in onnxruntime's float32 arithmetic
  *                  (QLinearAveragePool, for QDQ models): sum = the in-bounds taps'
  *                  dequantized values float32(s_x * (x - z_x)), added in row order from 0,
@@ -178,7 +180,8 @@ __kernel void global_avg_pool_i8(__global const char* restrict in, __global char
                                  const int pixels, const int channels,
                                  const int out_channel_stride, const int out_channel_offset,
                                  const int in_zero_point, const int multiplier, const int shift,
-                                 const int out_zero_point, const int lo, const int hi) {
+                                 const int out_zero_point, const int lo, const int hi,
+                                 const int requant_f32) {
   const int c0 = get_global_id(0) * VEC;
   const int n = get_global_id(1);
   const __global char* src = in + (long)n * pixels * channels + c0;
@@ -193,5 +196,6 @@ __kernel void global_avg_pool_i8(__global const char* restrict in, __global char
   __global char* dst = out + (long)n * out_channel_stride + out_channel_offset + c0;
 #pragma unroll
   for (int v = 0; v < VEC; ++v)
-    dst[v] = accel_requantize(acc[v], multiplier, shift, out_zero_point, lo, hi);
+    dst[v] = requant_f32 ? accel_requantize_f32(acc[v], multiplier, shift, out_zero_point, lo, hi)
+                         : accel_requantize(acc[v], multiplier, shift, out_zero_point, lo, hi);
 }

@@ -1,8 +1,10 @@
-"""The float32 average pool of QDQ models (pool.cl's avg_pool_f32_i8, fpga_pool.cl's avg_f32):
+"""The float32 average pools of QDQ models (pool.cl's avg_pool_f32_i8 and global_avg_pool_i8
+with requant_f32, fpga_pool.cl's float32_mode):
 
-- the reference (accel.reference.pool.avg_pool_f32) equals onnxruntime's QLinearAveragePool value
-  for value: a QDQ AveragePool (DequantizeLinear -> AveragePool -> QuantizeLinear) that
-  onnxruntime fuses, uint8 and int8, on random inputs, scales and zero points;
+- the references (accel.reference.pool) equal onnxruntime's QLinearAveragePool and
+  QLinearGlobalAveragePool value for value: a QDQ AveragePool / GlobalAveragePool
+  (DequantizeLinear -> pool -> QuantizeLinear) that onnxruntime fuses, uint8 and int8, on
+  random inputs, scales and zero points;
 - the kernels equal the reference bit for bit on every device and in the FPGA pipeline,
   including scales that put many averages exactly halfway (rounding half to even);
 - numerics.div_f32 (quant.h's accel_div_f32, division from a host reciprocal) equals IEEE
@@ -42,20 +44,23 @@ def random_i8(shape, seed):
 
 
 # --- the reference is onnxruntime's QLinearAveragePool ------------------------------------------
-def onnxruntime_qdq_pool(params: pool.PoolParams, x: np.ndarray) -> np.ndarray:
-    """onnxruntime on DQ -> AveragePool -> Q (fused to QLinearAveragePool) for our int8 x;
-    returns our int8 values (stored - offset)."""
-    offset = params.storage_offset
+def onnxruntime_qdq_pool(params, x: np.ndarray, offset: int | None = None) -> np.ndarray:
+    """onnxruntime on DQ -> AveragePool or GlobalAveragePool -> Q (fused to its QLinear op)
+    for our int8 x; returns our int8 values (stored - offset)."""
+    offset = params.storage_offset if offset is None else offset
     dtype, onnx_type = (np.uint8, TensorProto.UINT8) if offset else (np.int8, TensorProto.INT8)
     inits = [numpy_helper.from_array(np.float32(params.input_scale), "xs"),
              numpy_helper.from_array(np.array(params.input_zero_point + offset, dtype), "xz"),
              numpy_helper.from_array(np.float32(params.output_scale), "ys"),
              numpy_helper.from_array(np.array(params.output_zero_point + offset, dtype), "yz")]
-    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
-             helper.make_node("AveragePool", ["xf"], ["yf"], kernel_shape=list(params.kernel),
-                              strides=list(params.stride), pads=list(params.pads),
-                              ceil_mode=int(params.ceil_mode),
-                              count_include_pad=int(params.count_include_pad)),
+    if isinstance(params, pool.GlobalAvgPoolParams):
+        pooling = helper.make_node("GlobalAveragePool", ["xf"], ["yf"])
+    else:
+        pooling = helper.make_node("AveragePool", ["xf"], ["yf"], kernel_shape=list(params.kernel),
+                                   strides=list(params.stride), pads=list(params.pads),
+                                   ceil_mode=int(params.ceil_mode),
+                                   count_include_pad=int(params.count_include_pad))
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]), pooling,
              helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
     graph = helper.make_graph(nodes, "qdq_pool", [helper.make_tensor_value_info("x", onnx_type, None)],
                               [helper.make_tensor_value_info("y", onnx_type, None)], inits)
@@ -105,6 +110,38 @@ def test_halfway_cases_are_exercised():
     np.testing.assert_array_equal(reference.pool2d(params, x), np.rint(total / 4).astype(np.int8))
 
 
+def f32_global(shape, *, input_scale=0.02, output_scale=0.03, input_zero_point=0,
+               output_zero_point=0, **kwargs):
+    return pool.GlobalAvgPoolParams(shape, input_zero_point, output_zero_point,
+                                    requant="float32", input_scale=input_scale,
+                                    output_scale=output_scale, **kwargs)
+
+
+@pytest.mark.parametrize("offset", [128, 0], ids=["uint8", "int8"])
+@pytest.mark.parametrize("plane", [(2, 2), (7, 7), (5, 3)])
+def test_global_reference_equals_onnxruntime(plane, offset):
+    """With scales of few bits, 2x2 planes put a quarter of the averages exactly halfway:
+    the fixed-point contract (half up, exact multiplier) then differs, the float32 mode not."""
+    rng = np.random.default_rng(plane[0] * 10 + plane[1] + offset)
+    fixed_differs = 0
+    for trial in range(4):
+        if trial % 2:
+            xs, ys = np.float32(rng.integers(1, 16) / 64), np.float32(rng.integers(1, 16) / 64)
+        else:
+            xs = np.float32(np.exp(rng.uniform(-6, -1)))
+            ys = np.float32(xs * np.exp(rng.uniform(-1, 1)))
+        xz, yz = (int(v) for v in rng.integers(-128, 128, 2))
+        params = f32_global((2,) + plane + (64,), input_scale=xs, output_scale=ys,
+                            input_zero_point=xz, output_zero_point=yz)
+        x = random_i8(params.input_shape, trial)
+        expected = onnxruntime_qdq_pool(params, x, offset)
+        np.testing.assert_array_equal(reference.pool2d(params, x).astype(np.int32), expected)
+        fixed = pool.GlobalAvgPoolParams(params.input_shape, xz, yz, scale_ratio=float(xs / ys))
+        fixed_differs += int(np.sum(reference.pool2d(fixed, x) != expected))
+    if plane == (2, 2):
+        assert fixed_differs > 0  # so the float32 mode is needed (and tested) here
+
+
 # --- the kernels equal the reference -------------------------------------------------------
 F32_CASES = {
     "densenet-2x2": f32_pool((1, 8, 8, 40), 2, 2, input_scale=0.0213, output_scale=0.0187,
@@ -119,6 +156,15 @@ F32_CASES = {
     "saturates-relu": f32_pool((1, 4, 4, 16), 2, 2, input_scale=0.5, output_scale=0.05,
                                output_zero_point=-20, activation=Activation.relu(-20)),
 }
+
+
+F32_CASES.update({
+    "global-7x7": f32_global((2, 7, 7, 40), input_scale=0.011, output_scale=0.013,
+                             input_zero_point=-128, output_zero_point=-128),
+    "global-halfway-2x2": f32_global((1, 2, 2, 32), input_scale=0.25, output_scale=0.25,
+                                     input_zero_point=3, output_zero_point=-5,
+                                     activation=Activation.relu(-5)),
+})
 
 
 @pytest.mark.oclgrind
@@ -176,7 +222,8 @@ EMULATORS = [d for d in accel.devices() if d.kind == "fpga-emulator"]
 
 
 @pytest.mark.skipif(not EMULATORS, reason="no Intel FPGA emulator present (CI always has one)")
-@pytest.mark.parametrize("case", ["densenet-2x2", "3x3-exclude-pad", "int8-storage"])
+@pytest.mark.parametrize("case", ["densenet-2x2", "3x3-exclude-pad", "int8-storage",
+                                  "global-7x7", "global-halfway-2x2"])
 def test_fpga_pipeline_is_bit_exact(case):
     emu = accel.Context(EMULATORS[0])
     params = F32_CASES[case]
@@ -220,3 +267,15 @@ def test_bad_float32_parameters_are_clear_errors(kwargs, match):
                 input_scale=0.1, output_scale=0.1)
     with pytest.raises(ValueError, match=match):
         pool.PoolParams(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(input_scale=0.0), "input_scale"),
+    (dict(output_scale=float("inf")), "output_scale"),
+    (dict(input_scale=1.0, output_scale=2.0 ** -30), "out of range"),
+    (dict(requant="float16"), "requant"),
+])
+def test_bad_float32_global_parameters_are_clear_errors(kwargs, match):
+    base = dict(input_shape=(1, 4, 4, 4), requant="float32", input_scale=0.1, output_scale=0.1)
+    with pytest.raises(ValueError, match=match):
+        pool.GlobalAvgPoolParams(**{**base, **kwargs})

@@ -230,15 +230,15 @@ def test_qdq_residual_net_is_bit_equal_on_every_device(ctx, tmp_path):
 
 def transition_net() -> onnx.ModelProto:
     """DenseNet's transition (conv 1x1 -> 2x2 AveragePool), then a 3x3 average pool without
-    its pads in the divisor (divisors 4, 6 and 9), then a conv."""
+    its pads in the divisor (divisors 4, 6 and 9), a conv and a GlobalAveragePool."""
     n = Net(5)
     x = n.conv("input", 3, 24)
     y = n.conv(x, 24, 16)
     pooled = n.op("AveragePool", [y], kernel_shape=[2, 2], strides=[2, 2])
     smoothed = n.op("AveragePool", [pooled], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    out = n.conv(smoothed, 16, 8, relu=False)
+    out = n.op("GlobalAveragePool", [n.conv(smoothed, 16, 8, relu=False)])
     n.nodes.append(helper.make_node("Identity", [out], ["output"], name="out"))
-    return n.model([("input", [1, 3, 16, 16])], [("output", [1, 8, 8, 8])], "transition")
+    return n.model([("input", [1, 3, 16, 16])], [("output", [1, 8, 1, 1])], "transition")
 
 
 @pytest.mark.parametrize("activation_type", ["QUInt8", "QInt8"])
@@ -255,12 +255,14 @@ def test_qdq_average_pools_are_bit_equal_to_onnxruntime(activation_type, tmp_pat
     pools = [s.attrs["params"] for s in compiled.lowered.steps if s.op == "pool"]
     assert len(pools) == 2
     assert all(p["requant"] == "float32" and p["storage_offset"] == 128 for p in pools)
+    (gap,) = [s.attrs["params"] for s in compiled.lowered.steps if s.op == "global_avg_pool"]
+    assert gap["requant"] == "float32"
     assert_bit_equal_to_onnxruntime_and_after_load(compiled, qdq, inputs_for(fp32, 6, 1),
                                                    tmp_path)
     calibrated = api.compile(fp32, calibration=inputs_for(fp32, 4, 0), device=FASTEST,
                              progress=False)
-    assert all("requant" not in s.attrs["params"]
-               for s in calibrated.lowered.steps if s.op == "pool")
+    assert all("requant" not in s.attrs["params"] for s in calibrated.lowered.steps
+               if s.op in ("pool", "global_avg_pool"))
 
 
 def test_qdq_average_pools_are_bit_equal_on_every_device(ctx, tmp_path):
@@ -282,8 +284,8 @@ def test_qdq_average_pools_are_bit_equal_on_every_device(ctx, tmp_path):
 # quant.h's accel_requantize_f32: onnxruntime's float32(acc) * float32 multiplier, rounded
 # half to even, emulated exactly in integers) and its residual Adds unfused, each on
 # onnxruntime's float32 QLinearAdd (AddParams.requant, quant.h's accel_add_f32), and its
-# average pools on onnxruntime's float32 QLinearAveragePool (PoolParams.requant, pool.cl's
-# avg_pool_f32_i8, test_kernel_pool_f32.py):
+# average pools on onnxruntime's float32 QLinearAveragePool / QLinearGlobalAveragePool
+# (PoolParams / GlobalAvgPoolParams.requant, test_kernel_pool_f32.py):
 #   resnet50    100% (every value bit-equal to ORT's),  max 0 LSB, top-1 4/4
 #   resnet152   100% (every value bit-equal to ORT's),  max 0 LSB, top-1 4/4
 #   densenet121 100% (every value bit-equal to ORT's),  max 0 LSB, top-1 4/4

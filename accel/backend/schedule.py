@@ -345,9 +345,8 @@ def lower(graph: ir.Graph, qparams: dict[str, QParams],
     space_to_depth_stems; the outputs are bit-identical either way. ``requant``: the
     requantization of convs, dense layers and Adds, "fixed" (the numerics contract) or
     "float32" (onnxruntime's float32 arithmetic, for QDQ models: QLinearConv's,
-    QLinearAdd's and QLinearAveragePool's; convs with a fused residual add stay "fixed", see
-    _conv_step; global average pools stay "fixed": their integer sum requantized with a
-    31-bit multiplier matched QLinearGlobalAveragePool on every value we compared).
+    QLinearAdd's, QLinearAveragePool's and QLinearGlobalAveragePool's; convs with a fused
+    residual add stay "fixed", see _conv_step).
     ``concat_copies`` (QDQ models): a concat input at other QParams than the concat's is
     requantized into its slice by a "requantize" step (ORT's QLinearConcat table), see
     _place; otherwise every input is written in place at the concat's shared scale."""
@@ -553,6 +552,8 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
         placement = {"out_channel_stride": out.stride, "out_channel_offset": out.offset}
         if node.kind == "global_avg":
             params = dict(input_shape=list(x.shape), **common)
+            if requant == "float32":  # onnxruntime's QLinearGlobalAveragePool
+                params.update(requant=requant, input_scale=qx.scale, output_scale=qy.scale)
             return Step("global_avg_pool", node.name, [node.x], node.output,
                         {"params": params, **placement})
         if node.kind == "global_max":

@@ -368,16 +368,24 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
 
 # Pooling ----------------------------------------------------------------------------------
 def _pool_tables(params) -> tuple[np.ndarray, np.ndarray]:
-    """(M, S) indexed by the window's divisor (max: entry 0; the float32 average: unused)."""
-    if getattr(params, "requant", "fixed") == "float32":
-        return np.array([_PAD_MULTIPLIER], np.int32), np.array([_PAD_SHIFT], np.int32)
+    """(M, S) indexed by the window's divisor (max: entry 0; the float32 average: unused;
+    a float32 global average: a float32 multiplier's mantissa and shift)."""
     if isinstance(params, pool_ops.GlobalAvgPoolParams):
         _, h, w, _ = params.input_shape
         mult = np.full(h * w + 1, _PAD_MULTIPLIER, dtype=np.int32)
         shift = np.full(h * w + 1, _PAD_SHIFT, dtype=np.int32)
         mult[-1], shift[-1] = params.multiplier()
         return mult, shift
+    if params.requant == "float32":
+        return np.array([_PAD_MULTIPLIER], np.int32), np.array([_PAD_SHIFT], np.int32)
     return params.multiplier_table()
+
+
+def _pool_float32_mode(params) -> int:
+    """fpga_pool.cl's float32_mode: 0 fixed point, 1 float32 average, 2 float32 global."""
+    if params.requant != "float32":
+        return 0
+    return 2 if isinstance(params, pool_ops.GlobalAvgPoolParams) else 1
 
 
 def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_stride: int | None = None,
@@ -406,8 +414,8 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
         kernel, stride, pads = params.kernel, params.stride, params.pads[:2]
         is_max, region = int(params.kind == "max"), params.count_region()
     mult, shift = _pool_tables(params)
-    avg_f32 = getattr(params, "requant", "fixed") == "float32"
-    if avg_f32:
+    float32_mode = _pool_float32_mode(params)
+    if float32_mode == 1:
         dequantized, reciprocals = params.float32_tables()
         out_scale, offset = params.output_scale, params.storage_offset
     else:  # unread: one entry each so the arguments are valid buffers
@@ -421,7 +429,7 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
                   i32(cp), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),
                   i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(is_max),
                   *(i32(v) for v in region), i32(params.input_zero_point),
-                  i32(params.output_zero_point), i32(act.lo), i32(act.hi), i32(avg_f32),
+                  i32(params.output_zero_point), i32(act.lo), i32(act.hi), i32(float32_mode),
                   ctx.upload(dequantized), ctx.upload(reciprocals), np.float32(out_scale),
                   numerics.reciprocal_f32(out_scale), i32(offset))
     writer = Kernel(program, "fpga_pool_writer")

@@ -167,12 +167,19 @@ class PoolParams:
 
 @dataclass(frozen=True)
 class GlobalAvgPoolParams:
-    """GlobalAveragePool: (N, H, W, C) -> (N, 1, 1, C)."""
+    """GlobalAveragePool: (N, H, W, C) -> (N, 1, 1, C).
+
+    requant="float32" (QDQ models) is onnxruntime's QLinearGlobalAveragePool: the integer
+    sum requantized by quant.h's accel_requantize_f32 with the float32 multiplier
+    input_scale / (output_scale * H * W), each step in float32 as MLAS computes it."""
     input_shape: tuple[int, int, int, int]
     input_zero_point: int = 0
     output_zero_point: int = 0
     scale_ratio: float = 1.0
     activation: Activation = field(default_factory=Activation)
+    requant: str = "fixed"  # one of REQUANT_MODES
+    input_scale: float = 0.0  # float32 mode only
+    output_scale: float = 0.0  # float32 mode only
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", check_shape(self.input_shape))
@@ -180,6 +187,8 @@ class GlobalAvgPoolParams:
         check_zero_point(self.output_zero_point, "output_zero_point")
         check_activation(self.activation)
         object.__setattr__(self, "scale_ratio", check_scale_ratio(self.scale_ratio))
+        if self.requant not in REQUANT_MODES:
+            raise ValueError(f"pool requant must be one of {REQUANT_MODES}, got {self.requant!r}")
         _, h, w, _ = self.input_shape
         if h * w * 255 >= 1 << 31:
             raise ValueError(f"global average pool over {h}x{w} pixels could overflow the int32 sum")
@@ -190,8 +199,22 @@ class GlobalAvgPoolParams:
         return (self.input_shape[0], 1, 1, self.input_shape[3])
 
     def multiplier(self) -> tuple[int, int]:
+        """(M, S) of the fixed-point contract, or in the float32 mode the float32
+        multiplier's (mantissa, shift) (numerics.float32_multiplier)."""
         _, h, w, _ = self.input_shape
-        return numerics.quantize_multiplier(self.scale_ratio / (h * w))
+        if self.requant == "fixed":
+            return numerics.quantize_multiplier(self.scale_ratio / (h * w))
+        for name in ("input_scale", "output_scale"):
+            value = float(getattr(self, name))
+            if not F32_SCALE_RANGE[0] <= value <= F32_SCALE_RANGE[1]:
+                raise ValueError(f"float32 global average pool {name} {value!r} is outside "
+                                 "[2^-64, 2^64]")
+        f32 = np.float32
+        real = f32(self.input_scale) / (f32(self.output_scale) * f32(h * w))
+        try:
+            return numerics.float32_multiplier(float(real))
+        except ValueError as error:
+            raise ValueError(f"float32 global average pool: {error}") from None
 
 
 def _check_buffers(in_bufs, out_buf, params, out_channel_stride: int, out_channel_offset: int):
@@ -226,7 +249,7 @@ def bind(ctx, params: PoolParams | GlobalAvgPoolParams, in_bufs, out_buf, *,
     cp = padded_channels(c)
     out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
     _check_buffers(list(in_bufs), out_buf, params, out_channel_stride, out_channel_offset)
-    float32 = getattr(params, "requant", "fixed") == "float32"
+    float32 = params.requant == "float32"
     program = ctx.program(KERNEL_FILE, {**defines, "AVG_F32": 1} if float32 else defines)
     i32 = np.int32
     act = params.activation
@@ -235,7 +258,8 @@ def bind(ctx, params: PoolParams | GlobalAvgPoolParams, in_bufs, out_buf, *,
         kernel = ctx.kernel(program, "global_avg_pool_i8", in_bufs[0], out_buf,
                             i32(h * w), i32(cp), i32(out_channel_stride), i32(out_channel_offset),
                             i32(params.input_zero_point), i32(multiplier), i32(shift),
-                            i32(params.output_zero_point), i32(act.lo), i32(act.hi))
+                            i32(params.output_zero_point), i32(act.lo), i32(act.hi),
+                            i32(float32))
         return kernel, [cp // vec, n], []
     (kh, kw), (sh, sw), (pt, pl, _, _) = params.kernel, params.stride, params.pads
     geometry = [i32(n), i32(h), i32(w), i32(cp), i32(oh), i32(ow), i32(out_channel_stride),

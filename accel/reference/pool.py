@@ -83,7 +83,8 @@ def global_avg_pool(params: GlobalAvgPoolParams, x: np.ndarray) -> np.ndarray:
     acc = (x.astype(np.int32) - params.input_zero_point).sum(axis=(1, 2), keepdims=True)
     multiplier, shift = params.multiplier()
     act = params.activation
-    return numerics.requantize(acc, multiplier, shift, params.output_zero_point, act.lo, act.hi)
+    requantize = numerics.requantize_f32 if params.requant == "float32" else numerics.requantize
+    return requantize(acc, multiplier, shift, params.output_zero_point, act.lo, act.hi)
 
 
 def pool2d(params: PoolParams | GlobalAvgPoolParams, x: np.ndarray) -> np.ndarray:
