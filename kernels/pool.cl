@@ -79,6 +79,13 @@ __kernel void max_pool_i8(__global const char* restrict in, __global char* restr
   }
 }
 
+/* An average's divisor: the taps of the window at (y0, x0) inside the counted region. */
+inline int avg_divisor(int y0, int x0, int kernel_h, int kernel_w, int count_h0, int count_h1,
+                       int count_w0, int count_w1) {
+  return (min(y0 + kernel_h, count_h1) - max(y0, count_h0)) *
+         (min(x0 + kernel_w, count_w1) - max(x0, count_w0));
+}
+
 __kernel void avg_pool_i8(__global const char* restrict in, __global char* restrict out,
                           const int batch, const int height, const int width, const int channels,
                           const int out_height, const int out_width,
@@ -99,9 +106,7 @@ __kernel void avg_pool_i8(__global const char* restrict in, __global char* restr
   const int x0 = ox * stride_w - pad_left;
   const int ky0 = max(0, -y0), ky1 = min(kernel_h, height - y0);
   const int kx0 = max(0, -x0), kx1 = min(kernel_w, width - x0);
-  /* The divisor: taps of the window inside the counted region. */
-  const int count = (min(y0 + kernel_h, count_h1) - max(y0, count_h0)) *
-                    (min(x0 + kernel_w, count_w1) - max(x0, count_w0));
+  const int count = avg_divisor(y0, x0, kernel_h, kernel_w, count_h0, count_h1, count_w0, count_w1);
 
   const int multiplier = multipliers[count];
   const int shift = shifts[count];
@@ -147,8 +152,7 @@ __kernel void avg_pool_f32_i8(__global const char* restrict in, __global char* r
   const int x0 = ox * stride_w - pad_left;
   const int ky0 = max(0, -y0), ky1 = min(kernel_h, height - y0);
   const int kx0 = max(0, -x0), kx1 = min(kernel_w, width - x0);
-  const int count = (min(y0 + kernel_h, count_h1) - max(y0, count_h0)) *
-                    (min(x0 + kernel_w, count_w1) - max(x0, count_w0));
+  const int count = avg_divisor(y0, x0, kernel_h, kernel_w, count_h0, count_h1, count_w0, count_w1);
   const float divisor = (float)count;
   const float divisor_reciprocal = count_reciprocals[count];
 

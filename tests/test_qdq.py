@@ -201,7 +201,6 @@ def test_qdq_residual_adds_are_bit_equal_to_onnxruntime(activation_type, storage
     scale (float32 requantization), then the Add runs onnxruntime's float32 QLinearAdd
     (eltwise.cl add_f32_i8, ReLU as the clamp): bit-equal to ORT, saved and loaded too. A
     calibrated fp32 model still fuses the Add into the conv (fixed-point contract)."""
-    import accel
     fp32 = residual_net()
     qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 8, 0), tmp_path, activation_type)
     compiled = api.compile(qdq, device=FASTEST, progress=False)
@@ -218,14 +217,19 @@ def test_qdq_residual_adds_are_bit_equal_to_onnxruntime(activation_type, storage
     assert "add" not in [s.op for s in calibrated.lowered.steps]  # fused into the convs
 
 
-def test_qdq_residual_net_is_bit_equal_on_every_device(ctx, tmp_path):
-    """The same on each OpenCL device, the FPGA emulator's conv pipeline included."""
-    fp32 = residual_net()
+def assert_qdq_bit_equal_on(device, fp32: onnx.ModelProto, tmp_path) -> None:
+    """fp32 quantized by onnxruntime (uint8), compiled for ``device``: its "output" equals
+    onnxruntime's on the QDQ model."""
     qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 4, 0), tmp_path, "QUInt8")
-    compiled = api.compile(qdq, device=ctx.device, progress=False)
+    compiled = api.compile(qdq, device=device, progress=False)
     (x,) = inputs_for(fp32, 1, 2)
     ours, ref = compiled.run(x)["output"], ort_outputs(qdq, x)["output"]
     np.testing.assert_array_equal(np.rint((ours - ref) / output_scale(compiled, "output")), 0)
+
+
+def test_qdq_residual_net_is_bit_equal_on_every_device(ctx, tmp_path):
+    """The same on each OpenCL device, the FPGA emulator's conv pipeline included."""
+    assert_qdq_bit_equal_on(ctx.device, residual_net(), tmp_path)
 
 
 def transition_net() -> onnx.ModelProto:
@@ -267,12 +271,7 @@ def test_qdq_average_pools_are_bit_equal_to_onnxruntime(activation_type, tmp_pat
 
 def test_qdq_average_pools_are_bit_equal_on_every_device(ctx, tmp_path):
     """The same on each OpenCL device, the FPGA emulator's pool pipeline included."""
-    fp32 = transition_net()
-    qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 4, 0), tmp_path, "QUInt8")
-    compiled = api.compile(qdq, device=ctx.device, progress=False)
-    (x,) = inputs_for(fp32, 1, 2)
-    ours, ref = compiled.run(x)["output"], ort_outputs(qdq, x)["output"]
-    np.testing.assert_array_equal(np.rint((ours - ref) / output_scale(compiled, "output")), 0)
+    assert_qdq_bit_equal_on(ctx.device, transition_net(), tmp_path)
 
 
 # --- the model zoo ------------------------------------------------------------------------

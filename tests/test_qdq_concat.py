@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from accel.backend import api
 from accel.ops import affine as affine_ops
-from test_qdq import assert_bit_equal_to_onnxruntime_and_after_load
+from test_qdq import assert_bit_equal_to_onnxruntime_and_after_load, assert_qdq_bit_equal_on
 from test_compile import FASTEST, Net, inputs_for, ort_outputs, output_scale, \
     quantize_with_onnxruntime
 
@@ -122,12 +122,7 @@ def test_qdq_concat_net_is_bit_equal_to_onnxruntime(activation_type, tmp_path):
 
 
 def test_qdq_concat_net_is_bit_equal_on_every_device(ctx, tmp_path):
-    fp32 = concat_net()
-    qdq = quantize_with_onnxruntime(fp32, inputs_for(fp32, 4, 0), tmp_path, "QUInt8")
-    compiled = api.compile(qdq, device=ctx.device, progress=False)
-    (x,) = inputs_for(fp32, 1, 2)
-    ours, ref = compiled.run(x)["output"], ort_outputs(qdq, x)["output"]
-    np.testing.assert_array_equal(np.rint((ours - ref) / output_scale(compiled, "output")), 0)
+    assert_qdq_bit_equal_on(ctx.device, concat_net(), tmp_path)
 
 
 def test_qdq_concat_input_at_the_concat_scale_is_written_in_place(tmp_path):

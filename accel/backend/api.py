@@ -9,6 +9,7 @@ model) to a CompiledModel on one device.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,8 @@ def layer_errors(graph: ir.Graph, compiled: CompiledModel, inputs) -> list[Layer
 
 
 def compile(model, *, calibration=None, device=None, observer: str = "minmax",
-            progress: bool = True, report: bool = False) -> CompiledModel:
+            progress: bool = True, report: bool = False,
+            input_shapes: Mapping[str, tuple] | None = None) -> CompiledModel:
     """Compile an ONNX model (a .onnx path or onnx.ModelProto; fp32, or a QDQ model from
     onnxruntime's quantize_static) to int8 on ``device`` (an accel.Device or a selector such
     as "pocl", "intel-cpu", "fpga-emulator"; default the best present). ``calibration``: an
@@ -59,11 +61,12 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     chosen ("minmax" or "percentile" ``observer``); optional for a QDQ model, whose own
     scales win where it has them. ``report``: measure every layer's error against the float
     model on the first calibration input (``.layer_errors``; the worst are printed when
-    ``progress``)."""
+    ``progress``). ``input_shapes``: static shapes for inputs the model leaves dynamic, e.g.
+    {"input": (1, 3, 224, 224)} for a dynamic batch."""
     if observer not in OBSERVERS:
         raise ValueError(f"observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
     device = select_device(device)  # fail early, before the slow part
-    graph = load_onnx(model)
+    graph = load_onnx(model, input_shapes=input_shapes)
     optimize(graph)
     given = quantize.annotated(graph)  # a QDQ model's own activation scales
     if calibration is not None:

@@ -4,6 +4,11 @@
 
 - Shapes: the model's inputs must be static, or made static with ``input_shapes``; every node's
   output shape is inferred by the IR and cross-checked against onnx.shape_inference.
+- Constant folding (folding.py): a node of an op in the FOLDERS table whose inputs are
+  constants (or, for Shape/Size/CastLike, tensors read only for their static shape or type)
+  becomes a constant, computed with numpy as ONNX defines the op; exporters' shape
+  arithmetic disappears this way.
+  An If whose condition folds is replaced by the branch it takes.
 - An op without a handler, or an attribute value a handler does not support, raises
   UnsupportedOpError naming the op type and the node.
 - Patterns: an L2 normalisation written with standard ops (ReduceL2 -> [Max|Add eps] -> Div,
@@ -27,6 +32,8 @@ from onnx import helper, numpy_helper
 
 from . import ir
 from .errors import CompileError, ModelFormatError, ShapeError, UnsupportedOpError
+from .folding import (FOLDERS, WEIGHT_OPS_IN_IR, attr, axes_of, constant_values, fold_node,
+                      ints, node_name, reshaped, squeezed, unsqueezed)
 from .interpret import evaluate_node
 
 INTERNAL_DOMAIN = "accel.internal"  # the synthetic nodes of pattern rewrites
@@ -158,19 +165,32 @@ def _onnx_shapes(proto: onnx.ModelProto, inputs: dict[str, tuple[int, ...]]
     return shapes
 
 
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors ``node`` reads: its inputs, and the outer names its subgraphs (an If's
+    branches) read."""
+    names = list(node.input)
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            g = attribute.g
+            defined = ({v.name for v in g.input} | {t.name for t in g.initializer}
+                       | {o for n in g.node for o in n.output})
+            names += [name for n in g.node for name in _reads(n) if name not in defined]
+    return names
+
+
 def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
     ready = set(available) | {""}
     ordered, pending = [], list(nodes)
     while pending:
         progress = []
         for node in pending:
-            if all(name in ready for name in node.input):
+            if all(name in ready for name in _reads(node)):
                 ordered.append(node)
                 ready.update(node.output)
             else:
                 progress.append(node)
         if len(progress) == len(pending):
-            missing = sorted({n for node in progress for n in node.input if n not in ready})
+            missing = sorted({n for node in progress for n in _reads(node) if n not in ready})
             raise CompileError(f"the graph has a cycle or reads undefined tensors: {missing[:5]}")
         pending = progress
     return ordered
@@ -178,12 +198,6 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
 
 # --- pattern rewrites on ONNX nodes ---------------------------------------------------------
 
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 class _Patterns:
@@ -249,16 +263,32 @@ class _Patterns:
         return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
     def axes(self, node: onnx.NodeProto) -> list[int] | None:
-        axes = _attr(node, "axes")
+        axes = attr(node, "axes")
         if axes is None and len(node.input) > 1 and node.input[1] in self.consts:
             axes = self.consts[node.input[1]].tolist()
         return list(axes) if axes is not None else None
 
+    def _shape_reader(self, user: onnx.NodeProto, node: onnx.NodeProto) -> bool:
+        """Whether ``user`` reads only the shape and type of ``node``'s output and its own
+        value is known (CastLike(eps, norm) in an unoptimised torch export)."""
+        folder = FOLDERS.get(user.op_type)
+        return (folder is not None and user.output[0] in self.consts
+                and not any(folder.reads_value(i)
+                            for i, name in enumerate(user.input) if name == node.output[0]))
+
     def _eps(self, name: str, chain: list) -> tuple[str, float]:
-        """Skip an optional Max/Add with a scalar constant; returns (inner name, eps)."""
+        """Skip an optional Max/Add with a scalar constant, or a Clip with only a constant
+        lower bound (torch's clamp_min); returns (inner name, eps)."""
         start = len(chain)
-        node = self.producer(self.skip_qdq(name, chain), "Max", "Add")
-        if node is not None and len(node.input) == 2:
+        node = self.producer(self.skip_qdq(name, chain), "Max", "Add", "Clip")
+        if node is not None and node.op_type == "Clip":
+            lo = attr(node, "min") if len(node.input) < 2 else self.scalar(node.input[1])
+            no_hi = (attr(node, "max") is None if len(node.input) < 3 or not node.input[2]
+                     else self.scalar(node.input[2]) == math.inf)
+            if lo is not None and no_hi:
+                chain.append(node)
+                return self.skip_qdq(node.input[0], chain), float(lo)
+        elif node is not None and len(node.input) == 2:
             for i in (0, 1):
                 eps = self.scalar(node.input[1 - i])
                 if eps is not None and node.input[i] not in self.consts:
@@ -270,12 +300,18 @@ class _Patterns:
     def _reduce_ok(self, node: onnx.NodeProto, x: str, rank: int | None) -> int | None:
         axes = self.axes(node)
         if (self.root(node.input[0]) != self.root(x) or axes is None or len(axes) != 1
-                or _attr(node, "keepdims", 1) != 1):
+                or attr(node, "keepdims", 1) != 1):
             return None
         return axes[0]
 
     def _norm(self, x: str, name: str, chain: list) -> tuple[int, float] | None:
-        """Match ``name`` as the L2 norm of ``x`` over one axis: (axis, eps) or None."""
+        """Match ``name`` as the L2 norm of ``x`` over one axis: (axis, eps) or None. An
+        Expand of the norm (to x's shape: F.normalize) goes with it, as the division
+        broadcasts anyway (a larger shape is a ShapeError when the L2Norm is emitted)."""
+        expand = self.producer(name, "Expand")
+        if expand is not None:
+            chain.append(expand)
+            name = expand.input[0]
         name, eps = self._eps(name, chain)
         reduce_l2 = self.producer(name, "ReduceL2")
         if reduce_l2 is not None:
@@ -330,9 +366,15 @@ class _Patterns:
             if not match:
                 continue
             if any(n.output[0] in self.outputs or
-                   any(u is not node and u not in chain for u in self.users.get(n.output[0], []))
+                   any(u is not node and u not in chain and not self._shape_reader(u, n)
+                       for u in self.users.get(n.output[0], []))
                    for n in chain):
                 continue  # an intermediate is used elsewhere: leave the ops alone
+            for u in {id(u): u for n in chain for u in self.users.get(n.output[0], [])
+                      if self._shape_reader(u, n)}.values():
+                replaced[id(u)] = helper.make_node(  # it outlives what it reads
+                    "Constant", [], [u.output[0]], name=u.name,
+                    value=numpy_helper.from_array(self.consts[u.output[0]]))
             axis, eps = match
             last, inputs = node, [x]
             normalised, pair = self.qdq_after(node.output[0])
@@ -392,19 +434,20 @@ class Frontend:
         for name, shape in inputs.items():
             self.graph.tensors[name] = ir.Tensor(name, shape, "float32")
             self.graph.inputs.append(name)
+        self.dynamic: set[str] = set(inputs)  # computed from the inputs: never a constant
         self.node: onnx.NodeProto | None = None
 
     # --- helpers for handlers -------------------------------------------------------------
 
     @property
     def node_name(self) -> str:
-        return self.node.name or f"{self.node.op_type}:{self.node.output[0]}"
+        return node_name(self.node)
 
     def unsupported(self, detail: str) -> UnsupportedOpError:
         return UnsupportedOpError(self.node.op_type, self.node_name, detail)
 
     def attr(self, name: str, default=None):
-        value = _attr(self.node, name, default)
+        value = attr(self.node, name, default)
         return value.decode() if isinstance(value, bytes) else value
 
     def input(self, index: int) -> str | None:
@@ -421,13 +464,18 @@ class Frontend:
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of ``name`` if it can be computed from constants alone (shape
-        arithmetic), evaluating the IR nodes on the way without changing the graph."""
+        arithmetic, weights left to the IR), evaluating the IR nodes on the way without
+        changing the graph."""
+        if name in self.dynamic:
+            return None
         if self.graph.const(name) is not None:
             return self.graph.const(name)
         producers = self.graph.producers()
         env: dict[str, np.ndarray] = {}
 
         def compute(n: str) -> np.ndarray | None:
+            if n in self.dynamic:
+                return None
             if n in env:
                 return env[n]
             data = self.graph.const(n)
@@ -464,9 +512,57 @@ class Frontend:
             dtype = self.graph.tensors[first].dtype
         self.graph.tensors[node.output] = ir.Tensor(node.output, shape, dtype)
         self.graph.nodes.append(node)
+        if any(name in self.dynamic for name in node.input_names()):
+            self.dynamic.add(node.output)
 
     def out(self, index: int = 0) -> str:
         return self.node.output[index]
+
+    def convert(self, node: onnx.NodeProto) -> None:
+        """Fold ``node`` into a constant, or else hand it to the handler of its op."""
+        self.node = node
+        if node.domain not in ("", "ai.onnx", INTERNAL_DOMAIN):
+            raise UnsupportedOpError(node.op_type, self.node_name,
+                                     f"custom domain {node.domain!r}")
+        if self.fold(node):
+            return
+        fn = HANDLERS.get(node.op_type)
+        if fn is None:
+            raise UnsupportedOpError(node.op_type, self.node_name)
+        fn(self, node)
+
+    def fold(self, node: onnx.NodeProto) -> bool:
+        """Make ``node``'s output a constant when its op is in FOLDERS and every input it reads
+        the values of is a constant; whether it did."""
+        folder = FOLDERS.get(node.op_type)
+        if folder is None or len(node.output) != 1:
+            return False
+        inputs: list[np.ndarray | None] = []
+        for index, name in enumerate(node.input):
+            tensor = self.graph.tensors.get(name) if name else None
+            if not name:
+                inputs.append(None)
+            elif tensor is None:
+                return False  # the handler says what is missing
+            elif not folder.reads_value(index):  # a stand-in with its shape and dtype
+                inputs.append(np.broadcast_to(np.zeros((), tensor.dtype), tensor.shape))
+            elif name in self.dynamic:
+                return False
+            elif (node.op_type in WEIGHT_OPS_IN_IR and tensor.dtype.startswith("float")
+                  and tensor.size > 1):
+                return False  # weight arithmetic: the IR node, folded by a pass
+            else:
+                value = self.value(name)  # a constant, or computed from weights in the IR
+                if value is None:
+                    return False
+                inputs.append(value)
+        value = fold_node(node, inputs)
+        expected = self.onnx_shapes.get(node.output[0])
+        if expected is not None and tuple(expected) != value.shape:
+            raise ShapeError(f"{node.op_type} node {self.node_name!r}: folded to shape "
+                             f"{value.shape} here, {tuple(expected)} by ONNX shape inference")
+        self.set_const(node.output[0], value)
+        return True
 
     def only_first_output(self) -> None:
         """Refuse a node whose secondary outputs (training statistics, masks) are used."""
@@ -483,17 +579,11 @@ class Frontend:
         consts = {n: t.data for n, t in self.graph.tensors.items() if t.is_const}
         available = set(self.graph.tensors)
         nodes = _toposort(list(g.node), available)
+        consts = constant_values(nodes, consts, self.onnx_shapes)
         nodes = _Patterns(nodes, consts, {o.name for o in g.output}).l2norm()
-        self.used_names = [i for n in nodes for i in n.input] + [o.name for o in g.output]
+        self.used_names = [i for n in nodes for i in _reads(n)] + [o.name for o in g.output]
         for node in nodes:
-            self.node = node
-            if node.domain not in ("", "ai.onnx", INTERNAL_DOMAIN):
-                raise UnsupportedOpError(node.op_type, self.node_name,
-                                         f"custom domain {node.domain!r}")
-            fn = HANDLERS.get(node.op_type)
-            if fn is None:
-                raise UnsupportedOpError(node.op_type, self.node_name)
-            fn(self, node)
+            self.convert(node)
         for out in g.output:
             if out.name not in self.graph.tensors:
                 raise CompileError(f"graph output {out.name!r} is not produced by any node")
@@ -666,7 +756,7 @@ def ReduceMean(fe: Frontend, node):
 
 def _elementwise(fe: Frontend, kind: str):
     a, b = fe.input(0), fe.input(1)
-    ca, cb = fe.const(a), fe.const(b)
+    ca, cb = fe.value(a), fe.value(b)
     name, out = fe.node_name, fe.out()
     if ca is None and cb is None and kind == "add" and fe.shape(a) == fe.shape(b):
         fe.emit(ir.Add(name, out, a=a, b=b))
@@ -721,18 +811,31 @@ def Div(fe: Frontend, node):
     _elementwise(fe, "div")
 
 
+def _max_min(fe: Frontend, kind: str):
+    """Max/Min of an activation and one constant value is a clamp (torch.clamp as the
+    unoptimised dynamo exporter writes it); otherwise an element-wise op."""
+    if len(fe.node.input) != 2:
+        raise fe.unsupported(f"{len(fe.node.input)} inputs; only 2 are supported")
+    for i in (0, 1):
+        x, bound = fe.input(i), fe.value(fe.input(1 - i))
+        if (x in fe.dynamic and bound is not None and bound.size == 1
+                and np.issubdtype(bound.dtype, np.floating)
+                and len(fe.shape(x)) >= bound.ndim):
+            value = float(bound.reshape(()))
+            clamp = ir.Clamp(lo=value) if kind == "max" else ir.Clamp(hi=value)
+            fe.emit(ir.Activation(fe.node_name, fe.out(), x=x, clamp=clamp))
+            return
+    _elementwise(fe, kind)
+
+
 @handler
 def Max(fe: Frontend, node):
-    if len(node.input) != 2:
-        raise fe.unsupported(f"{len(node.input)} inputs; only 2 are supported")
-    _elementwise(fe, "max")
+    _max_min(fe, "max")
 
 
 @handler
 def Min(fe: Frontend, node):
-    if len(node.input) != 2:
-        raise fe.unsupported(f"{len(node.input)} inputs; only 2 are supported")
-    _elementwise(fe, "min")
+    _max_min(fe, "min")
 
 
 @handler
@@ -790,7 +893,7 @@ def Flatten(fe: Frontend, node):
 def Reshape(fe: Frontend, node):
     x = fe.input(0)
     shape = fe.shape(x)
-    target = fe.value(fe.input(1))
+    target = fe.value(fe.input(1)) if fe.input(1) else fe.attr("shape")  # opset < 5: attribute
     if target is None:
         inferred = fe.onnx_shapes.get(fe.out())
         if inferred is None:
@@ -798,48 +901,30 @@ def Reshape(fe: Frontend, node):
                              "time and shape inference could not fix it")
         out = tuple(inferred)
     else:
-        out = [int(v) for v in target.reshape(-1)]
-        if not fe.attr("allowzero", 0):
-            out = [shape[i] if v == 0 else v for i, v in enumerate(out)]
-        if out.count(-1) > 1:
-            raise ShapeError(f"Reshape node {fe.node_name!r}: target {out} has several -1")
-        if -1 in out:
-            known = math.prod(v for v in out if v != -1)
-            out[out.index(-1)] = math.prod(shape) // known if known else 0
-        out = tuple(out)
+        out = reshaped(node, shape, target, bool(fe.attr("allowzero", 0)))
     fe.emit(ir.Reshape(fe.node_name, fe.out(), x=x, shape=out))
 
 
 def _squeeze_axes(fe: Frontend) -> list[int] | None:
-    axes = fe.attr("axes")
-    if axes is None and fe.input(1) is not None:
-        value = fe.value(fe.input(1))
-        if value is None:
+    """The axes attribute (opset < 13) or input (13 on); None when neither is given."""
+    axes = None
+    if fe.attr("axes") is None and fe.input(1) is not None:
+        axes = fe.value(fe.input(1))
+        if axes is None:
             raise fe.unsupported("its axes are not constant")
-        axes = value.reshape(-1).tolist()
-    return axes
+    return axes_of(fe.node, axes)
 
 
 @handler
 def Squeeze(fe: Frontend, node):
-    shape = fe.shape(fe.input(0))
-    axes = _squeeze_axes(fe)
-    axes = [i for i, d in enumerate(shape) if d == 1] if axes is None else \
-        [a % len(shape) for a in axes]
-    if any(shape[a] != 1 for a in axes):
-        raise ShapeError(f"Squeeze node {fe.node_name!r}: axes {axes} of {shape} are not 1")
-    target = tuple(d for i, d in enumerate(shape) if i not in axes)
+    target = squeezed(node, fe.shape(fe.input(0)), _squeeze_axes(fe))
     fe.emit(ir.Reshape(fe.node_name, fe.out(), x=fe.input(0), shape=target))
 
 
 @handler
 def Unsqueeze(fe: Frontend, node):
-    shape = list(fe.shape(fe.input(0)))
-    axes = _squeeze_axes(fe)
-    rank = len(shape) + len(axes)
-    for a in sorted(a % rank for a in axes):
-        shape.insert(a, 1)
-    fe.emit(ir.Reshape(fe.node_name, fe.out(), x=fe.input(0), shape=tuple(shape)))
+    target = unsqueezed(node, fe.shape(fe.input(0)), _squeeze_axes(fe))
+    fe.emit(ir.Reshape(fe.node_name, fe.out(), x=fe.input(0), shape=target))
 
 
 @handler
@@ -888,40 +973,67 @@ def Dropout(fe: Frontend, node):
 
 
 @handler
-def Constant(fe: Frontend, node):
-    attribute = node.attribute[0]
-    value = helper.get_attribute_value(attribute)
-    if isinstance(value, onnx.TensorProto):
-        array = numpy_helper.to_array(value)
-    elif attribute.name in ("value_float", "value_floats"):
-        array = np.array(value, dtype=np.float32)
-    elif attribute.name in ("value_int", "value_ints"):
-        array = np.array(value, dtype=np.int64)
-    else:
-        raise fe.unsupported(f"attribute {attribute.name!r}")
-    fe.set_const(fe.out(), array)
-
-
-@handler
-def Shape(fe: Frontend, node):
-    shape = fe.shape(fe.input(0))
-    start, end = fe.attr("start", 0), fe.attr("end", len(shape))
-    fe.set_const(fe.out(), np.array(shape[start:end], dtype=np.int64))
-
-
-@handler
 def Gather(fe: Frontend, node):
     fe.emit(ir.Gather(fe.node_name, fe.out(), x=fe.input(0), indices=fe.input(1),
                       axis=fe.attr("axis", 0)))
 
 
-@handler
-def Cast(fe: Frontend, node):
-    to = str(helper.tensor_dtype_to_np_dtype(fe.attr("to")))
+def _cast_activation(fe: Frontend, to: str):
     if to == fe.graph.tensors[fe.input(0)].dtype:
-        fe.emit(ir.Identity(fe.node_name, fe.out(), x=fe.input(0), origin="Cast"))
+        fe.emit(ir.Identity(fe.node_name, fe.out(), x=fe.input(0), origin=fe.node.op_type))
     else:
         fe.emit(ir.Cast(fe.node_name, fe.out(), x=fe.input(0), to=to), dtype=to)
+
+
+@handler
+def Cast(fe: Frontend, node):
+    _cast_activation(fe, str(helper.tensor_dtype_to_np_dtype(fe.attr("to"))))
+
+
+@handler
+def CastLike(fe: Frontend, node):
+    _cast_activation(fe, fe.graph.tensors[fe.input(1)].dtype)
+
+
+@handler
+def Expand(fe: Frontend, node):
+    """Only a no-op Expand of an activation (its shape already the result); an Expand of a
+    constant is folded."""
+    shape = fe.value(fe.input(1))
+    if shape is None:
+        raise fe.unsupported("its shape is not constant")
+    x_shape = fe.shape(fe.input(0))
+    out = tuple(np.broadcast_shapes(x_shape, tuple(ints(shape))))
+    if out != x_shape:
+        raise fe.unsupported(f"it broadcasts an activation {x_shape} to {out}; only an "
+                             "Expand that changes no shape is supported")
+    fe.emit(ir.Identity(fe.node_name, fe.out(), x=fe.input(0), origin="Expand"))
+
+
+@handler
+def If(fe: Frontend, node):
+    """An If whose condition folds to a constant (the legacy torch exporter's squeeze of a
+    dim that was dynamic) is the branch it takes, converted in place."""
+    condition = fe.value(fe.input(0))
+    if condition is None:
+        raise fe.unsupported("its condition is computed at run time")
+    if condition.size != 1:
+        raise fe.unsupported(f"its condition has shape {condition.shape}, not one value")
+    branch = fe.attr("then_branch" if bool(condition.reshape(())) else "else_branch")
+    if len(branch.output) != len(node.output):
+        raise fe.unsupported(f"the branch has {len(branch.output)} outputs, the If "
+                             f"{len(node.output)}")
+    for t in branch.initializer:
+        fe.set_const(t.name, numpy_helper.to_array(t))
+    for inner in _toposort(list(branch.node), set(fe.graph.tensors)):
+        fe.convert(inner)
+    fe.node = node
+    for out, value in zip(node.output, branch.output):
+        tensor = fe.graph.tensors[value.name]
+        if tensor.is_const:
+            fe.set_const(out, tensor.data)
+        else:
+            fe.emit(ir.Identity(f"{fe.node_name}/{out}", out, x=value.name, origin="If"))
 
 
 def _qdq(fe: Frontend, node_type):

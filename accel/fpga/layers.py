@@ -21,7 +21,7 @@ import numpy as np
 FREE_OPS = {
     "Relu", "Clip", "LeakyRelu", "BatchNormalization", "Identity", "Dropout", "Flatten",
     "Reshape", "Squeeze", "Unsqueeze", "Concat", "Constant", "Cast", "QuantizeLinear",
-    "DequantizeLinear", "Shape", "Gather",
+    "DequantizeLinear", "Shape", "Gather", "Expand", "CastLike",
 }
 RELABEL_OPS = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg", "GlobalAveragePool": "global_avg",
@@ -99,10 +99,12 @@ class ExtractedModel:
         return sum(layer.macs for layer in self.layers)
 
 
-def _light_copy(model):
-    """The model's graph with batch 1 and big initializers replaced by shaped inputs."""
+def _light_copy(model, folded: dict[str, np.ndarray] | None = None):
+    """The model's graph with batch 1 and big initializers replaced by shaped inputs; the
+    nodes computing ``folded`` values (small constants) replaced by those values, so shape
+    inference reads them (a ReduceMean's axes, a Reshape's target)."""
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     init_names = {init.name for init in graph.initializer}
@@ -124,7 +126,10 @@ def _light_copy(model):
             kept.append(init)
         else:
             inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    light = helper.make_graph(list(graph.node), graph.name or "model", inputs,
+    folded = {name: value for name, value in (folded or {}).items() if name not in init_names}
+    kept += [numpy_helper.from_array(np.asarray(value), name) for name, value in folded.items()]
+    nodes = [node for node in graph.node if not set(node.output) <= set(folded)]
+    light = helper.make_graph(nodes, graph.name or "model", inputs,
                               list(graph.output), initializer=kept)
     copy = helper.make_model(light, opset_imports=list(model.opset_import))
     copy.ir_version = model.ir_version
@@ -134,7 +139,8 @@ def _light_copy(model):
 def _shape_map(model) -> dict[str, tuple]:
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    # data_prop: shapes computed by shape arithmetic (an unoptimised torch export's view)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, tuple] = {}
     graph = inferred.graph
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -165,6 +171,42 @@ def _chw(shapes: dict, tensor: str, node) -> tuple[int, int, int]:
     return shape[1], shape[2], shape[3]
 
 
+def _small_constants(model) -> dict[str, np.ndarray]:
+    """Values of the small initializers and of what the compiler's constant folding
+    computes from them alone (a ReduceMean's axes input, however an exporter wrote it)."""
+    from onnx import numpy_helper
+
+    from ..compiler.errors import CompileError
+    from ..compiler.folding import FOLDERS, fold_node
+
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+              if np.prod(init.dims) <= _KEEP_INITIALIZER_ELEMENTS}
+    for node in model.graph.node:
+        inputs = [values.get(name) if name else None for name in node.input]
+        if node.op_type not in FOLDERS or len(node.output) != 1 or \
+                any(name and value is None for name, value in zip(node.input, inputs)):
+            continue
+        try:
+            value = fold_node(node, inputs)
+        except CompileError:
+            continue
+        if value.size <= _KEEP_INITIALIZER_ELEMENTS:
+            values[node.output[0]] = value
+    return values
+
+
+def _is_spatial_mean(node, shapes: dict[str, tuple], values: dict[str, np.ndarray]) -> bool:
+    """A ReduceMean over H and W of an NCHW tensor (torch's x.mean((2, 3)), the dynamo
+    exporter's global average pool), its axes an attribute or a constant input."""
+    source = shapes.get(node.input[0])
+    if source is None or len(source) != 4:
+        return False
+    axes = next((a.ints for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1:
+        axes = values.get(node.input[1])
+    return axes is not None and sorted(int(a) % 4 for a in np.ravel(axes)) == [2, 3]
+
+
 def _pair(values, default) -> tuple[int, int]:
     if not values:
         return default
@@ -179,8 +221,8 @@ def extract_layers(model, name: str = "model") -> ExtractedModel:
         raise TypeError(f"extract_layers wants an onnx.ModelProto, got {type(model).__name__}")
     if len(model.graph.node) == 0:
         raise ValueError("the ONNX model has no nodes")
-    light = _light_copy(model)
-    shapes = _shape_map(light)
+    values = _small_constants(model)
+    shapes = _shape_map(_light_copy(model, values))
     # constants: initializers and whatever is computed from them alone (DequantizeLinear of
     # int8 weights in QDQ models, Constant nodes), so a bias Add is not an eltwise pass
     constants = {init.name for init in model.graph.initializer}
@@ -238,8 +280,8 @@ def extract_layers(model, name: str = "model") -> ExtractedModel:
             layer = Layer(label, "fc", in_c, 1, 1, out_c, 1, 1)
             layers.append(layer)
             produced(node.output[0], layer)
-        elif op in POOL_OPS:
-            kind = POOL_OPS[op]
+        elif op in POOL_OPS or (op == "ReduceMean" and _is_spatial_mean(node, shapes, values)):
+            kind = POOL_OPS.get(op, "global_avg")
             in_c, in_h, in_w = _chw(shapes, node.input[0], node)
             out_c, out_h, out_w = _chw(shapes, node.output[0], node)
             if kind.startswith("global"):
