@@ -53,24 +53,13 @@
  *   REQUANT_F32   1: onnxruntime's float32 requantization (accel_requantize_f32), for QDQ
  *                 models; 0: the fixed-point contract. No residual add in this mode.
  * ================================================================================== */
-#include "quant.h"
+#include "conv_knobs.h"
 
 #ifndef TILE_W
 #define TILE_W 8
 #endif
 #ifndef CIN_STEP
 #define CIN_STEP 16
-#endif
-#ifndef HAS_RESIDUAL
-#define HAS_RESIDUAL 0
-#endif
-
-#ifndef REQUANT_F32
-#define REQUANT_F32 0
-#endif
-
-#ifndef X86_PAIR_MAC
-#define X86_PAIR_MAC 1
 #endif
 
 /* Impossible knob values fail the build instead of reading out of bounds: the inner step
@@ -81,30 +70,6 @@
 #endif
 #if CIN_STEP != 2 && CIN_STEP != 4 && CIN_STEP != 8 && CIN_STEP != 16
 #error "CIN_STEP must be 2, 4, 8 or 16"
-#endif
-#if X86_PAIR_MAC != 0 && X86_PAIR_MAC != 1
-#error "X86_PAIR_MAC must be 0 or 1"
-#endif
-#if HAS_RESIDUAL != 0 && HAS_RESIDUAL != 1
-#error "HAS_RESIDUAL must be 0 or 1"
-#endif
-#if REQUANT_F32 != 0 && REQUANT_F32 != 1
-#error "REQUANT_F32 must be 0 or 1"
-#endif
-#if REQUANT_F32 && HAS_RESIDUAL
-#error "REQUANT_F32 has no fused residual add"
-#endif
-
-#define COUT_BLOCK 16
-
-/* The x86 pair path (see the banner). */
-#if X86_PAIR_MAC && defined(__AVX512BW__) && defined(__clang__)
-#define ACCEL_PAIR_MAC 1
-typedef short accel_short32 __attribute__((ext_vector_type(32)));
-#define ACCEL_IOTA32 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, \
-                     20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
-#else
-#define ACCEL_PAIR_MAC 0
 #endif
 
 /* The portable path, one input channel over the 16 output channels: acc += (x + 128) * w.

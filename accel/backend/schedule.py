@@ -41,6 +41,7 @@ from ..ops import eltwise as eltwise_ops
 from ..ops import fpga as fpga_ops
 from ..ops import l2norm as l2norm_ops
 from ..ops import pool as pool_ops
+from ..ops import winograd as winograd_ops
 from ..ops.layout import CHANNEL_ALIGN, padded_channels
 from ..quantization import (QParams, quantize_bias, quantize_weights_per_channel,
                             requant_multipliers)
@@ -50,6 +51,9 @@ HOST_OPS = (ir.Softmax, ir.Reshape, ir.Transpose, ir.Identity)
 # stride-1 conv (see space_to_depth_stems); tests turn it off to compare against the plain one.
 SPACE_TO_DEPTH = True
 SPACE_TO_DEPTH_MAX_CHANNELS = 4  # e.g. RGB: the conv kernel's slow few-channel path
+# Run eligible 3x3 stride-1 convs as Winograd where the device's tuning enables it (see
+# ndrange_conv_ops); tests turn it off to compare against the direct conv.
+WINOGRAD = True
 # ops that can write into a concat
 OFFSET_WRITERS = ("conv", "pool", "global_avg_pool", "affine", "requantize")
 
@@ -840,6 +844,17 @@ def allocate(lowered: Lowered) -> tuple[dict[str, int], list[int]]:
     return assignment, sizes
 
 
+def ndrange_conv_ops(ctx, layer: conv_ops.ConvLayer, weights: np.ndarray):
+    """The op module that runs a conv step as an NDRange kernel: accel.ops.winograd (same
+    bits, fewer multiplies) for the 3x3 stride-1 layers it can run where the device's
+    kernels/tuning.json entry for winograd.cl says it is faster (winograd_ops.use_for),
+    never on an FPGA; accel.ops.conv otherwise. WINOGRAD = False turns it off (tests)."""
+    if (WINOGRAD and not fpga_ops.is_fpga(ctx)
+            and winograd_ops.use_for(ctx.device.short_name, layer, weights)):
+        return winograd_ops
+    return conv_ops
+
+
 def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan:
     """Prepare every step on ``ctx``, allocate the buffers and record one Plan.
 
@@ -881,11 +896,12 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan
                     out_channel_offset=step.attrs["out_channel_offset"])
             elif step.op == "conv":
                 a = step.arrays
-                prepared = conv_ops.prepare(ctx, params, a["weights"], a["bias"],
-                                            a["multipliers"], a["shifts"])
+                ops = ndrange_conv_ops(ctx, params, a["weights"])
+                prepared = ops.prepare(ctx, params, a["weights"], a["bias"],
+                                       a["multipliers"], a["shifts"])
                 keep.append(prepared)
                 residual = buf(step.inputs[1]) if len(step.inputs) > 1 else None
-                kernel, global_size, local_size = conv_ops.bind(
+                kernel, global_size, local_size = ops.bind(
                     prepared, buf(step.inputs[0]), buf(step.output), residual)
             elif step.op in ("pool", "global_avg_pool"):
                 kernel, global_size, local_size = pool_ops.bind(

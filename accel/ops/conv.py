@@ -266,11 +266,18 @@ def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
     # The kernel reads x + 128 (see conv.cl): fold (zx + 128) * sum(w) into the bias.
     weight_sums = weights.astype(np.int64).sum(axis=(1, 2, 3))
     folded[:cout] = bias.astype(np.int64) - (layer.input_zero_point + 128) * weight_sums
+    return (packed, wrap_int32(folded)) + padded_requantization(layer, multipliers, shifts)
+
+
+def padded_requantization(layer: ConvLayer, multipliers: np.ndarray,
+                          shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel multipliers and shifts padded to the padded output channels (which get
+    padding_multiplier: they requantize 0 to the output zero point)."""
     pad_multiplier, pad_shift = padding_multiplier(layer)
-    mult = np.full(cout_pad, pad_multiplier, dtype=np.int32)
-    shift = np.full(cout_pad, pad_shift, dtype=np.int32)
-    mult[:cout], shift[:cout] = multipliers, shifts
-    return packed, wrap_int32(folded), mult, shift
+    mult = np.full(layer.out_channels_padded, pad_multiplier, dtype=np.int32)
+    shift = np.full(layer.out_channels_padded, pad_shift, dtype=np.int32)
+    mult[:layer.out_channels], shift[:layer.out_channels] = multipliers, shifts
+    return mult, shift
 
 
 def check_knobs(knobs: dict) -> dict:
@@ -311,9 +318,10 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
                         shifts=ctx.upload(shift), pad_row=ctx.upload(pad_row))
 
 
-def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None = None) -> Binding:
-    """The conv kernel with every argument set for these device buffers, and its NDRange."""
-    layer = prepared.layer
+def bound_buffers(layer: ConvLayer, x: Buffer, out: Buffer, residual: Buffer | None,
+                  pad_row: Buffer) -> tuple[Buffer, Residual]:
+    """Check a layer's device buffers; returns the residual argument and its parameters
+    (the pad row and an identity Residual, unread, for a layer without a residual add)."""
     check_buffer("input", x, layer.input_bytes)
     check_buffer("output", out, layer.output_bytes)
     if layer.residual is not None:
@@ -321,11 +329,16 @@ def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None
             raise ValueError("the layer has a fused residual add but no residual buffer was given")
         check_buffer("residual", residual,
                      layer.batch * layer.out_height * layer.out_width * layer.residual_stride)
-        res = layer.residual
-    else:
-        if residual is not None:
-            raise ValueError("a residual buffer was given to a layer without a residual add")
-        residual, res = prepared.pad_row, Residual(0, numerics.MULTIPLIER_MIN, 1)
+        return residual, layer.residual
+    if residual is not None:
+        raise ValueError("a residual buffer was given to a layer without a residual add")
+    return pad_row, Residual(0, numerics.MULTIPLIER_MIN, 1)
+
+
+def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None = None) -> Binding:
+    """The conv kernel with every argument set for these device buffers, and its NDRange."""
+    layer = prepared.layer
+    residual, res = bound_buffers(layer, x, out, residual, prepared.pad_row)
     # The kernel reads cin_used channels of each pixel, pad row and weight tap.
     cin_used = round_up(layer.in_channels, prepared.knobs["CIN_STEP"])
     if cin_used > layer.in_channels_padded:
@@ -351,7 +364,11 @@ def bind(prepared: PreparedConv, x: Buffer, out: Buffer, residual: Buffer | None
 def launch(ctx: Context, prepared: PreparedConv, x: Buffer, out: Buffer,
            residual: Buffer | None = None, wait: bool = True) -> Event:
     """Run the layer once on device buffers; the event carries its profiled duration."""
-    kernel, global_size, local_size = bind(prepared, x, out, residual)
+    return launch_binding(ctx, bind(prepared, x, out, residual), wait)
+
+
+def launch_binding(ctx: Context, binding: Binding, wait: bool = True) -> Event:
+    kernel, global_size, local_size = binding
     event = kernel.launch(ctx.queue, list(global_size), list(local_size))
     if wait:
         event.wait()
