@@ -540,3 +540,10 @@ def test_float32_requant_rejects_bad_input(first_ctx):
                              residual_shift=1, requant="float32")
     with pytest.raises(ValueError, match="REQUANT_F32"):
         ops.conv2d(first_ctx, x, weights, bias, knobs={"REQUANT_F32": 1}, **kwargs)
+
+
+@pytest.mark.parametrize("out_width, tuned, chosen", [
+    (56, 8, 8), (28, 8, 7), (14, 8, 7), (7, 8, 7), (38, 8, 8), (19, 8, 7), (224, 8, 8),
+    (14, 4, 3), (7, 4, 4), (5, 1, 1)])
+def test_tile_width_fits_the_row(out_width, tuned, chosen):
+    assert ops.fitted_tile_width(out_width, tuned) == chosen
