@@ -1,8 +1,10 @@
 /* ==================================================================================
  * conv.cl: int8 2-D convolution (and dense layers, as 1x1 convs), NDRange shape.
  *
- * One work-item computes a tile of TILE_W output pixels along a row x 16 output channels,
- * keeping TILE_W int16 accumulators (one int lane per output channel) in registers. For
+ * One work-item computes a tile of TILE_W output pixels along a row x COUT_BLOCKS blocks of
+ * 16 output channels, keeping TILE_W x COUT_BLOCKS int16 accumulators (one int lane per
+ * output channel) in registers; with 2 blocks each input pair broadcast feeds two
+ * multiply-adds. For
  * every tap (ky, kx) it walks the input channels CIN_STEP at a time, a pair of channels per
  * step: the weights of the pair for the 16 output channels (32 bytes) are loaded once and
  * shared by all TILE_W pixels, and each pixel's input pair is broadcast against them.
@@ -42,12 +44,14 @@
  * ox*stride_w - pad_left + kx*dilation_w): dilation spreads the taps (SSD's fc6: 3x3,
  * dilation 6) at the cost of a 3x3 kernel, not of its zero-inflated 13x13.
  *
- * NDRange: global (cout_pad/16, ceil(OW/TILE_W), N*OH); work-items past OW compute from
- * the pad row and skip their stores.
+ * NDRange: global (cout_pad/16/COUT_BLOCKS, ceil(OW/TILE_W), N*OH); work-items past OW
+ * compute from the pad row and skip their stores.
  *
  * Knobs (-D, defaults below; per-device values in kernels/tuning.json):
  *   TILE_W        output pixels per work-item (accumulator registers)
  *   CIN_STEP      input channels per unrolled inner step: 2, 4, 8 or 16
+ *   COUT_BLOCKS   blocks of 16 output channels per work-item: 1 or 2 (2 needs cout_pad
+ *                 divisible by 32; the host picks it per layer, accel/ops/conv.py)
  *   X86_PAIR_MAC  1: use the vpmaddwd builtin where the target has AVX-512BW; 0: never
  *   HAS_RESIDUAL  1: fused residual add in the epilogue
  *   REQUANT_F32   1: onnxruntime's float32 requantization (accel_requantize_f32), for QDQ
@@ -61,6 +65,9 @@
 #ifndef CIN_STEP
 #define CIN_STEP 16
 #endif
+#ifndef COUT_BLOCKS
+#define COUT_BLOCKS 1
+#endif
 
 /* Impossible knob values fail the build instead of reading out of bounds: the inner step
  * walks channel pairs, and cin rounded up to CIN_STEP must stay within the 16-aligned
@@ -70,6 +77,9 @@
 #endif
 #if CIN_STEP != 2 && CIN_STEP != 4 && CIN_STEP != 8 && CIN_STEP != 16
 #error "CIN_STEP must be 2, 4, 8 or 16"
+#endif
+#if COUT_BLOCKS != 1 && COUT_BLOCKS != 2
+#error "COUT_BLOCKS must be 1 or 2"
 #endif
 
 /* The portable path, one input channel over the 16 output channels: acc += (x + 128) * w.
@@ -98,20 +108,23 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
                           const int output_zero_point, const int lo, const int hi,
                           const int residual_zero_point, const int residual_multiplier,
                           const int residual_shift) {
-  const int block = get_global_id(0);
+  const int block0 = get_global_id(0) * COUT_BLOCKS;
   const int ox0 = get_global_id(1) * TILE_W;
   const int row = get_global_id(2);  /* n * out_height + oy */
   const int n = row / out_height;
   const int oy = row - n * out_height;
-  const int cout0 = block * COUT_BLOCK;
 
-  int16 acc[TILE_W];
-  const int16 bias_vec = vload16(0, bias + cout0);
+  int16 acc[COUT_BLOCKS][TILE_W];
 #pragma unroll
-  for (int p = 0; p < TILE_W; ++p) acc[p] = bias_vec;
+  for (int b = 0; b < COUT_BLOCKS; ++b) {
+    const int16 bias_vec = vload16(0, bias + (block0 + b) * COUT_BLOCK);
+#pragma unroll
+    for (int p = 0; p < TILE_W; ++p) acc[b][p] = bias_vec;
+  }
 
   const int tap_bytes = cin_pad * COUT_BLOCK;
-  const __global char* w_tap = weights + (size_t)block * kernel_h * kernel_w * tap_bytes;
+  const size_t block_bytes = (size_t)kernel_h * kernel_w * tap_bytes;  /* one block's weights */
+  const __global char* w_tap = weights + (size_t)block0 * block_bytes;
   for (int ky = 0; ky < kernel_h; ++ky) {
     const int iy = oy * stride_h - pad_top + ky * dilation_h;
     const bool row_in = iy >= 0 && iy < in_height;
@@ -140,11 +153,20 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
 #endif
 #pragma unroll
         for (int k = 0; k < CIN_STEP; k += 2) {
-          /* One channel pair: 16 output channels x (channel c + k, channel c + k + 1). */
-          const char16 wa = vload16(0, w + k * COUT_BLOCK), wb = vload16(1, w + k * COUT_BLOCK);
+          /* One channel pair: 16 output channels x (channel c + k, channel c + k + 1), for
+           * each of the work-item's blocks of output channels. */
+          char16 wa[COUT_BLOCKS], wb[COUT_BLOCKS];
+#pragma unroll
+          for (int b = 0; b < COUT_BLOCKS; ++b) {
+            wa[b] = vload16(0, w + b * block_bytes + k * COUT_BLOCK);
+            wb[b] = vload16(1, w + b * block_bytes + k * COUT_BLOCK);
+          }
 #if ACCEL_PAIR_MAC
-          const accel_short32 wv =
-              __builtin_convertvector(__builtin_shufflevector(wa, wb, ACCEL_IOTA32), accel_short32);
+          accel_short32 wv[COUT_BLOCKS];
+#pragma unroll
+          for (int b = 0; b < COUT_BLOCKS; ++b)
+            wv[b] = __builtin_convertvector(__builtin_shufflevector(wa[b], wb[b], ACCEL_IOTA32),
+                                            accel_short32);
 #pragma unroll
           for (int p = 0; p < TILE_W; ++p) {
 #if CIN_STEP == 16
@@ -153,14 +175,21 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
             const uint pair = (uint)(uchar)(x_tap[p][c + k] ^ 0x80) |
                               (uint)(uchar)(x_tap[p][c + k + 1] ^ 0x80) << 16;
 #endif
-            acc[p] += __builtin_ia32_pmaddwd512(wv, __builtin_astype((uint16)pair, accel_short32));
+            const accel_short32 x_pair = __builtin_astype((uint16)pair, accel_short32);
+#pragma unroll
+            for (int b = 0; b < COUT_BLOCKS; ++b)
+              acc[b][p] += __builtin_ia32_pmaddwd512(wv[b], x_pair);
           }
 #else
-          const char16 w0 = (char16)(wa.even, wb.even), w1 = (char16)(wa.odd, wb.odd);
 #pragma unroll
-          for (int p = 0; p < TILE_W; ++p) {
-            ACCEL_MAC(acc[p], x_tap[p][c + k], w0);
-            ACCEL_MAC(acc[p], x_tap[p][c + k + 1], w1);
+          for (int b = 0; b < COUT_BLOCKS; ++b) {
+            const char16 w0 = (char16)(wa[b].even, wb[b].even);
+            const char16 w1 = (char16)(wa[b].odd, wb[b].odd);
+#pragma unroll
+            for (int p = 0; p < TILE_W; ++p) {
+              ACCEL_MAC(acc[b][p], x_tap[p][c + k], w0);
+              ACCEL_MAC(acc[b][p], x_tap[p][c + k + 1], w1);
+            }
           }
 #endif
         }
@@ -168,34 +197,38 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
     }
   }
 
-  /* Epilogue: requantize (+ residual), clamp, store 16 channels per pixel. The per-lane
-   * parameters are read once, as vectors, outside the pixel loop. */
-  int m[16], s[16];
-  vstore16(vload16(0, multipliers + cout0), 0, m);
-  vstore16(vload16(0, shifts + cout0), 0, s);
-  for (int p = 0; p < TILE_W; ++p) {
-    const int ox = ox0 + p;
-    if (ox >= out_width) break;
-    const size_t pixel = ((size_t)n * out_height + oy) * out_width + ox;
-    int a[16];
-    vstore16(acc[p], 0, a);
-    char result[16];
+  /* Epilogue, block by block: requantize (+ residual), clamp, store 16 channels per pixel.
+   * The per-lane parameters are read once, as vectors, outside the pixel loop. */
+#pragma unroll
+  for (int b = 0; b < COUT_BLOCKS; ++b) {
+    const int cout0 = (block0 + b) * COUT_BLOCK;
+    int m[16], s[16];
+    vstore16(vload16(0, multipliers + cout0), 0, m);
+    vstore16(vload16(0, shifts + cout0), 0, s);
+    for (int p = 0; p < TILE_W; ++p) {
+      const int ox = ox0 + p;
+      if (ox >= out_width) break;
+      const size_t pixel = ((size_t)n * out_height + oy) * out_width + ox;
+      int a[16];
+      vstore16(acc[b][p], 0, a);
+      char result[16];
 #if HAS_RESIDUAL
-    const __global char* r = residual + pixel * res_stride + cout0;
+      const __global char* r = residual + pixel * res_stride + cout0;
 #endif
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
+      for (int i = 0; i < 16; ++i) {
 #if HAS_RESIDUAL
-      result[i] = accel_requantize_add(a[i], m[i], s[i], r[i], residual_zero_point,
-                                       residual_multiplier, residual_shift,
-                                       output_zero_point, lo, hi);
+        result[i] = accel_requantize_add(a[i], m[i], s[i], r[i], residual_zero_point,
+                                         residual_multiplier, residual_shift,
+                                         output_zero_point, lo, hi);
 #elif REQUANT_F32
-      result[i] = accel_requantize_f32(a[i], m[i], s[i], output_zero_point, lo, hi);
+        result[i] = accel_requantize_f32(a[i], m[i], s[i], output_zero_point, lo, hi);
 #else
-      result[i] = accel_requantize(a[i], m[i], s[i], output_zero_point, lo, hi);
+        result[i] = accel_requantize(a[i], m[i], s[i], output_zero_point, lo, hi);
 #endif
+      }
+      __global char* o = out + pixel * out_stride + out_offset + cout0;
+      vstore16(vload16(0, result), 0, o);
     }
-    __global char* o = out + pixel * out_stride + out_offset + cout0;
-    vstore16(vload16(0, result), 0, o);
   }
 }

@@ -233,6 +233,41 @@ def test_conv_knobs(ctx, knobs):
     check(ctx, *make_case(rng, 1, 5, 7, 20, 20, 3, 3, pads=(1, 1, 1, 1)), knobs=knobs)
 
 
+@pytest.mark.parametrize("knobs", [{"COUT_BLOCKS": 2}, {"COUT_BLOCKS": 2, "X86_PAIR_MAC": 0},
+                                   {"COUT_BLOCKS": 2, "TILE_W": 3, "CIN_STEP": 4}])
+@pytest.mark.parametrize("case", ["3x3-residual", "1x1-float32", "stride2-relu6"])
+def test_two_output_blocks_per_work_item(ctx, knobs, case):
+    """COUT_BLOCKS 2 gives the same bits: 52 outputs (64 padded: the last block is half
+    padding), fused residual, float32 requantization, strides, tile edges."""
+    rng = np.random.default_rng(len(case))
+    if case == "3x3-residual":
+        args = make_case(rng, 1, 6, 7, 20, 52, 3, 3, pads=(1, 1, 1, 1), residual=True)
+    elif case == "1x1-float32":
+        x, weights, bias, kwargs = make_case(rng, 2, 5, 5, 140, 64, 1, 1)
+        mantissas, shifts = numerics.float32_multipliers(
+            rng.uniform(2e-5, 8e-5, 64).astype(np.float32))
+        args = x, weights, bias, {**kwargs, "multipliers": mantissas, "shifts": shifts,
+                                  "requant": "float32"}
+    else:
+        args = make_case(rng, 1, 9, 11, 33, 96, 3, 3, stride=(2, 2), pads=(1, 1, 1, 1),
+                         activation=Activation.relu6(0.05, -10))
+    check(ctx, *args, knobs=knobs)
+
+
+def test_two_output_blocks_follow_the_layer(first_ctx):
+    """The tuned COUT_BLOCKS 2 applies only where it pays and fits (pairs_of_blocks_pay);
+    asked for on a layer whose padded outputs are not a multiple of 32, it is refused."""
+    def layer(cin, cout):
+        return ops.ConvLayer(1, 7, 7, cin, cout, 1, 1)
+    assert ops.pairs_of_blocks_pay(layer(256, 1024))
+    assert not ops.pairs_of_blocks_pay(layer(64, 256))   # too little work per input
+    assert not ops.pairs_of_blocks_pay(layer(256, 40))   # 48 padded outputs
+    assert not ops.pairs_of_blocks_pay(ops.dense_layer(1, 2048, 1024))  # a GEMV
+    x, weights, bias, kwargs = make_case(np.random.default_rng(3), 1, 4, 4, 16, 40, 1, 1)
+    with pytest.raises(ValueError, match="COUT_BLOCKS=2 needs the padded output channels"):
+        ops.conv2d(first_ctx, x, weights, bias, knobs={"COUT_BLOCKS": 2}, **kwargs)
+
+
 @pytest.mark.parametrize("knobs, words", [
     ({"CIN_STEP": 32}, "CIN_STEP=32 must be one of (2, 4, 8, 16)"),  # reads past cin_pad=16
     ({"CIN_STEP": 3}, "CIN_STEP=3 must be one of (2, 4, 8, 16)"),    # not channel pairs
@@ -240,6 +275,7 @@ def test_conv_knobs(ctx, knobs):
     ({"TILE_W": 0}, "TILE_W=0 must be at least 1"),
     ({"TILE_W": 2.5}, "TILE_W must be an integer"),
     ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC=2 must be 0 or 1"),
+    ({"COUT_BLOCKS": 4}, "COUT_BLOCKS=4 must be 1 or 2"),
     ({"TILEW": 4, "CINSTEP": 4}, "unknown knob(s) CINSTEP, TILEW for conv.cl"),
     ({"HAS_RESIDUAL": 1}, "HAS_RESIDUAL is not a caller's knob"),
 ], ids=str)
@@ -255,6 +291,7 @@ def test_conv_rejects_bad_knobs(first_ctx, knobs, words):
     ({"CIN_STEP": 3}, "CIN_STEP must be 2, 4, 8 or 16"),
     ({"TILE_W": 0}, "TILE_W must be at least 1"),
     ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC must be 0 or 1"),
+    ({"COUT_BLOCKS": 3}, "COUT_BLOCKS must be 1 or 2"),
     ({"HAS_RESIDUAL": 3}, "HAS_RESIDUAL must be 0 or 1"),
     ({"REQUANT_F32": 2}, "REQUANT_F32 must be 0 or 1"),
     ({"REQUANT_F32": 1, "HAS_RESIDUAL": 1}, "REQUANT_F32 has no fused residual add"),
