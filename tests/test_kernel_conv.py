@@ -260,7 +260,7 @@ def test_two_output_blocks_follow_the_layer(first_ctx):
     def layer(cin, cout):
         return ops.ConvLayer(1, 7, 7, cin, cout, 1, 1)
     assert ops.pairs_of_blocks_pay(layer(256, 1024))
-    assert not ops.pairs_of_blocks_pay(layer(64, 256))   # too little work per input
+    assert ops.pairs_of_blocks_pay(layer(64, 256))
     assert not ops.pairs_of_blocks_pay(layer(256, 40))   # 48 padded outputs
     assert not ops.pairs_of_blocks_pay(ops.dense_layer(1, 2048, 1024))  # a GEMV
     x, weights, bias, kwargs = make_case(np.random.default_rng(3), 1, 4, 4, 16, 40, 1, 1)
@@ -584,3 +584,15 @@ def test_float32_requant_rejects_bad_input(first_ctx):
     (14, 4, 3), (7, 4, 4), (5, 1, 1)])
 def test_tile_width_fits_the_row(out_width, tuned, chosen):
     assert ops.fitted_tile_width(out_width, tuned) == chosen
+
+
+def test_layer_knobs_adapt_the_tuned_values():
+    """PoCL's tuning (TILE_W 8, COUT_BLOCKS 2) becomes 7 x 2 on ResNet's layers (2 x 8
+    accumulators spill), 8 x 1 on a GEMV; one block keeps TILE_W 8 on 56-wide rows."""
+    pocl = {"TILE_W": 8, "CIN_STEP": 16, "COUT_BLOCKS": 2}
+    conv = ops.ConvLayer(1, 56, 56, 64, 256, 1, 1)
+    assert ops.layer_knobs(conv, pocl) == {"TILE_W": 7, "CIN_STEP": 16, "COUT_BLOCKS": 2}
+    assert ops.layer_knobs(ops.dense_layer(1, 2048, 1024), pocl)["COUT_BLOCKS"] == 1
+    assert ops.layer_knobs(conv, {"TILE_W": 8, "CIN_STEP": 16})["TILE_W"] == 8
+    stem = ops.ConvLayer(1, 224, 224, 3, 64, 7, 7, (2, 2), (3, 3, 3, 3))
+    assert ops.layer_knobs(stem, pocl)["CIN_STEP"] == ops.SMALL_CIN_STEP

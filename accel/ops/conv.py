@@ -40,11 +40,13 @@ SMALL_CIN_STEP = 4  # CIN_STEP for layers with at most this many input channels
 # The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
 USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "COUT_BLOCKS")
 # COUT_BLOCKS 2 (two blocks of output channels per work-item, each input broadcast feeding
-# both): measured on PoCL 1.14-1.21x faster on ResNet-50's 1x1 layers with >= 128 input
-# channels and on 7x7x512 3x3, 0.86-0.90x on 56x56x64->256 (too little work per input)
-# and 0.8-0.9x on batch-1 dense layers (a GEMV wants every work-item it can get).
-COUT_BLOCKS_MIN_CIN = 128
+# both) with TILE_W 7: measured on PoCL 1.07-1.35x faster than 1 block x TILE_W 8 on every
+# ResNet-50 layer shape tried; 0.8-0.9x on batch-1 dense layers (a GEMV wants every
+# work-item it can get). TILE_W x COUT_BLOCKS accumulators of 16 lanes: above 14 they no
+# longer fit the 32 vector registers with the weights and inputs (2 x 8 measured 10-25%
+# slower than 2 x 7).
 COUT_BLOCKS_MIN_PIXELS = 49
+MAX_ACCUMULATORS = 14
 # Channel pairs per step, and dividing CHANNEL_ALIGN so cin rounded up to CIN_STEP never
 # passes the padded channel count (the kernel would read past the pixel and pad row).
 CIN_STEPS = (2, 4, 8, 16)
@@ -307,11 +309,26 @@ def check_knobs(knobs: dict) -> dict:
     return {name: int(value) for name, value in knobs.items()}
 
 
+def layer_knobs(layer: ConvLayer, tuned: dict) -> dict:
+    """The device's tuned knobs adapted to one layer: COUT_BLOCKS 2 only where it pays, at
+    most MAX_ACCUMULATORS accumulators, TILE_W fitted to the row, CIN_STEP 4 for a stem."""
+    chosen = dict(tuned)
+    if chosen.get("COUT_BLOCKS", 1) == 2 and not pairs_of_blocks_pay(layer):
+        chosen["COUT_BLOCKS"] = 1
+    if "TILE_W" in chosen:
+        tile = min(chosen["TILE_W"], MAX_ACCUMULATORS // chosen.get("COUT_BLOCKS", 1))
+        chosen["TILE_W"] = fitted_tile_width(layer.out_width, tile)
+    if layer.in_channels <= SMALL_CIN_STEP:  # e.g. an RGB stem: skip the zero channels
+        chosen["CIN_STEP"] = SMALL_CIN_STEP
+    return chosen
+
+
 def pairs_of_blocks_pay(layer: ConvLayer) -> bool:
-    """Whether the tuned COUT_BLOCKS 2 applies to this layer (see COUT_BLOCKS_MIN_CIN)."""
+    """Whether the tuned COUT_BLOCKS 2 applies to this layer: its padded outputs split into
+    pairs of blocks, and it is not a GEMV (see COUT_BLOCKS_MIN_PIXELS)."""
     pixels = layer.batch * layer.out_height * layer.out_width
     return layer.out_channels_padded % (2 * COUT_BLOCK) == 0 and \
-        layer.in_channels >= COUT_BLOCKS_MIN_CIN and pixels >= COUT_BLOCKS_MIN_PIXELS
+        pixels >= COUT_BLOCKS_MIN_PIXELS
 
 
 def fitted_tile_width(out_width: int, tuned: int) -> int:
@@ -328,13 +345,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     """Pack and upload a layer's parameters and build its program (once per layer).
     ``knobs`` overrides the device's tuned -D values (kernels/tuning.json)."""
     packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
-    chosen = tuning.knobs(KERNEL_FILE, ctx.device.short_name)
-    if "TILE_W" in chosen:
-        chosen["TILE_W"] = fitted_tile_width(layer.out_width, chosen["TILE_W"])
-    if chosen.get("COUT_BLOCKS", 1) == 2 and not pairs_of_blocks_pay(layer):
-        chosen["COUT_BLOCKS"] = 1
-    if layer.in_channels <= SMALL_CIN_STEP:  # e.g. an RGB stem: skip the zero channels
-        chosen["CIN_STEP"] = SMALL_CIN_STEP
+    chosen = layer_knobs(layer, tuning.knobs(KERNEL_FILE, ctx.device.short_name))
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)  # the tuned values and the caller's
     if layer.out_channels_padded % (chosen.get("COUT_BLOCKS", 1) * COUT_BLOCK):
