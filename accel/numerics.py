@@ -282,12 +282,3 @@ def div_f32(a, b, recip) -> np.ndarray:
     q = fma_f32(r, recip, q)
     r = fma_f32(-q, b, a)
     return fma_f32(r, recip, q)
-
-
-def quantize_f32(y, scale, scale_recip, zero_point, offset, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
-    """accel_quantize_f32: saturate(rint(y / scale + (zero_point + offset))) - offset, then
-    [lo, hi]; float32 steps rounding half to even."""
-    quotient = div_f32(y, scale, scale_recip)
-    shifted = (quotient + np.float32(zero_point + offset)).astype(np.float32)
-    q = np.clip(np.rint(shifted), offset - 128, offset + 127).astype(np.int64)
-    return clamp_i8(q - offset, lo, hi)

@@ -138,7 +138,8 @@ inline float accel_div_f32(float a, float b, float recip) {
 
 /* onnxruntime's quantize_value (QLinearAveragePool): saturate(rint(y / scale + z)) on ORT's
  * stored values (z = ours + offset: 128 for uint8 tensors, 0 for int8), returned as ours,
- * then clamped to [lo, hi]. Every float32 step rounds half to even. */
+ * then clamped to [lo, hi]. Every float32 step rounds half to even. Its numpy side is
+ * accel.reference.pool.avg_pool_f32, in plain float32 (numpy's division is IEEE's). */
 inline char accel_quantize_f32(float y, float scale, float scale_recip, int zero_point,
                                int offset, int lo, int hi) {
   const float quotient = accel_div_f32(y, scale, scale_recip);

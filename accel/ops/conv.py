@@ -288,25 +288,31 @@ def padded_requantization(layer: ConvLayer, multipliers: np.ndarray,
     return mult, shift
 
 
-def check_knobs(knobs: dict) -> dict:
-    """conv.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
-    if "HAS_RESIDUAL" in knobs:
-        raise ValueError("HAS_RESIDUAL is not a caller's knob: it follows layer.residual")
-    if "REQUANT_F32" in knobs:
-        raise ValueError("REQUANT_F32 is not a caller's knob: it follows layer.requant")
-    check_knob_names(knobs, USER_KNOBS, KERNEL_FILE)
+def check_conv_knobs(knobs: dict, user_knobs, kernel_file: str) -> dict:
+    """The checks conv.cl and winograd.cl share (conv_knobs.h): the epilogue knobs follow
+    the layer, not the caller; only ``user_knobs``, each an integer; X86_PAIR_MAC 0 or 1."""
+    for name in ("HAS_RESIDUAL", "REQUANT_F32"):
+        if name in knobs:
+            raise ValueError(f"{name} is not a caller's knob: it follows the layer")
+    check_knob_names(knobs, user_knobs, kernel_file)
     for name, value in knobs.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"knob {name} must be an integer, got {value!r}")
+    if "X86_PAIR_MAC" in knobs and knobs["X86_PAIR_MAC"] not in (0, 1):
+        raise ValueError(f"X86_PAIR_MAC={knobs['X86_PAIR_MAC']} must be 0 or 1")
+    return {name: int(value) for name, value in knobs.items()}
+
+
+def check_knobs(knobs: dict) -> dict:
+    """conv.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
+    knobs = check_conv_knobs(knobs, USER_KNOBS, KERNEL_FILE)
     if "CIN_STEP" in knobs and knobs["CIN_STEP"] not in CIN_STEPS:
         raise ValueError(f"CIN_STEP={knobs['CIN_STEP']} must be one of {CIN_STEPS}")
     if "TILE_W" in knobs and knobs["TILE_W"] < 1:
         raise ValueError(f"TILE_W={knobs['TILE_W']} must be at least 1")
-    if "X86_PAIR_MAC" in knobs and knobs["X86_PAIR_MAC"] not in (0, 1):
-        raise ValueError(f"X86_PAIR_MAC={knobs['X86_PAIR_MAC']} must be 0 or 1")
     if "COUT_BLOCKS" in knobs and knobs["COUT_BLOCKS"] not in (1, 2):
         raise ValueError(f"COUT_BLOCKS={knobs['COUT_BLOCKS']} must be 1 or 2")
-    return {name: int(value) for name, value in knobs.items()}
+    return knobs
 
 
 def layer_knobs(layer: ConvLayer, tuned: dict) -> dict:

@@ -55,6 +55,17 @@ def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_en
     return out
 
 
+def _check_float32_scales(params, what: str) -> None:
+    """ValueError unless the float32 mode's input_scale and output_scale lie in
+    F32_SCALE_RANGE; stores them as floats."""
+    low, high = F32_SCALE_RANGE
+    for name in ("input_scale", "output_scale"):
+        value = float(getattr(params, name))
+        if not low <= value <= high:
+            raise ValueError(f"{what} {name} {value!r} is outside [2^-64, 2^64]")
+        object.__setattr__(params, name, value)
+
+
 @dataclass(frozen=True)
 class PoolParams:
     """One MaxPool or AveragePool layer.
@@ -112,13 +123,7 @@ class PoolParams:
         if self.storage_offset not in (0, 128):
             raise ValueError(f"pool storage_offset must be 0 (int8) or 128 (uint8), "
                              f"got {self.storage_offset!r}")
-        low, high = F32_SCALE_RANGE
-        for name in ("input_scale", "output_scale"):
-            value = float(getattr(self, name))
-            if not low <= value <= high:
-                raise ValueError(f"float32 average pool {name} {value!r} is outside "
-                                 f"[2^-64, 2^64]")
-            object.__setattr__(self, name, value)
+        _check_float32_scales(self, "float32 average pool")
         ratio = self.input_scale / self.output_scale
         if not 2.0 ** -24 <= ratio < 2.0 ** 16:  # 2^16: far from int32 overflow of rint
             raise ValueError(f"float32 average pool scale ratio {ratio!r} is outside "
@@ -204,11 +209,7 @@ class GlobalAvgPoolParams:
         _, h, w, _ = self.input_shape
         if self.requant == "fixed":
             return numerics.quantize_multiplier(self.scale_ratio / (h * w))
-        for name in ("input_scale", "output_scale"):
-            value = float(getattr(self, name))
-            if not F32_SCALE_RANGE[0] <= value <= F32_SCALE_RANGE[1]:
-                raise ValueError(f"float32 global average pool {name} {value!r} is outside "
-                                 "[2^-64, 2^64]")
+        _check_float32_scales(self, "float32 global average pool")
         f32 = np.float32
         real = f32(self.input_scale) / (f32(self.output_scale) * f32(h * w))
         try:
@@ -250,7 +251,9 @@ def bind(ctx, params: PoolParams | GlobalAvgPoolParams, in_bufs, out_buf, *,
     out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
     _check_buffers(list(in_bufs), out_buf, params, out_channel_stride, out_channel_offset)
     float32 = params.requant == "float32"
-    program = ctx.program(KERNEL_FILE, {**defines, "AVG_F32": 1} if float32 else defines)
+    # AVG_F32 builds avg_pool_f32_i8; the global pool's float32 mode is a runtime argument.
+    avg_f32 = float32 and isinstance(params, PoolParams)
+    program = ctx.program(KERNEL_FILE, {**defines, "AVG_F32": 1} if avg_f32 else defines)
     i32 = np.int32
     act = params.activation
     if isinstance(params, GlobalAvgPoolParams):

@@ -33,7 +33,6 @@ from accel import numerics
 from accel.numerics import Activation
 from accel.ops import conv as conv_ops
 from accel.ops import tuning
-from accel.ops.checks import check_knob_names
 from accel.ops.conv import Binding, ConvLayer
 from accel.ops.layout import run_on_device
 from accel.runtime import Buffer, Context, Event, Kernel
@@ -152,18 +151,10 @@ class PreparedWinograd(conv_ops.PreparedConv):
 
 def check_knobs(knobs: dict) -> dict:
     """winograd.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
-    for name in ("HAS_RESIDUAL", "REQUANT_F32"):
-        if name in knobs:
-            raise ValueError(f"{name} is not a caller's knob: it follows the layer")
-    check_knob_names(knobs, USER_KNOBS, KERNEL_FILE)
-    for name, value in knobs.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"knob {name} must be an integer, got {value!r}")
+    knobs = conv_ops.check_conv_knobs(knobs, USER_KNOBS, KERNEL_FILE)
     if "TILES" in knobs and knobs["TILES"] < 1:
         raise ValueError(f"TILES={knobs['TILES']} must be at least 1")
-    if "X86_PAIR_MAC" in knobs and knobs["X86_PAIR_MAC"] not in (0, 1):
-        raise ValueError(f"X86_PAIR_MAC={knobs['X86_PAIR_MAC']} must be 0 or 1")
-    return {name: int(value) for name, value in knobs.items()}
+    return knobs
 
 
 # The scheduler's entries in winograd.cl's tuning table (not -D knobs): WINOGRAD 1 where
@@ -191,9 +182,9 @@ def use_for(device_short_name: str, layer: ConvLayer, weights: np.ndarray) -> bo
     pixels (PoCL: ResNet-50's 7x7x512 layers measured no faster inside the model, their U'
     (8 MiB) streaming from memory and a quarter of their tile outputs falling off the
     7x7 edge)."""
-    entry = tuning.knobs(KERNEL_FILE, device_short_name)
-    return (bool(entry.get("WINOGRAD", 0))
-            and layer.out_height * layer.out_width >= entry.get("WINOGRAD_MIN_OUTPUT_PIXELS", 0)
+    min_pixels = tuning.knobs(KERNEL_FILE, device_short_name).get("WINOGRAD_MIN_OUTPUT_PIXELS", 0)
+    return (enabled_on(device_short_name)
+            and layer.out_height * layer.out_width >= min_pixels
             and ineligibility(layer, weights) is None)
 
 
