@@ -26,7 +26,11 @@ $PY -m pip install -q --upgrade pip
 bash tools/setup-opencl.sh "$PY"
 
 echo "[setup] building accel (C++ runtime) into .venv"
-$PY -m pip install -q -c tools/constraints.txt -e ".[test]"
+$PY -m pip install -q -c tools/constraints.txt -e ".[test,serve,tf,plot,deploy]"
+# The official TF Serving client stubs, for the tests that play the old client: they import
+# tensorflow's protos, which tensorflow-cpu provides (their declared tensorflow would be a
+# second, larger copy).
+$PY -m pip install -q -c tools/constraints.txt --no-deps "tensorflow-serving-api>=2.16"
 if ! $PY -c 'import torch, onnxscript' 2>/dev/null; then
   echo "[setup] torch (CPU build) and onnxscript, for the real torch.onnx exporter tests"
   $PY -m pip install -q -c tools/constraints.txt torch onnxscript \
