@@ -7,7 +7,7 @@
    and then compiles for plain SSE, several times slower for int8 (see benchmarks/README.md).
    On a host with AVX-512BW we ask it for the Skylake-server target unless the user chose
    one (CL_CONFIG_CPU_TARGET_ARCH); an empty value would disable the device, so it is never
-   set empty.
+   set empty (on other hosts an empty value is removed).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from .isa import host_isa
+
 
 def setup_vendors_dir() -> Path | None:
     """The vendors folder written by tools/setup-opencl.sh for this Python, if it exists."""
@@ -23,18 +25,13 @@ def setup_vendors_dir() -> Path | None:
     return folder if any(folder.glob("*.icd")) else None
 
 
-def _host_has_avx512bw() -> bool:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return any(line.startswith("flags") and " avx512bw" in line for line in cpuinfo)
-    except OSError:
-        return False
-
-
 def configure_opencl_environment() -> None:
     if not os.environ.get("OCL_ICD_VENDORS"):
         folder = setup_vendors_dir()
         if folder is not None:
             os.environ["OCL_ICD_VENDORS"] = str(folder)
-    if not os.environ.get("CL_CONFIG_CPU_TARGET_ARCH") and _host_has_avx512bw():
-        os.environ["CL_CONFIG_CPU_TARGET_ARCH"] = "skx"
+    if not os.environ.get("CL_CONFIG_CPU_TARGET_ARCH"):
+        if host_isa().avx512bw:
+            os.environ["CL_CONFIG_CPU_TARGET_ARCH"] = "skx"
+        else:  # the runtime's own choice (AVX2 hosts are recognised); never an empty value
+            os.environ.pop("CL_CONFIG_CPU_TARGET_ARCH", None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from . import _runtime
 from .errors import DeviceError
+from .isa import host_isa
 
 # Lower is better. Within a kind, platforms in PLATFORM_PREFERENCE order first (PoCL runs
 # the int8 kernels faster than Intel's CPU runtime on these machines: benchmarks/README.md),
@@ -57,9 +58,23 @@ class Device:
             vendor = re.sub(r"[^a-z0-9]+", "", platform.split()[0]) or "platform"
         return f"{vendor}-{self.kind}"
 
+    @property
+    def isa(self) -> str | None:
+        """The instruction-set level CPU kernels are chosen for (accel.isa: ``avx512-vnni``,
+        ``avx512``, ``avx2``, ``baseline``); None for devices that are not the host CPU."""
+        return host_isa().level if self.kind == "cpu" else None
+
+    @property
+    def tuning_key(self) -> str:
+        """The key of this device's knobs in kernels/tuning.json: the runtime and, for the host
+        CPU, its instruction-set level (``pocl-cpu/avx2``). Lookups fall back to the runtime
+        alone, then to ``default`` (accel.ops.tuning)."""
+        return self.short_name if self.isa is None else f"{self.short_name}/{self.isa}"
+
     def __str__(self) -> str:
+        isa = f", ISA {host_isa().describe()}" if self.kind == "cpu" else ""
         return (f"{self.index}  {self.kind:<13}  {self.platform} / {self.name}  "
-                f"({self.compute_units} compute units, {self.version})")
+                f"({self.compute_units} compute units, {self.version}{isa})")
 
 
 def _rank(device: Device) -> tuple[int, int, int, int]:

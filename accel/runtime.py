@@ -16,7 +16,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from . import _runtime, kernel_source
+from ._compiler_output import quiet_compiler
 from .devices import Device, select_device
+from .isa import LEVEL_CODES
 
 Buffer = _runtime.Buffer
 Event = _runtime.Event
@@ -60,10 +62,15 @@ class Context:
     # Programs -------------------------------------------------------------------------
     def build(self, source: str, defines: Mapping[str, object] | None = None,
               options: Sequence[str] = (), cache: bool = True) -> Program:
-        """Build OpenCL C source with ``-D`` knobs; cached on disk unless cache=False."""
-        return Program.from_source(self._context, source,
-                                   kernel_source.build_options(defines, tuple(options)),
-                                   program_cache_dir() if cache else "")
+        """Build OpenCL C source with ``-D`` knobs; cached on disk unless cache=False. The
+        compiler's own output stays out of the terminal (its log is in any BuildError). On
+        the host CPU, ACCEL_CPU_ISA caps the kernels' instruction-set variants (accel.isa)."""
+        if self.device.isa is not None:
+            defines = {"ACCEL_CPU_ISA": LEVEL_CODES[self.device.isa], **(defines or {})}
+        with quiet_compiler():
+            return Program.from_source(self._context, source,
+                                       kernel_source.build_options(defines, tuple(options)),
+                                       program_cache_dir() if cache else "")
 
     def build_file(self, name: str, defines: Mapping[str, object] | None = None,
                    options: Sequence[str] = (), cache: bool = True) -> Program:
@@ -79,7 +86,9 @@ class Context:
 
     def load_binary(self, path: str | os.PathLike, options: str = "") -> Program:
         """A prebuilt device binary, e.g. a board's .aocx bitstream."""
-        return Program.from_binary(self._context, Path(path).read_bytes(), options)
+        binary = Path(path).read_bytes()
+        with quiet_compiler():
+            return Program.from_binary(self._context, binary, options)
 
     # Memory ---------------------------------------------------------------------------
     def buffer(self, nbytes: int) -> Buffer:

@@ -8,10 +8,10 @@
  * every tap (ky, kx) it walks the input channels CIN_STEP at a time, a pair of channels per
  * step: the weights of the pair for the 16 output channels (32 bytes) are loaded once and
  * shared by all TILE_W pixels, and each pixel's input pair is broadcast against them.
- *   - x86 with AVX-512BW in the compiler's target (PoCL here: skylake-avx512): one vpmaddwd
- *     (clang builtin) does the 32 MACs of a pair; the inputs are widened 16 channels at a
- *     time and the pairs broadcast with vpermd. LLVM never forms this from portable code,
- *     because one operand is a broadcast.
+ *   - x86 with AVX-512BW or AVX2 in the compiler's target (PoCL): one vpmaddwd zmm (two
+ *     ymm on AVX2) does the 32 MACs of a pair (conv_knobs.h's accel_pmaddwd); the inputs are
+ *     widened 16 channels at a time and the pairs broadcast. LLVM never forms this from
+ *     portable code, because one operand is a broadcast.
  *   - everywhere else (Intel's CPU runtime, the FPGA emulator, or -DX86_PAIR_MAC=0):
  *     ACCEL_MAC, 16 MACs per multiply (LLVM emits vpmaddwd with a zero upper half, or
  *     whatever the target has). Both paths give the same bits.
@@ -52,7 +52,8 @@
  *   CIN_STEP      input channels per unrolled inner step: 2, 4, 8 or 16
  *   COUT_BLOCKS   blocks of 16 output channels per work-item: 1 or 2 (2 needs cout_pad
  *                 divisible by 32; the host picks it per layer, accel/ops/conv.py)
- *   X86_PAIR_MAC  1: use the vpmaddwd builtin where the target has AVX-512BW; 0: never
+ *   X86_PAIR_MAC  1: the vpmaddwd pair path where the target has AVX-512BW or AVX2; 0: never
+ *   PAIR_MAC_EMULATE  1: the pair path in plain C (tests its indexing on any host)
  *   HAS_RESIDUAL  1: fused residual add in the epilogue
  *   REQUANT_F32   1: onnxruntime's float32 requantization (accel_requantize_f32), for QDQ
  *                 models; 0: the fixed-point contract. No residual add in this mode.
@@ -178,7 +179,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
             const accel_short32 x_pair = __builtin_astype((uint16)pair, accel_short32);
 #pragma unroll
             for (int b = 0; b < COUT_BLOCKS; ++b)
-              acc[b][p] += __builtin_ia32_pmaddwd512(wv[b], x_pair);
+              acc[b][p] += accel_pmaddwd(wv[b], x_pair);
           }
 #else
 #pragma unroll

@@ -1,6 +1,7 @@
 /* conv_knobs.h: what conv.cl and winograd.cl share (both include it first).
- *   - the epilogue knobs, their defaults and rules: X86_PAIR_MAC (1: the vpmaddwd builtin
- *     where the target has AVX-512BW), HAS_RESIDUAL (1: fused residual add), REQUANT_F32
+ *   - the epilogue knobs, their defaults and rules: X86_PAIR_MAC (1: vpmaddwd pairs where
+ *     the target has AVX-512BW or AVX2, see below; 0: never), PAIR_MAC_EMULATE (1: the pair
+ *     path in plain C), ACCEL_CPU_ISA (the host's cap), HAS_RESIDUAL (1: fused residual add), REQUANT_F32
  *     (1: onnxruntime's float32 requantization, no residual add);
  *   - ACCEL_PAIR_MAC: whether the x86 pair path is on for this compiler and target.
  * (Each kernel keeps its own epilogue loop: the same loop as an inline function taking
@@ -33,14 +34,63 @@
 
 #define COUT_BLOCK 16  /* output channels per work-item: one int lane each */
 
-/* The x86 pair path: a clang builtin, so only where the target has AVX-512BW. */
-#if X86_PAIR_MAC && defined(__AVX512BW__) && defined(__clang__)
+/* The x86 pair path: acc (16 int lanes) += for each lane i, a[2i]*b[2i] + a[2i+1]*b[2i+1]
+ * (vpmaddwd's semantics, exact: the products of 16-bit values summed in 32 bits), as
+ *   - one vpmaddwd zmm where the target has AVX-512BW (PoCL on AVX-512 hosts),
+ *   - two vpmaddwd ymm where it has AVX2 (PoCL on AVX2-only hosts),
+ *   - plain C with PAIR_MAC_EMULATE=1, on any clang target: the same indexing, so the pair
+ *     path's packing is tested bit-exact on every host, whatever its instruction set.
+ * ACCEL_CPU_ISA (set by the host from accel.isa: 0 baseline, 2 AVX2, 3 AVX-512, 4 AVX-512
+ * VNNI) caps the variant, so ACCEL_CPU_ISA=avx2 on an AVX-512 host takes the AVX2 one. */
+#ifndef ACCEL_CPU_ISA
+#define ACCEL_CPU_ISA 4
+#endif
+#ifndef PAIR_MAC_EMULATE
+#define PAIR_MAC_EMULATE 0
+#endif
+#if PAIR_MAC_EMULATE != 0 && PAIR_MAC_EMULATE != 1
+#error "PAIR_MAC_EMULATE must be 0 or 1"
+#endif
+
+#if X86_PAIR_MAC && defined(__clang__) && \
+    (PAIR_MAC_EMULATE || (defined(__AVX512BW__) && ACCEL_CPU_ISA >= 3) || \
+     (defined(__AVX2__) && ACCEL_CPU_ISA >= 2))
 #define ACCEL_PAIR_MAC 1
 typedef short accel_short32 __attribute__((ext_vector_type(32)));
 #define ACCEL_IOTA32 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, \
                      20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+#define ACCEL_EVEN16 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ACCEL_ODD16 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define ACCEL_LO16 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+#define ACCEL_HI16 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+
+#if PAIR_MAC_EMULATE
+#define ACCEL_PAIR_MAC_VARIANT 1 /* emulated */
+/* Each product fits int32; their sum wraps modulo 2^32 as vpmaddwd's does (only
+ * 2 x (-32768)^2 can), so it is added unsigned. */
+inline int16 accel_pmaddwd(accel_short32 a, accel_short32 b) {
+  const int16 even = convert_int16(__builtin_shufflevector(a, a, ACCEL_EVEN16)) *
+                     convert_int16(__builtin_shufflevector(b, b, ACCEL_EVEN16));
+  const int16 odd = convert_int16(__builtin_shufflevector(a, a, ACCEL_ODD16)) *
+                    convert_int16(__builtin_shufflevector(b, b, ACCEL_ODD16));
+  return as_int16(as_uint16(even) + as_uint16(odd));
+}
+#elif defined(__AVX512BW__) && ACCEL_CPU_ISA >= 3
+#define ACCEL_PAIR_MAC_VARIANT 3 /* AVX-512BW */
+#define accel_pmaddwd(a, b) __builtin_ia32_pmaddwd512((a), (b))
+#else
+#define ACCEL_PAIR_MAC_VARIANT 2 /* AVX2 */
+inline int16 accel_pmaddwd(accel_short32 a, accel_short32 b) {
+  const int8 lo = __builtin_ia32_pmaddwd256(__builtin_shufflevector(a, a, ACCEL_LO16),
+                                            __builtin_shufflevector(b, b, ACCEL_LO16));
+  const int8 hi = __builtin_ia32_pmaddwd256(__builtin_shufflevector(a, a, ACCEL_HI16),
+                                            __builtin_shufflevector(b, b, ACCEL_HI16));
+  return (int16)(lo, hi);
+}
+#endif
 #else
 #define ACCEL_PAIR_MAC 0
+#define ACCEL_PAIR_MAC_VARIANT 0 /* the portable path */
 #endif
 
 #endif /* ACCEL_CONV_KNOBS_H */

@@ -27,8 +27,8 @@
  * folds its M row into Y' (4 vectors per tile) at its end. The inner loop is then what
  * conv.cl's is (broadcast, vpmaddwd, add), 2.25x fewer times: on PoCL it issues about 2.6-2.9
  * G vpmaddwd/s per core, near the 3 G/s of int8_peak.c's vpdpbusd (conv.cl: about 1.8 G/s).
- *   - x86 with AVX-512BW (PoCL): as conv.cl's X86_PAIR_MAC path, one vpmaddwd per channel
- *     pair and position: U' (16 outputs x the pair, int16) against the V pair broadcast.
+ *   - x86 with AVX-512BW or AVX2 (PoCL): as conv.cl's X86_PAIR_MAC path, one vpmaddwd zmm
+ *     (two ymm) per channel pair and position: U' (16 outputs x the pair, int16) against the V pair broadcast.
  *   - everywhere else (Intel's CPU runtime, the FPGA emulator, -DX86_PAIR_MAC=0): portable
  *     int16 x int products, 16 outputs per multiply. Both paths give the same bits.
  *
@@ -53,7 +53,8 @@
  * Knobs (-D, defaults below; per-device values in kernels/tuning.json, whose winograd.cl
  * entry also holds the scheduler's WINOGRAD switch, which is not a -D knob):
  *   TILES         2x2 output tiles per work-item along the row
- *   X86_PAIR_MAC  1: the vpmaddwd builtin where the target has AVX-512BW; 0: never
+ *   X86_PAIR_MAC  1: the vpmaddwd pair path where the target has AVX-512BW or AVX2; 0: never
+ *   PAIR_MAC_EMULATE  1: the pair path in plain C (tests its indexing on any host)
  *   HAS_RESIDUAL  1: fused residual add in the epilogue
  *   REQUANT_F32   1: onnxruntime's float32 requantization (quant.h), no residual
  * ================================================================================== */
@@ -173,7 +174,7 @@ __kernel void winograd_conv3x3_nhwc(__global const char* restrict x,
           const accel_short32 wv = __builtin_shufflevector(wa, wb, ACCEL_IOTA32);
 #pragma unroll
           for (int t = 0; t < TILES; ++t)
-            m[t][q] += as_uint16(__builtin_ia32_pmaddwd512(
+            m[t][q] += as_uint16(accel_pmaddwd(
                 wv, __builtin_astype((uint16)v[t][q][k], accel_short32)));
 #else
           /* Channel 2k and 2k+1 of the pair, each over the 16 output channels. */

@@ -20,6 +20,7 @@ from accel.backend import api
 from accel.backend.compiled import ModelLoadError
 from accel.compiler.errors import CompileError
 from accel.ops import fpga as fpga_ops
+from qdq_host import host_reduce_range
 
 DEVICES = accel.devices()
 FASTEST = accel.select_device()
@@ -511,7 +512,8 @@ def quantize_with_onnxruntime(model, calibration, tmp_path, activation_type):
     onnx.save(model, src)
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=getattr(QuantType, activation_type),
-                    weight_type=QuantType.QInt8, per_channel=True)
+                    weight_type=QuantType.QInt8, per_channel=True,
+                    reduce_range=host_reduce_range())  # exact ORT arithmetic: qdq_host.py
     return onnx.load(dst)
 
 

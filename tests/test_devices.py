@@ -12,6 +12,7 @@ import accel
 import accel.devices
 import accel.kernel_source
 from accel import _icd
+from accel.isa import host_isa
 from accel.devices import RANK
 
 PRESENT = accel.devices()
@@ -102,7 +103,7 @@ def test_cli_smoke_on_a_bad_device_says_what_exists():
 
 
 def test_intel_cpu_runtime_is_asked_for_avx512_on_avx512_hosts():
-    if _icd._host_has_avx512bw():
+    if host_isa().avx512bw:
         assert os.environ.get("CL_CONFIG_CPU_TARGET_ARCH")
     env = dict(os.environ, CL_CONFIG_CPU_TARGET_ARCH="")
     code = "import os, accel; print(repr(os.environ.get('CL_CONFIG_CPU_TARGET_ARCH')))"

@@ -242,7 +242,8 @@ def test_bound_in_a_plan_like_conv(ctx):
 
 
 @pytest.mark.parametrize("knobs", [{"TILES": 1}, {"TILES": 3}, {"TILES": 2, "X86_PAIR_MAC": 0},
-                                   {"TILES": 4, "X86_PAIR_MAC": 1}], ids=str)
+                                   {"TILES": 4, "X86_PAIR_MAC": 1},
+                                   {"TILES": 2, "PAIR_MAC_EMULATE": 1}], ids=str)
 def test_knobs(ctx, knobs):
     """Every knob value gives the same bits (row of 9 outputs: 5 tiles, not a multiple of
     2, 3 or 4)."""
@@ -251,14 +252,16 @@ def test_knobs(ctx, knobs):
 
 
 @pytest.mark.parametrize("pocl_device", POCL, ids=[d.short_name for d in POCL])
-@pytest.mark.parametrize("pair_mac", [0, 1])
-def test_both_pocl_paths_resnet50_shape(pocl_device, pair_mac):
-    """PoCL's target has AVX-512BW, so X86_PAIR_MAC picks between the vpmaddwd builtin and the
-    portable path there: both bit-exact on a real layer."""
+@pytest.mark.parametrize("knobs", [{"X86_PAIR_MAC": 0}, {"X86_PAIR_MAC": 1},
+                                   {"PAIR_MAC_EMULATE": 1}], ids=str)
+def test_both_pocl_paths_resnet50_shape(pocl_device, knobs):
+    """PoCL's target has AVX-512BW or AVX2, so X86_PAIR_MAC picks between the vpmaddwd
+    builtins (kernels/conv_knobs.h) and the portable path there; the emulated pair path is
+    the builtins' indexing in plain C: all bit-exact on a real layer."""
     ctx = accel.Context(pocl_device)
     rng = np.random.default_rng(10)
     x, weights, bias, kwargs = make_case(rng, 1, 14, 14, 256, 256, residual=True)
-    check(ctx, x, weights, bias, kwargs, knobs={"X86_PAIR_MAC": pair_mac})
+    check(ctx, x, weights, bias, kwargs, knobs=knobs)
 
 
 def test_pocl_is_present_for_the_pair_path():
@@ -288,7 +291,7 @@ def test_scheduler_runs_eligible_convs_as_winograd(device):
             schedule.WINOGRAD = saved
     kernels = [kernel.name for launches in compiled[True]._bound.step_launches
                for kernel, _, _ in launches]
-    uses = device.kind not in fpga_ops.FPGA_KINDS and ops.enabled_on(device.short_name)
+    uses = device.kind not in fpga_ops.FPGA_KINDS and ops.enabled_on(device.tuning_key)
     assert kernels.count(ops.KERNEL_NAME) == (4 if uses else 0), kernels
     assert ops.KERNEL_NAME not in [kernel.name for launches in compiled[False]._bound.step_launches
                                    for kernel, _, _ in launches]
@@ -358,6 +361,7 @@ def test_overflowing_weights_are_refused():
     ({"TILES": 0}, "TILES=0 must be at least 1"),
     ({"TILES": 2.5}, "TILES must be an integer"),
     ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC=2 must be 0 or 1"),
+    ({"PAIR_MAC_EMULATE": 3}, "PAIR_MAC_EMULATE=3 must be 0 or 1"),
     ({"TILE_W": 4}, "unknown knob(s) TILE_W for winograd.cl"),
     ({"HAS_RESIDUAL": 1}, "HAS_RESIDUAL is not a caller's knob"),
     ({"REQUANT_F32": 1}, "REQUANT_F32 is not a caller's knob"),

@@ -850,7 +850,7 @@ def ndrange_conv_ops(ctx, layer: conv_ops.ConvLayer, weights: np.ndarray):
     kernels/tuning.json entry for winograd.cl says it is faster (winograd_ops.use_for),
     never on an FPGA; accel.ops.conv otherwise. WINOGRAD = False turns it off (tests)."""
     if (WINOGRAD and not fpga_ops.is_fpga(ctx)
-            and winograd_ops.use_for(ctx.device.short_name, layer, weights)):
+            and winograd_ops.use_for(ctx.device.tuning_key, layer, weights)):
         return winograd_ops
     return conv_ops
 

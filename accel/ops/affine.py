@@ -37,8 +37,9 @@ _PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1
 def _knobs(ctx, defines: dict | None) -> dict:
     """The -D knobs: the caller's, else kernels/tuning.json's for the device, else
     DEVICE_VEC / DEFAULT_VEC. VEC (channels per work-item) must divide CHANNEL_ALIGN."""
-    name = ctx.device.short_name
-    defines = {"VEC": DEVICE_VEC.get(name, DEFAULT_VEC), **tuning.knobs(KERNEL_FILE, name),
+    device = ctx.device
+    defines = {"VEC": DEVICE_VEC.get(device.short_name, DEFAULT_VEC),
+               **tuning.knobs(KERNEL_FILE, device.tuning_key),
                **(defines or {})}
     vec = int(defines["VEC"])
     if vec <= 0 or CHANNEL_ALIGN % vec:

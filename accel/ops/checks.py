@@ -112,5 +112,5 @@ def kernel_knobs(ctx, kernel_file: str, defines: Mapping[str, object] | None,
     """The -D knobs of a VEC kernel (pool.cl, eltwise.cl, l2norm.cl): the caller's, else the
     device's entry in kernels/tuning.json, else VEC = default_vec. VEC is the only knob."""
     check_knob_names(defines or {}, ("VEC",), kernel_file)
-    return check_vec({**tuning.knobs(kernel_file, ctx.device.short_name), **(defines or {})},
+    return check_vec({**tuning.knobs(kernel_file, ctx.device.tuning_key), **(defines or {})},
                      default_vec)

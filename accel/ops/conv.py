@@ -38,7 +38,7 @@ KERNEL_NAME = "conv2d_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
 SMALL_CIN_STEP = 4  # CIN_STEP for layers with at most this many input channels
 # The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
-USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "COUT_BLOCKS")
+USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "PAIR_MAC_EMULATE", "COUT_BLOCKS")
 # COUT_BLOCKS 2 (two blocks of output channels per work-item, each input broadcast feeding
 # both) with TILE_W 7: measured on PoCL 1.07-1.35x faster than 1 block x TILE_W 8 on every
 # ResNet-50 layer shape tried; 0.8-0.9x on batch-1 dense layers (a GEMV wants every
@@ -290,7 +290,8 @@ def padded_requantization(layer: ConvLayer, multipliers: np.ndarray,
 
 def check_conv_knobs(knobs: dict, user_knobs, kernel_file: str) -> dict:
     """The checks conv.cl and winograd.cl share (conv_knobs.h): the epilogue knobs follow
-    the layer, not the caller; only ``user_knobs``, each an integer; X86_PAIR_MAC 0 or 1."""
+    the layer, not the caller; only ``user_knobs``, each an integer; X86_PAIR_MAC and
+    PAIR_MAC_EMULATE 0 or 1."""
     for name in ("HAS_RESIDUAL", "REQUANT_F32"):
         if name in knobs:
             raise ValueError(f"{name} is not a caller's knob: it follows the layer")
@@ -298,8 +299,9 @@ def check_conv_knobs(knobs: dict, user_knobs, kernel_file: str) -> dict:
     for name, value in knobs.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"knob {name} must be an integer, got {value!r}")
-    if "X86_PAIR_MAC" in knobs and knobs["X86_PAIR_MAC"] not in (0, 1):
-        raise ValueError(f"X86_PAIR_MAC={knobs['X86_PAIR_MAC']} must be 0 or 1")
+    for name in ("X86_PAIR_MAC", "PAIR_MAC_EMULATE"):
+        if name in knobs and knobs[name] not in (0, 1):
+            raise ValueError(f"{name}={knobs[name]} must be 0 or 1")
     return {name: int(value) for name, value in knobs.items()}
 
 
@@ -351,7 +353,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     """Pack and upload a layer's parameters and build its program (once per layer).
     ``knobs`` overrides the device's tuned -D values (kernels/tuning.json)."""
     packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
-    chosen = layer_knobs(layer, tuning.knobs(KERNEL_FILE, ctx.device.short_name))
+    chosen = layer_knobs(layer, tuning.knobs(KERNEL_FILE, ctx.device.tuning_key))
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)  # the tuned values and the caller's
     if layer.out_channels_padded % (chosen.get("COUT_BLOCKS", 1) * COUT_BLOCK):

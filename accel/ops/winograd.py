@@ -40,7 +40,7 @@ from accel.runtime import Buffer, Context, Event, Kernel
 KERNEL_FILE = "winograd.cl"
 KERNEL_NAME = "winograd_conv3x3_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
-USER_KNOBS = ("TILES", "X86_PAIR_MAC")
+USER_KNOBS = ("TILES", "X86_PAIR_MAC", "PAIR_MAC_EMULATE")
 
 # F(2x2, 3x3) transforms, all integer (G2 = 2G, so U' = 4U and Y' = 4Y).
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.int64)
@@ -163,27 +163,27 @@ def check_knobs(knobs: dict) -> dict:
 SCHEDULER_KEYS = ("WINOGRAD", "WINOGRAD_MIN_OUTPUT_PIXELS")
 
 
-def tuned_knobs(device_short_name: str) -> dict:
+def tuned_knobs(tuning_key: str) -> dict:
     """The device's winograd.cl entry in kernels/tuning.json, kernel knobs only."""
-    chosen = tuning.knobs(KERNEL_FILE, device_short_name)
+    chosen = tuning.knobs(KERNEL_FILE, tuning_key)
     for key in SCHEDULER_KEYS:
         chosen.pop(key, None)
     return chosen
 
 
-def enabled_on(device_short_name: str) -> bool:
+def enabled_on(tuning_key: str) -> bool:
     """Whether the compiler runs eligible convs as Winograd on this device at all."""
-    return bool(tuning.knobs(KERNEL_FILE, device_short_name).get("WINOGRAD", 0))
+    return bool(tuning.knobs(KERNEL_FILE, tuning_key).get("WINOGRAD", 0))
 
 
-def use_for(device_short_name: str, layer: ConvLayer, weights: np.ndarray) -> bool:
+def use_for(tuning_key: str, layer: ConvLayer, weights: np.ndarray) -> bool:
     """Whether the compiler should run this layer as Winograd on this device: it is eligible,
     Winograd is enabled there, and the output image has at least WINOGRAD_MIN_OUTPUT_PIXELS
     pixels (PoCL: ResNet-50's 7x7x512 layers measured no faster inside the model, their U'
     (8 MiB) streaming from memory and a quarter of their tile outputs falling off the
     7x7 edge)."""
-    min_pixels = tuning.knobs(KERNEL_FILE, device_short_name).get("WINOGRAD_MIN_OUTPUT_PIXELS", 0)
-    return (enabled_on(device_short_name)
+    min_pixels = tuning.knobs(KERNEL_FILE, tuning_key).get("WINOGRAD_MIN_OUTPUT_PIXELS", 0)
+    return (enabled_on(tuning_key)
             and layer.out_height * layer.out_width >= min_pixels
             and ineligibility(layer, weights) is None)
 
@@ -197,7 +197,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     reason = ineligibility(layer, weights)
     if reason is not None:
         raise ValueError(f"layer not eligible for Winograd F(2x2, 3x3): {reason}")
-    chosen = tuned_knobs(ctx.device.short_name)
+    chosen = tuned_knobs(ctx.device.tuning_key)
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)
     chosen["HAS_RESIDUAL"] = int(layer.residual is not None)
