@@ -20,6 +20,10 @@ from ._compiler_output import quiet_compiler
 from .devices import Device, select_device
 from .isa import LEVEL_CODES
 
+# Intel's CPU runtime hides its target's macros (__AVX2__) from OpenCL C but binds LLVM's x86
+# intrinsics to functions declared with an asm label (kernels/conv_knobs.h).
+INTEL_CPU_PLATFORM = "Intel(R) OpenCL"
+
 Buffer = _runtime.Buffer
 Event = _runtime.Event
 Kernel = _runtime.Kernel
@@ -67,6 +71,8 @@ class Context:
         the host CPU, ACCEL_CPU_ISA caps the kernels' instruction-set variants (accel.isa)."""
         if self.device.isa is not None:
             defines = {"ACCEL_CPU_ISA": LEVEL_CODES[self.device.isa], **(defines or {})}
+            if self.device.platform == INTEL_CPU_PLATFORM:  # LLVM intrinsics by asm label
+                defines = {"ACCEL_LLVM_X86": 1, **defines}
         with quiet_compiler():
             return Program.from_source(self._context, source,
                                        kernel_source.build_options(defines, tuple(options)),

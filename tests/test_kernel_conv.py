@@ -586,7 +586,7 @@ def test_float32_requant_rejects_bad_input(first_ctx):
 
 @pytest.mark.parametrize("out_width, tuned, chosen", [
     (56, 8, 8), (28, 8, 7), (14, 8, 7), (7, 8, 7), (38, 8, 8), (19, 8, 7), (224, 8, 8),
-    (14, 4, 3), (7, 4, 4), (5, 1, 1)])
+    (14, 4, 3), (7, 4, 4), (5, 1, 1), (7, 2, 2), (28, 2, 2)])
 def test_tile_width_fits_the_row(out_width, tuned, chosen):
     assert ops.fitted_tile_width(out_width, tuned) == chosen
 

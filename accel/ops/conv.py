@@ -342,10 +342,11 @@ def pairs_of_blocks_pay(layer: ConvLayer) -> bool:
 def fitted_tile_width(out_width: int, tuned: int) -> int:
     """The tuned TILE_W, or one less where that computes fewer pixels past the row's end:
     ResNet's 28/14/7-wide rows take 7 (a row of 8-wide tiles wastes 12.5% of a 7-wide one;
-    measured on PoCL, 7 is 8-13% faster there and as fast as 8 on 56-wide rows)."""
+    measured on PoCL, 7 is 8-13% faster there and as fast as 8 on 56-wide rows). Tiles of 2
+    (AVX2's tuning) stay 2: one pixel per work-item loses more than the waste saves."""
     def waste(tile: int) -> int:
         return -(-out_width // tile) * tile - out_width
-    return tuned - 1 if tuned > 1 and waste(tuned - 1) < waste(tuned) else tuned
+    return tuned - 1 if tuned > 2 and waste(tuned - 1) < waste(tuned) else tuned
 
 
 def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
