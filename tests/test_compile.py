@@ -563,7 +563,11 @@ def test_qdq_branchy_net_matches_onnxruntime_int8(tmp_path):
 # resnet50 0.0038, densenet121 0.0077; top-1 4/4 both. Each layer agrees with ORT's to
 # 1 LSB (>= 99.99% equal in the first layers: our fixed-point requantization vs ORT's float
 # one differ only at rounding boundaries), and those differences compound with depth.
-QDQ_MAX_PROB_ERROR = {"resnet50": 2 / 256, "densenet121": 3 / 256}
+# Where ORT's u8s8 sums saturate (hosts without VNNI) the models are quantized with 7-bit
+# weights (qdq_host.py): ORT's unfolded BatchNorm then rounds twice on a coarser grid.
+# Measured there (AVX2 EPYC): resnet50 0.0145, densenet121 0.0105; top-1 4/4 and 3/4.
+QDQ_MAX_PROB_ERROR = ({"resnet50": 5 / 256, "densenet121": 4 / 256} if host_reduce_range()
+                      else {"resnet50": 2 / 256, "densenet121": 3 / 256})
 
 
 @pytest.mark.slow
