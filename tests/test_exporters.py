@@ -43,7 +43,7 @@ from torch import nn  # noqa: E402
 import accel  # noqa: E402
 from accel import compiler  # noqa: E402
 from accel.compiler import ir  # noqa: E402
-from accel.compiler.errors import ShapeError  # noqa: E402
+from accel.compiler.errors import DynamicBatchWarning  # noqa: E402
 
 DEVICES = accel.devices()
 FASTEST = accel.select_device()
@@ -257,10 +257,12 @@ def compiled(request, exported) -> accel.CompiledModel:
 
 
 @pytest.mark.parametrize("exported", [("resnet_view", "dynamo_raw_dynamic")], indirect=True)
-def test_a_dynamic_batch_needs_input_shapes(exported):
-    with pytest.raises(ShapeError, match=r"input_shapes=\{'image'"):
-        accel.compile(exported.model, calibration=inputs(exported.net, 2, seed=0),
-                      device=FASTEST, progress=False)
+def test_a_dynamic_batch_becomes_the_calibration_batch_with_a_notice(exported):
+    """Without input_shapes= the dynamic batch is the calibration inputs' (a notice says so)."""
+    with pytest.warns(DynamicBatchWarning, match=r"'image'.*batch 1 .*input_shapes=\{'image'"):
+        compiled = accel.compile(exported.model, calibration=inputs(exported.net, 2, seed=0),
+                                 device=FASTEST, progress=False)
+    assert compiled.inputs[0].shape == exported.net.input_shape
 
 
 def inputs(net, count: int, seed: int) -> list[np.ndarray]:

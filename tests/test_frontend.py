@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -10,8 +12,8 @@ from onnx.reference import ReferenceEvaluator
 
 from accel import compiler
 from accel.compiler import folding, frontend, ir
-from accel.compiler.errors import (CompileError, ModelFormatError, ShapeError,
-                                   UnsupportedOpError)
+from accel.compiler.errors import (CompileError, DynamicBatchWarning, ModelFormatError,
+                                   ShapeError, UnsupportedOpError)
 from _models_graphs import Maker, assert_close, run_ort, tf2onnx_style, torch_style
 
 
@@ -218,11 +220,21 @@ def dynamic_batch_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_dynamic_shapes_need_input_shapes():
+def test_a_dynamic_batch_defaults_with_a_notice_other_dynamic_dims_need_input_shapes():
     model = dynamic_batch_model()
+    with pytest.warns(DynamicBatchWarning, match=r"'input' has a dynamic batch dimension; "
+                      r"compiling for batch 1 \(the default; input_shapes="):
+        graph = compiler.load_onnx(model)
+    assert graph.shape("input") == (1, 3, 16, 16)
+    with pytest.warns(DynamicBatchWarning, match="batch 3 .the calibration inputs' batch"):
+        assert compiler.load_onnx(model, batch=3).shape("input") == (3, 3, 16, 16)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
     with pytest.raises(ShapeError, match=r"'input' has a dynamic shape.*input_shapes="):
         compiler.load_onnx(model)
-    graph = compiler.load_onnx(model, input_shapes={"input": (2, 3, 16, 16)})
+    model = dynamic_batch_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # input_shapes= fixes the batch: no notice
+        graph = compiler.load_onnx(model, input_shapes={"input": (2, 3, 16, 16)})
     assert graph.shape(graph.outputs[0]) == (2, 4, 16, 16)
     x = random_input((2, 3, 16, 16))
     assert_close(compiler.interpret(graph, x), run_ort(model, x))

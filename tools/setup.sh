@@ -31,6 +31,14 @@ $PY -m pip install -q -c tools/constraints.txt -e ".[test,serve,tf,plot,deploy]"
 # tensorflow's protos, which tensorflow-cpu provides (their declared tensorflow would be a
 # second, larger copy).
 $PY -m pip install -q -c tools/constraints.txt --no-deps "tensorflow-serving-api>=2.16"
+# The KServe SDK, for the tests that round-trip our InferenceService through its classes: its
+# declared pins would downgrade protobuf and grpcio-tools, so it comes without them, with the
+# packages its model classes import.
+if ! $PY -c 'import kserve' 2>/dev/null; then
+  $PY -m pip install -q -c tools/constraints.txt --no-deps kserve "cloudevents<2" deprecation \
+    orjson "pandas<3" "psutil<6" grpc-interceptor timing-asgi watchfiles kubernetes oauthlib \
+    requests-oauthlib durationpy websocket-client tabulate pytz
+fi
 if ! $PY -c 'import torch, onnxscript' 2>/dev/null; then
   echo "[setup] torch (CPU build) and onnxscript, for the real torch.onnx exporter tests"
   $PY -m pip install -q -c tools/constraints.txt torch onnxscript \

@@ -8,6 +8,7 @@ model) to a CompiledModel on one device.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,10 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compiler import interpret, ir, load_onnx, optimize
+from ..compiler.frontend import read_model
+from ..compiler.tf import convert as convert_tf
+from ..compiler.tf import tf_format
+from ..models.labels import label_set
+from ..preprocess import PreprocessSpec
 from ..devices import select_device
 from ..quantization import MinMaxObserver, PercentileObserver
 from . import quantize, schedule
-from .compiled import CompiledModel, ModelLoadError
+from .compiled import TASKS, CompiledModel, ModelLoadError
 from .compiled import load as _load
 
 OBSERVERS = {"minmax": MinMaxObserver, "percentile": PercentileObserver}
@@ -51,26 +57,101 @@ def layer_errors(graph: ir.Graph, compiled: CompiledModel, inputs) -> list[Layer
     return errors
 
 
+# ONNX metadata_props keys that describe how images feed a model (accel.models.build sets them)
+META_PREPROCESSING = "accel.preprocessing"  # JSON of PreprocessSpec.to_dict()
+META_LABELS = "accel.labels"  # a bundled label set ("imagenet", "voc") or a JSON list of names
+META_TASK = "accel.task"  # "classification" or "detection"
+
+
+def model_metadata(proto) -> dict:
+    """The preprocessing (PreprocessSpec), labels (list) and task an ONNX model records in its
+    metadata_props; None for those it does not record."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    out = {"preprocessing": None, "labels": None, "task": props.get(META_TASK) or None}
+    if props.get(META_PREPROCESSING):
+        try:
+            out["preprocessing"] = PreprocessSpec.from_dict(json.loads(props[META_PREPROCESSING]))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise ValueError(f"the model's {META_PREPROCESSING!r} metadata is not a valid "
+                             f"preprocessing spec: {e}") from None
+    if props.get(META_LABELS):
+        out["labels"] = props[META_LABELS]  # checked (and expanded) by _metadata
+    return out
+
+
+def _metadata(recorded: dict, preprocessing, labels, task) -> dict:
+    """The given metadata, else the recorded one, checked (ValueError/TypeError) before the
+    slow part of compile."""
+    if isinstance(preprocessing, dict):
+        preprocessing = PreprocessSpec.from_dict(preprocessing)
+    if preprocessing is not None and not isinstance(preprocessing, PreprocessSpec):
+        raise TypeError(f"preprocessing must be a PreprocessSpec or a dict, got "
+                        f"{type(preprocessing).__name__}")
+    task = recorded["task"] if task is None else task
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    labels = recorded["labels"] if labels is None else labels
+    return {"preprocessing": recorded["preprocessing"] if preprocessing is None else preprocessing,
+            "labels": None if labels is None else label_set(labels), "task": task}
+
+
+def _check_preprocessing(spec: PreprocessSpec | None, graph: ir.Graph) -> None:
+    if spec is None or len(graph.inputs) != 1:
+        return
+    shape = tuple(graph.shape(graph.inputs[0]))
+    expected = spec.input_shape(shape[0]) if shape else ()
+    if shape != expected:
+        raise ValueError(f"the preprocessing ({spec.height}x{spec.width}, {spec.layout}) feeds "
+                         f"inputs of shape {expected}, but the model's input "
+                         f"{graph.inputs[0]!r} has shape {shape}")
+
+
+def _batch_of(calibration) -> int | None:
+    """The first calibration input's batch: what a model's dynamic batch becomes."""
+    if not calibration:
+        return None
+    first = calibration[0]
+    first = next(iter(first.values()), None) if isinstance(first, Mapping) else first
+    shape = np.shape(first)
+    return int(shape[0]) if len(shape) >= 2 else None
+
+
 def compile(model, *, calibration=None, device=None, observer: str = "minmax",
             progress: bool = True, report: bool = False,
-            input_shapes: Mapping[str, tuple] | None = None) -> CompiledModel:
+            input_shapes: Mapping[str, tuple] | None = None,
+            preprocessing: PreprocessSpec | dict | None = None, labels=None,
+            task: str | None = None) -> CompiledModel:
     """Compile an ONNX model (a .onnx path or onnx.ModelProto; fp32, or a QDQ model from
-    onnxruntime's quantize_static) to int8 on ``device`` (an accel.Device or a selector such
-    as "pocl", "intel-cpu", "fpga-emulator"; default the best present). ``calibration``: an
+    onnxruntime's quantize_static; or a TensorFlow SavedModel directory, .keras/.h5 file or
+    frozen GraphDef .pb, converted by accel.compiler.tf) to int8 on ``device`` (an
+    accel.Device or a selector such as "pocl", "intel-cpu", "fpga-emulator"; default the
+    best present). ``calibration``: an
     iterable of input arrays (or dicts by input name) from which activation scales are
     chosen ("minmax" or "percentile" ``observer``); optional for a QDQ model, whose own
     scales win where it has them. ``report``: measure every layer's error against the float
     model on the first calibration input (``.layer_errors``; the worst are printed when
     ``progress``). ``input_shapes``: static shapes for inputs the model leaves dynamic, e.g.
-    {"input": (1, 3, 224, 224)} for a dynamic batch."""
+    {"input": (1, 3, 224, 224)}; a dynamic batch alone defaults to the calibration inputs'
+    batch, or 1 (with a DynamicBatchWarning).
+
+    ``preprocessing`` (a PreprocessSpec), ``labels`` (a bundled label set "imagenet" / "voc",
+    or a list of class names) and ``task`` ("classification" / "detection") are saved with
+    the compiled model, so that ``accel.Classifier(path)`` needs nothing else; each defaults
+    to what the ONNX model records in its metadata_props ("accel.preprocessing",
+    "accel.labels", "accel.task"), as ``accel.models.build`` writes them."""
     if observer not in OBSERVERS:
         raise ValueError(f"observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
     device = select_device(device)  # fail early, before the slow part
-    graph = load_onnx(model, input_shapes=input_shapes)
-    optimize(graph)
-    given = quantize.annotated(graph)  # a QDQ model's own activation scales
+    if tf_format(model) is not None:  # a SavedModel, Keras or frozen GraphDef: ONNX first
+        model = convert_tf(model)
     if calibration is not None:
         calibration = list(calibration)  # read twice with report=True; gives the progress total
+    proto = read_model(model)  # parsed once: its metadata and its graph
+    metadata = _metadata(model_metadata(proto), preprocessing, labels, task)  # checked early
+    graph = load_onnx(proto, input_shapes=input_shapes, batch=_batch_of(calibration))
+    _check_preprocessing(metadata["preprocessing"], graph)
+    optimize(graph)
+    given = quantize.annotated(graph)  # a QDQ model's own activation scales
     if calibration is None and not given:
         raise ValueError(f"model {graph.name!r} is fp32: compile it with calibration=[...] "
                          "(representative inputs) so int8 scales can be chosen")
@@ -86,7 +167,7 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     # QLinearConcat).
     lowered = schedule.lower(graph, qparams, requant="float32" if given else "fixed",
                              concat_copies=bool(given))
-    compiled = CompiledModel(lowered, device)
+    compiled = CompiledModel(lowered, device, **metadata)
     compiled.source = model  # what it was compiled from (for accel.fpga.estimate); not saved
     if report:
         if not calibration:
@@ -105,4 +186,5 @@ def load(path, device=None) -> CompiledModel:
     return _load(path, device)
 
 
-__all__ = ["compile", "load", "CompiledModel", "ModelLoadError", "LayerError", "layer_errors"]
+__all__ = ["compile", "load", "CompiledModel", "ModelLoadError", "LayerError", "layer_errors",
+           "model_metadata", "META_PREPROCESSING", "META_LABELS", "META_TASK"]

@@ -3,9 +3,10 @@
 run() = host quantize (+ NCHW -> NHWC, space-to-depth for a rewritten stem conv, channel
 padding) of the inputs, ONE plan.run (every launch recorded once, arguments bound once, GIL
 released), host dequantize + Softmax / Reshape / Transpose. save() writes one directory:
-model.json (structure, scales, layer parameters) and params.npz (int8 weights, int32 biases,
-multipliers), no pickle; load() checks the format, version and a SHA-256 of the arrays
-before trusting anything.
+model.json (structure, scales, layer parameters, and what turns images into inputs and
+outputs into answers: preprocessing, labels, task; absent in older artifacts) and params.npz
+(int8 weights, int32 biases, multipliers), no pickle; load() checks the format, version and
+a SHA-256 of the arrays before trusting anything.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import AccelError
+from ..models.labels import label_set
 from ..ops.layout import pad_channels
+from ..preprocess import PreprocessSpec
 from ..quantization import QParams, dequantize, quantize
 from ..runtime import Context
 from . import schedule
@@ -34,6 +37,7 @@ FORMAT = "accel-compiled-model"
 VERSION = 1
 MODEL_FILE = "model.json"
 PARAMS_FILE = "params.npz"
+TASKS = ("classification", "detection")
 
 
 class ModelLoadError(AccelError, ValueError):
@@ -57,8 +61,13 @@ class LayerTime:
 class CompiledModel:
     """An int8 model ready to run on one device."""
 
-    def __init__(self, lowered: Lowered, device=None, *, fpga_pipelines: bool | None = None):
+    def __init__(self, lowered: Lowered, device=None, *, fpga_pipelines: bool | None = None,
+                 preprocessing=None, labels=None, task: str | None = None):
         self._lowered = lowered
+        # what turns images into inputs and outputs into answers (saved in model.json)
+        self.preprocessing = preprocessing
+        self.labels = labels
+        self.task = task
         self._ctx = Context(device)
         self._bound = schedule.bind(self._ctx, lowered, fpga_pipelines)
         self._ops = [s.op for s in lowered.steps]
@@ -95,6 +104,40 @@ class CompiledModel:
     @property
     def lowered(self) -> Lowered:
         return self._lowered
+
+    @property
+    def preprocessing(self) -> PreprocessSpec | None:
+        """How images become this model's input (None: not recorded)."""
+        return self._preprocessing
+
+    @preprocessing.setter
+    def preprocessing(self, spec) -> None:
+        if isinstance(spec, dict):
+            spec = PreprocessSpec.from_dict(spec)
+        if spec is not None and not isinstance(spec, PreprocessSpec):
+            raise TypeError(f"preprocessing must be a PreprocessSpec, a dict or None, got "
+                            f"{type(spec).__name__}")
+        self._preprocessing = spec
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names by output position (None: not recorded)."""
+        return None if self._labels is None else list(self._labels)
+
+    @labels.setter
+    def labels(self, labels) -> None:
+        self._labels = None if labels is None else tuple(label_set(labels))
+
+    @property
+    def task(self) -> str | None:
+        """"classification", "detection" or None (not recorded)."""
+        return self._task
+
+    @task.setter
+    def task(self, task) -> None:
+        if task is not None and task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+        self._task = task
 
     def __repr__(self) -> str:
         return (f"CompiledModel({self.name!r}, {self.num_launches} launches on "
@@ -245,6 +288,9 @@ class CompiledModel:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         doc, arrays = _to_document(self._lowered)
+        doc["preprocessing"] = None if self.preprocessing is None else self.preprocessing.to_dict()
+        doc["labels"] = self.labels
+        doc["task"] = self.task
         params = path / PARAMS_FILE
         np.savez(params, **arrays)
         doc["params_sha256"] = _sha256(params)
@@ -338,7 +384,9 @@ def load(path, device=None) -> CompiledModel:
             tail=[HostNode(**n) for n in doc["tail"]],
             placements={k: Placement(p["root"], p["offset"], p["stride"], tuple(p["shape"]))
                         for k, p in doc["placements"].items()})
-        return CompiledModel(lowered, device)
+        # absent from artifacts saved before they were recorded
+        metadata = {key: doc.get(key) for key in ("preprocessing", "labels", "task")}
+        return CompiledModel(lowered, device, **metadata)
     except (KeyError, TypeError, ValueError, IndexError, zipfile.BadZipFile, OSError) as e:
         raise ModelLoadError(f"compiled model {os.fspath(path)!r} is malformed: "
                              f"{type(e).__name__}: {e}") from None

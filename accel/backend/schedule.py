@@ -568,11 +568,14 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
                       stride=list(strides), pads=list(pads),
                       count_include_pad=bool(node.count_include_pad), **common)
         if requant == "float32" and kind == "avg":
-            # onnxruntime's QLinearAveragePool. Its NHWC layout (a pool after a conv) has a
-            # uint8 kernel only: int8 tensors are shifted by 128 around it, so the zero point
-            # it adds before rounding is ours + 128 for both types (checked in test_qdq.py).
+            # uint8 models: onnxruntime's QLinearAveragePool, which adds the zero point
+            # before rounding, in uint8 (our int8 + 128). int8 models: onnxruntime fuses int8
+            # QDQ pools only on ARM; on x86 it runs a float AveragePool, then QuantizeLinear,
+            # which rounds first and adds the zero point after: an offset of -z_y does that
+            # (the same as 128 for z_y = -128). Checked in test_qdq.py, test_tf_models.py.
+            offset = 128 if _storage_offset(graph, node.output) else -qy.zero_point
             params.update(requant=requant, input_scale=qx.scale, output_scale=qy.scale,
-                          storage_offset=128)
+                          storage_offset=offset)
         return Step("pool", node.name, [node.x], node.output, {"params": params, **placement})
     if isinstance(node, ir.Add):
         a = _need_contiguous(node, node.a, placements)

@@ -18,6 +18,17 @@ from ._common import EXIT_FAILURE, EXIT_USAGE, exit_code_for, one_line
 COMMAND_MODULES = (
     "accel.cli.devices",
     "accel.cli.demo",
+    "accel.cli.models",
+    "accel.cli.convert",
+    "accel.cli.compile",
+    "accel.cli.classify",
+    "accel.cli.run",
+    "accel.cli.bench",
+    "accel.cli.registry",
+    "accel.cli.package",
+    "accel.cli.deploy",
+    "accel.cli.serve",
+    "accel.cli.score",
     "accel.fpga.cli",
 )
 
@@ -39,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (for tests and ``python -m``)."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="accel", standalone_mode=False)
-        return 0
+        # not standalone: click returns a raised Exit's code (or the command's return value)
+        result = cli.main(args=argv, prog_name="accel", standalone_mode=False)
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.exceptions.Abort:

@@ -38,8 +38,13 @@ def one_line(error: BaseException) -> str:
 
 def console(stderr: bool = False):
     """A rich console (tables, progress bars); plain text when not a terminal."""
+    import os
+
     from rich.console import Console
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 160  # a file or pipe: tables at full width, not cut at 80 columns
+    return out
 
 
 device_option = click.option(

@@ -25,3 +25,8 @@ class UnsupportedOpError(CompileError):
 
 class ShapeError(CompileError):
     """A shape is dynamic and cannot be fixed, or does not match what an op needs."""
+
+
+class DynamicBatchWarning(UserWarning):
+    """A model input's batch dimension is dynamic; the compiler fixed it (the message says to
+    what, and how to choose another)."""

@@ -2,8 +2,9 @@
 
     graph = load_onnx("model.onnx", input_shapes={"input": (1, 3, 224, 224)})
 
-- Shapes: the model's inputs must be static, or made static with ``input_shapes``; every node's
-  output shape is inferred by the IR and cross-checked against onnx.shape_inference.
+- Shapes: the model's inputs must be static, or made static with ``input_shapes``; a dynamic
+  batch alone becomes ``batch`` (default 1) with a DynamicBatchWarning. Every node's output
+  shape is inferred by the IR and cross-checked against onnx.shape_inference.
 - Constant folding (folding.py): a node of an op in the FOLDERS table whose inputs are
   constants (or, for Shape/Size/CastLike, tensors read only for their static shape or type)
   becomes a constant, computed with numpy as ONNX defines the op; exporters' shape
@@ -12,8 +13,10 @@
 - An op without a handler, or an attribute value a handler does not support, raises
   UnsupportedOpError naming the op type and the node.
 - Patterns: an L2 normalisation written with standard ops (ReduceL2 -> [Max|Add eps] -> Div,
-  or Pow/Mul -> ReduceSum -> [Max|Add eps] -> Sqrt -> Div, or Mul by a Reciprocal; then an
-  optional Mul by a per-channel constant) becomes one L2Norm node before the handlers run.
+  or Pow/Mul -> ReduceSum or ReduceSumSquare -> [Max|Add eps] -> Sqrt -> Div, or Mul by a
+  Reciprocal or a Div(1, norm), that inverse optionally times a constant first (tf2onnx's
+  l2_normalize * gamma); then an optional Mul by a per-channel constant) becomes one L2Norm
+  node before the handlers run.
   In QDQ models the matcher looks through QuantizeLinear -> DequantizeLinear pairs between
   the pattern's nodes (they go with it: L2Norm computes its inside at full precision) and
   takes a DequantizeLinear of a constant as the per-channel scale.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -31,7 +35,8 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from . import ir
-from .errors import CompileError, ModelFormatError, ShapeError, UnsupportedOpError
+from .errors import (CompileError, DynamicBatchWarning, ModelFormatError, ShapeError,
+                     UnsupportedOpError)
 from .folding import (FOLDERS, WEIGHT_OPS_IN_IR, attr, axes_of, constant_values, fold_node,
                       ints, node_name, reshaped, squeezed, unsqueezed)
 from .interpret import evaluate_node
@@ -93,8 +98,8 @@ def _opset(proto: onnx.ModelProto) -> int:
     raise ModelFormatError("the model imports no default ONNX opset")
 
 
-def _static_inputs(proto: onnx.ModelProto, input_shapes: Mapping[str, tuple] | None
-                   ) -> dict[str, tuple[int, ...]]:
+def _static_inputs(proto: onnx.ModelProto, input_shapes: Mapping[str, tuple] | None,
+                   batch: int | None = None) -> dict[str, tuple[int, ...]]:
     initializers = {t.name for t in proto.graph.initializer}
     shapes = {}
     given = dict(input_shapes or {})
@@ -123,6 +128,14 @@ def _static_inputs(proto: onnx.ModelProto, input_shapes: Mapping[str, tuple] | N
                                  f"says {dims}")
             if min(shape, default=1) <= 0:
                 raise ShapeError(f"input_shapes gives {value.name!r} the empty shape {shape}")
+        elif (dims is not None and len(dims) >= 2 and not isinstance(dims[0], int)
+              and all(isinstance(d, int) for d in dims[1:])):
+            # a dynamic batch (tf2onnx writes one for every model): fixed, and said so
+            shape = (batch or 1, *dims[1:])
+            why = "the calibration inputs' batch" if batch else "the default"
+            warnings.warn(f"input {value.name!r} has a dynamic batch dimension; compiling for "
+                          f"batch {shape[0]} ({why}; input_shapes={{{value.name!r}: {shape}}} "
+                          "chooses another)", DynamicBatchWarning, stacklevel=4)
         elif dims is None or any(not isinstance(d, int) for d in dims):
             example = tuple(d if isinstance(d, int) else 1 for d in dims or [1, 3, 224, 224])
             raise ShapeError(f"input {value.name!r} has a dynamic shape {dims}; pass a static one, "
@@ -325,6 +338,13 @@ class _Patterns:
             return None
         chain.append(sqrt)
         inner, inner_eps = self._eps(sqrt.input[0], chain)
+        sum_square = self.producer(inner, "ReduceSumSquare")  # tf2onnx and others
+        if sum_square is not None:
+            axis = self._reduce_ok(sum_square, x, None)
+            if axis is None:
+                return None
+            chain.append(sum_square)
+            return axis, max(eps, math.sqrt(inner_eps))
         reduce_sum = self.producer(inner, "ReduceSum")
         if reduce_sum is None:
             return None
@@ -341,6 +361,31 @@ class _Patterns:
         chain += [reduce_sum, square]
         return axis, max(eps, math.sqrt(inner_eps))
 
+    def _inverse_norm(self, name: str, chain: list) -> tuple[str, str | None] | None:
+        """Match ``name`` as 1 / norm: Reciprocal(norm) or Div(1, norm), optionally times a
+        constant (tf2onnx folds ``l2_normalize(x) * gamma`` into x * (1 / norm * gamma)):
+        (norm, gamma or None), the nodes added to ``chain``; None otherwise."""
+        start = len(chain)
+        node = self.producer(self.skip_qdq(name, chain), "Reciprocal", "Div", "Mul")
+        gamma = None
+        if node is not None and node.op_type == "Mul":
+            for i in (0, 1):
+                if self.is_constant(node.input[i]) and not self.is_constant(node.input[1 - i]):
+                    chain.append(node)
+                    gamma = node.input[i]
+                    node = self.producer(self.skip_qdq(node.input[1 - i], chain),
+                                         "Reciprocal", "Div")
+                    break
+            else:
+                node = None
+        if node is not None and node.op_type == "Div" and self.scalar(node.input[0]) != 1.0:
+            node = None
+        if node is None:
+            del chain[start:]
+            return None
+        chain.append(node)
+        return node.input[-1], gamma
+
     def l2norm(self) -> list[onnx.NodeProto]:
         """The node list with every L2 normalisation pattern replaced by one L2Norm node."""
         replaced: dict[int, onnx.NodeProto] = {}  # id of the pattern's last node -> new node
@@ -349,20 +394,21 @@ class _Patterns:
             if id(node) in removed:
                 continue
             chain: list[onnx.NodeProto] = []
-            match = None
+            match, gamma = None, None
             if node.op_type == "Div" and node.input[0] not in self.consts:
                 x = node.input[0]
                 match = self._norm(x, node.input[1], chain)
             elif node.op_type == "Mul":
                 for i in (0, 1):
-                    recip = self.producer(self.skip_qdq(node.input[1 - i], chain), "Reciprocal")
-                    if recip is not None and node.input[i] not in self.consts:
+                    inverse = self._inverse_norm(node.input[1 - i], chain)
+                    if inverse is not None and node.input[i] not in self.consts:
                         x = node.input[i]
-                        chain.append(recip)
-                        match = self._norm(x, recip.input[0], chain)
+                        norm, gamma = inverse
+                        match = self._norm(x, norm, chain)
                         if match:
                             break
                     chain.clear()
+                    gamma = None
             if not match:
                 continue
             if any(n.output[0] in self.outputs or
@@ -379,7 +425,9 @@ class _Patterns:
             last, inputs = node, [x]
             normalised, pair = self.qdq_after(node.output[0])
             users = self.users.get(normalised, [])
-            if len(users) == 1 and users[0].op_type == "Mul" and normalised not in self.outputs:
+            if gamma is not None:  # x * (1 / ||x|| * gamma): tf2onnx's folded order
+                inputs.append(gamma)
+            elif len(users) == 1 and users[0].op_type == "Mul" and normalised not in self.outputs:
                 mul = users[0]
                 other = mul.input[1] if mul.input[0] == normalised else mul.input[0]
                 if self.is_constant(other):  # the handler checks that it is per channel
@@ -419,14 +467,15 @@ def _per_channel_vector(value: np.ndarray, axis: int, rank: int = 4) -> np.ndarr
 class Frontend:
     """State shared by the handlers while one model is converted."""
 
-    def __init__(self, proto: onnx.ModelProto, input_shapes: Mapping[str, tuple] | None):
+    def __init__(self, proto: onnx.ModelProto, input_shapes: Mapping[str, tuple] | None,
+                 batch: int | None = None):
         self.proto = proto
         self.opset = _opset(proto)
         for node in proto.graph.node:  # before shape inference, which cannot read them
             if node.domain not in ("", "ai.onnx"):
                 raise UnsupportedOpError(node.op_type, node.name or node.output[0],
                                          f"custom domain {node.domain!r}")
-        inputs = _static_inputs(proto, input_shapes)
+        inputs = _static_inputs(proto, input_shapes, batch)
         self.onnx_shapes = _onnx_shapes(proto, inputs)
         self.graph = ir.Graph(proto.graph.name or "model")
         for t in proto.graph.initializer:
@@ -594,10 +643,13 @@ class Frontend:
         return self.graph
 
 
-def load_onnx(model, *, input_shapes: Mapping[str, tuple] | None = None) -> ir.Graph:
-    """Convert an ONNX model (path, bytes or ModelProto) to an IR graph."""
+def load_onnx(model, *, input_shapes: Mapping[str, tuple] | None = None,
+              batch: int | None = None) -> ir.Graph:
+    """Convert an ONNX model (path, bytes or ModelProto) to an IR graph. A dynamic batch
+    dimension that ``input_shapes`` does not fix becomes ``batch`` (default 1), with a
+    DynamicBatchWarning; other dynamic dimensions are a ShapeError."""
     proto = read_model(model)
-    return Frontend(proto, input_shapes).run()
+    return Frontend(proto, input_shapes, batch).run()
 
 
 # --- handlers: one per ONNX op, named after it ----------------------------------------------
@@ -1069,7 +1121,7 @@ def _pattern_only(fe: Frontend, node):
                          "(x / ||x||_2 over one axis)")
 
 
-for _name in ("ReduceL2", "ReduceSum", "Sqrt", "Reciprocal", "Pow"):
+for _name in ("ReduceL2", "ReduceSum", "ReduceSumSquare", "Sqrt", "Reciprocal", "Pow"):
     HANDLERS[_name] = _pattern_only
 
 

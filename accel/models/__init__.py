@@ -14,8 +14,22 @@ or probabilities, or use real photos, where top-1 matters.
 
 from __future__ import annotations
 
-from .zoo import MODEL_NAMES, build, input_shape, output_names
+from .labels import imagenet_labels, label_set, voc_labels
 from .postprocess import Detection, ssd_anchors, ssd_postprocess
 
-__all__ = ["MODEL_NAMES", "build", "input_shape", "output_names",
-           "Detection", "ssd_anchors", "ssd_postprocess"]
+_ZOO = ("MODEL_NAMES", "ALIASES", "build", "input_shape", "output_names", "canonical_name",
+        "preprocessing")
+
+
+def __getattr__(name: str):
+    # the builders need onnx; labels and postprocessing (what serving uses) do not
+    if name in _ZOO:
+        from . import zoo
+        return getattr(zoo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MODEL_NAMES", "ALIASES", "build", "input_shape", "output_names", "canonical_name",
+           "preprocessing",
+           "Detection", "ssd_anchors", "ssd_postprocess",
+           "imagenet_labels", "voc_labels", "label_set"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ssd import HEADS, NUM_CLASSES, head_names
+from .ssd_layout import HEADS, NUM_CLASSES, head_names
 
 IMAGE_SIZE = 300
 ANCHOR_SIZES = ((21, 45), (45, 99), (99, 153), (153, 207), (207, 261), (261, 315))

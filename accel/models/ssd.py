@@ -19,25 +19,13 @@ import numpy as np
 import onnx
 
 from ._graph import INPUT_NAME, INPUT_STD, Feature, GraphBuilder
+from .ssd_layout import HEADS, NUM_CLASSES, head_names, output_names  # noqa: F401
 from .vgg import CONFIG_D, vgg_features
 
-NUM_CLASSES = 21
 L2NORM_SCALE = 20.0
 L2NORM_EPS = 1e-12
-# (block name, feature map size, anchors per cell); the order of the seed's outputs
-HEADS = (("block4", 38, 4), ("block7", 19, 6), ("block8", 10, 6),
-         ("block9", 5, 6), ("block10", 3, 4), ("block11", 1, 4))
 EXTRAS = (("block8", 256, 512, 2, 1), ("block9", 128, 256, 2, 1),
           ("block10", 128, 256, 1, 0), ("block11", 128, 256, 1, 0))
-
-
-def head_names(block: str) -> tuple[str, str]:
-    """(class logits, box offsets) output names of one head."""
-    return f"ssd_300_vgg/{block}_box/Reshape_1:0", f"ssd_300_vgg/{block}_box/Reshape:0"
-
-
-def output_names() -> list[str]:
-    return [name for block, _, _ in HEADS for name in head_names(block)]
 
 
 def _l2norm(g: GraphBuilder, x: Feature, name: str) -> Feature:

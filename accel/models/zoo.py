@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Callable
 
@@ -9,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .. import preprocess
 from . import ssd
 from ._graph import INPUT_NAME, INPUT_STD
 from .densenet import build_densenet121
@@ -24,6 +27,14 @@ _BUILDERS: dict[str, Callable[[int, int], onnx.ModelProto]] = {
     "ssd_vgg300": build_ssd_vgg300,
 }
 MODEL_NAMES = tuple(_BUILDERS)
+# the seed's model names (azureml-accel-models' classes), accepted wherever a zoo name is
+ALIASES = {
+    "QuantizedResnet50": "resnet50",
+    "QuantizedResnet152": "resnet152",
+    "Densenet121": "densenet121",
+    "QuantizedVgg16": "vgg16",
+    "QuantizedSsdVgg": "ssd_vgg300",
+}
 
 _OUTPUTS = {
     "resnet50": ["classifier/resnet_v1_50/predictions/Softmax:0"],
@@ -34,23 +45,35 @@ _OUTPUTS = {
 }
 
 
-def _check_name(name: str) -> None:
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+def canonical_name(name: str) -> str:
+    """The zoo name ``name`` stands for: a zoo name or one of the seed's (ALIASES), in any
+    case. ValueError for others."""
+    if isinstance(name, str):
+        known = {n.lower(): n for n in MODEL_NAMES}
+        known.update({alias.lower(): target for alias, target in ALIASES.items()})
+        canonical = known.get(name.strip().lower())
+        if canonical is not None:
+            return canonical
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)} "
+                     f"(or the seed's names: {', '.join(ALIASES)})")
+
+
+def _check_name(name: str) -> str:
+    return canonical_name(name)
 
 
 def input_shape(name: str, *, batch: int = 1, input_layout: str = "NCHW"
                 ) -> tuple[int, int, int, int]:
     """Input shape of a model: [N, 3, 224, 224] ([N, 3, 300, 300] for SSD), or [N, H, W, 3]
     for ``input_layout="NHWC"``."""
-    _check_name(name)
+    name = _check_name(name)
     side = 300 if name == "ssd_vgg300" else 224
     return (batch, side, side, 3) if input_layout == "NHWC" else (batch, 3, side, side)
 
 
 def output_names(name: str) -> list[str]:
     """The model's output tensor names (the seed's names, COMPAT.md), in graph order."""
-    _check_name(name)
+    name = _check_name(name)
     return list(_OUTPUTS[name])
 
 
@@ -76,8 +99,12 @@ def build(name: str, *, weights: str | os.PathLike | None = None, seed: int = 0,
     to nearly the same pooled features, so without it the top-1 class barely depends on the
     input; with it, photos get different classes, which makes top-1 agreement a real test.
     It runs the float interpreter on four images (seconds: ResNet-152 is the slowest).
+
+    The model's metadata_props record its preprocessing, label set and task ("accel.*" keys,
+    which accel.compile saves with the compiled model). The seed's names (ALIASES, e.g.
+    "QuantizedResnet50") are accepted too.
     """
-    _check_name(name)
+    name = _check_name(name)
     seed = _count("seed", seed, 0)
     batch = _count("batch", batch, 1)
     if input_layout not in ("NCHW", "NHWC"):
@@ -91,7 +118,26 @@ def build(name: str, *, weights: str | os.PathLike | None = None, seed: int = 0,
         _nhwc_input(model)
     if weights is not None:
         load_weights(model, weights)
+    _set_metadata(model, name, input_layout)
     return model
+
+
+def preprocessing(name: str, *, input_layout: str = "NCHW") -> preprocess.PreprocessSpec:
+    """The preprocessing a zoo model's input wants (the seed's, COMPAT.md)."""
+    spec = preprocess.SSD300 if _check_name(name) == "ssd_vgg300" else preprocess.IMAGENET
+    return dataclasses.replace(spec, layout=input_layout)
+
+
+def _set_metadata(model: onnx.ModelProto, name: str, input_layout: str) -> None:
+    detector = name == "ssd_vgg300"
+    props = {"accel.preprocessing": json.dumps(preprocessing(name, input_layout=input_layout)
+                                               .to_dict()),
+             "accel.labels": "voc" if detector else "imagenet",
+             "accel.task": "detection" if detector else "classification"}
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in props.items():
+        entry = existing[key] if key in existing else model.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 _HEADS = {"resnet50": "fc", "resnet152": "fc", "densenet121": "classifier"}

@@ -87,7 +87,11 @@ class PoolParams:
     requant: str = "fixed"  # one of REQUANT_MODES
     input_scale: float = 0.0  # float32 mode only
     output_scale: float = 0.0  # float32 mode only
-    storage_offset: int = 128  # float32 mode: 128 if ORT stores the tensors as uint8, 0 int8
+    # float32 mode: what is added before rounding besides the zero point and taken off after:
+    # 128 where onnxruntime stores the tensors as uint8 (QLinearAveragePool), 0 int8;
+    # -output_zero_point rounds first and adds the zero point after (a float AveragePool,
+    # then QuantizeLinear: what onnxruntime runs for int8 QDQ pools on x86)
+    storage_offset: int = 128
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -120,9 +124,9 @@ class PoolParams:
         if self.kind != "avg":
             raise ValueError("the float32 pool mode is an average pool's (onnxruntime's "
                              f"QLinearAveragePool), not a {self.kind} pool's")
-        if self.storage_offset not in (0, 128):
-            raise ValueError(f"pool storage_offset must be 0 (int8) or 128 (uint8), "
-                             f"got {self.storage_offset!r}")
+        if not -128 <= self.storage_offset <= 128:
+            raise ValueError(f"pool storage_offset must be in [-128, 128] (128 uint8, 0 int8, "
+                             f"-output_zero_point), got {self.storage_offset!r}")
         _check_float32_scales(self, "float32 average pool")
         ratio = self.input_scale / self.output_scale
         if not 2.0 ** -24 <= ratio < 2.0 ** 16:  # 2^16: far from int32 overflow of rint

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -59,20 +58,14 @@ def calibrate(run: Callable[[object], Mapping[str, np.ndarray]], inputs: Iterabl
               observer: Callable[[], object] = MinMaxObserver, progress: bool = True,
               total: int | None = None) -> dict[str, QParams]:
     """Runs ``run(input)`` (float activations by tensor name) over every input and returns the
-    QParams of each tensor. Shows a progress line on stderr."""
+    QParams of each tensor. Shows a progress bar on stderr."""
+    from ..progress import track
     observers: dict[str, object] = {}
-    if total is None and hasattr(inputs, "__len__"):
-        total = len(inputs)  # type: ignore[arg-type]
     count = 0
-    for item in inputs:
+    for item in track(inputs, "calibrating:", total=total, unit="inputs", enabled=progress):
         for name, value in run(item).items():
             observers.setdefault(name, observer()).update(np.asarray(value))
         count += 1
-        if progress:
-            of = f"/{total}" if total else ""
-            print(f"\rcalibrating: {count}{of} inputs", end="", file=sys.stderr, flush=True)
-    if progress and count:
-        print(file=sys.stderr)
     if count == 0:
         raise ValueError("calibration needs at least one input")
     return {name: obs.qparams() for name, obs in observers.items()}

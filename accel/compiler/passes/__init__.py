@@ -11,8 +11,8 @@ from types import ModuleType
 
 from .. import ir
 from . import (activation_fusion, affine_folding, batchnorm_folding, batchnorm_to_affine,
-               constant_folding, dead_code, dense, identity_removal, pad_fusion,
-               qdq_annotation, reshape_removal, residual_fusion)
+               constant_folding, dead_code, dense, flatten_transpose, identity_removal,
+               pad_fusion, pad_to_conv, qdq_annotation, reshape_removal, residual_fusion)
 
 PIPELINE: list[ModuleType] = [
     qdq_annotation,       # QDQ models: Q/DQ pairs => scales on tensors; DQ(weights) => floats
@@ -21,10 +21,12 @@ PIPELINE: list[ModuleType] = [
     batchnorm_folding,    # Conv -> BatchNorm  =>  Conv with scaled weights and a bias
     batchnorm_to_affine,  # the BatchNorms left (after a Concat) => per-channel Affine
     dense,                # Gemm, MatMul (+ bias Add) => Dense
+    flatten_transpose,    # tf2onnx's NCHW -> NHWC Transpose before a flatten => Dense weights
     affine_folding,       # Conv/Dense -> Affine (tf2onnx's Mul + Add batch norm) => one op
     reshape_removal,      # Flatten/Reshape that are layout no-ops before a Dense
     activation_fusion,    # Relu / Clip => the producer's clamp epilogue
     pad_fusion,           # explicit Pad => the padding of the Conv / pool reading it
+    pad_to_conv,          # a zero Pad left over => a 1x1 identity Conv with that padding
     residual_fusion,      # Add(conv, x) (+ clamp) => Conv with a residual input
     dead_code,            # whatever nothing reads any more
 ]

@@ -5,11 +5,15 @@ the Conv or pool that reads it.
 - AveragePool: fused as count_include_pad=1 padding when the pool has no padding of its own
   (or already counts it), value 0.
 - MaxPool: a pool pads with -inf; zero padding is the same only when the input is never
-  negative (its producer clamps at >= 0, e.g. a fused ReLU) and every window keeps at least
-  one real element (pad < kernel). Fused only then, or when the value is -inf.
+  negative and every window keeps at least one real element (pad < kernel). Never negative:
+  its producer clamps at >= 0 (a fused ReLU), or a QDQ model quantizes it with the zero point
+  at the integer type's minimum (onnxruntime's quantizer drops such ReLUs: Keras'
+  ZeroPadding2D before ResNet's and DenseNet's stem pool), the Pad's output at the same
+  scale. Fused only then, or when the value is -inf.
 
 Unsafe otherwise (a non-zero value, or a MaxPool over values that can be negative): not
-matched. Every reader of the Pad must accept it, or none is rewritten.
+matched (pad_to_conv takes those zero Pads). Every reader of the Pad must accept it, or none
+is rewritten.
 """
 
 from __future__ import annotations
@@ -19,9 +23,17 @@ import math
 from .. import ir
 
 
-def _nonnegative(graph: ir.Graph, producers, name: str) -> bool:
-    node = producers.get(name)
-    return node is not None and hasattr(node, "clamp") and node.clamp.lo >= 0
+QUANT_MIN = {"int8": -128, "uint8": 0}
+
+
+def _nonnegative(graph: ir.Graph, producers, pad: ir.Pad) -> bool:
+    node = producers.get(pad.x)
+    if node is not None and hasattr(node, "clamp") and node.clamp.lo >= 0:
+        return True
+    quant, out = graph.tensors[pad.x].quant, graph.tensors[pad.output].quant
+    return (quant is not None and quant.axis is None
+            and quant.zero_point == QUANT_MIN.get(quant.dtype)
+            and (out is None or (out.axis is None and out == quant)))
 
 
 def _accepts(graph: ir.Graph, producers, pad: ir.Pad, reader: ir.Node) -> bool:
@@ -33,7 +45,7 @@ def _accepts(graph: ir.Graph, producers, pad: ir.Pad, reader: ir.Node) -> bool:
         total = [a + b for a, b in zip(reader.pads, pad.pads)]
         fits = all(p < reader.kernel[i % 2] for i, p in enumerate(total))
         return fits and (pad.value == -math.inf or
-                         (pad.value == 0 and _nonnegative(graph, producers, pad.x)))
+                         (pad.value == 0 and _nonnegative(graph, producers, pad)))
     return False
 
 
