@@ -7,12 +7,23 @@
 
 from __future__ import annotations
 
+import importlib
+
 from . import ir
 from .errors import CompileError, ModelFormatError, ShapeError, UnsupportedOpError
-from .frontend import HANDLERS, load_onnx, read_model
-from .interpret import interpret
-from .passes import PIPELINE, optimize, run_pass
+
+# The ONNX half loads on first use: the runtime needs only the IR's data classes (a saved
+# model's steps), and a process that only loads and runs models never imports onnx.
+_LAZY = {"HANDLERS": "frontend", "load_onnx": "frontend", "read_model": "frontend",
+         "interpret": "interpret", "PIPELINE": "passes", "optimize": "passes",
+         "run_pass": "passes"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ir", "CompileError", "ModelFormatError", "ShapeError", "UnsupportedOpError",
-           "HANDLERS", "load_onnx", "read_model", "interpret", "PIPELINE", "optimize",
-           "run_pass"]
+           *_LAZY]
