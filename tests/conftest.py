@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 # The suite keeps its own program cache (under build/, which git ignores), never the user's.
-os.environ.setdefault("ACCEL_CACHE_DIR",
-                      str(Path(__file__).resolve().parent.parent / "build" / "test-program-cache"))
+BUILD = Path(__file__).resolve().parent.parent / "build"
+os.environ.setdefault("ACCEL_CACHE_DIR", str(BUILD / "test-program-cache"))
+# Under pytest-xdist each worker gets its own PoCL kernel cache: PoCL compiles a kernel for
+# its work-group size at first launch, and two processes finishing the same entry at once
+# must not share one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("POCL_CACHE_DIR",
+                          str(BUILD / f"pocl-cache-{os.environ['PYTEST_XDIST_WORKER']}"))
 
 import accel  # noqa: E402
 

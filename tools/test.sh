@@ -6,4 +6,12 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 # Tests that check the set-up's results (three platforms, clang) fail instead of skipping.
 export ACCEL_REQUIRE_FULL_SETUP=1
-exec .venv/bin/python -m pytest "$@"
+# One pytest-xdist process per core (at most 4: each holds every OpenCL device and its
+# compiled models), one test file per process at a time so module fixtures (compiled models,
+# servers) are built once; ACCEL_TEST_WORKERS=0 runs serially.
+cores=$(nproc 2>/dev/null || echo 2)
+workers=${ACCEL_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
