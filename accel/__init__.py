@@ -20,6 +20,9 @@ def __getattr__(name: str):
     if name == "compile":
         from .backend.api import compile
         return compile
+    if name == "kernels":  # kernel sources and build options (accel/kernels.py)
+        import importlib
+        return importlib.import_module(".kernels", __name__)
     raise AttributeError(f"module 'accel' has no attribute {name!r}")
 
 

@@ -4,8 +4,8 @@ is accel.compiler.tf's (tf2onnx, the ``[tf]`` extra, imported only when a model 
     proto = accel.convert.convert("saved_model_dir/", output="model.onnx")
 """
 
-from .compiler.tf import (DEFAULT_OPSET, TensorNameError, TFModelError, convert, is_tf_model,
-                          save, tf_format)
+from .compiler.tf import (DEFAULT_OPSET, TensorNameError, TFModelError, convert,
+                          converter_session, is_tf_model, save, tf_format)
 
-__all__ = ["convert", "save", "tf_format", "is_tf_model", "TFModelError", "TensorNameError",
-           "DEFAULT_OPSET"]
+__all__ = ["convert", "converter_session", "save", "tf_format", "is_tf_model", "TFModelError",
+           "TensorNameError", "DEFAULT_OPSET"]

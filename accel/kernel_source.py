@@ -28,14 +28,26 @@ def load(name: str) -> str:
     return _inline(kernel_dir() / name, set())
 
 
-def _inline(path: Path, seen: set[Path]) -> str:
+def load_path(path: str | Path) -> str:
+    """Any .cl file with its local includes inlined: each looked up next to the including
+    file, then in kernels/ (so a variant of a shipped kernel can include quant.h)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"kernel source {str(path)!r} does not exist")
+    return _inline(path.resolve(), set(), fallback=kernel_dir())
+
+
+def _inline(path: Path, seen: set[Path], fallback: Path | None = None) -> str:
     if path in seen:
         return ""
     seen.add(path)
     text = path.read_text()
 
     def replace(match: re.Match) -> str:
-        return _inline(path.parent / match.group(1), seen)
+        included = path.parent / match.group(1)
+        if fallback is not None and not included.is_file():
+            included = fallback / match.group(1)
+        return _inline(included, seen, fallback)
 
     return _INCLUDE.sub(replace, text)
 

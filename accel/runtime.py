@@ -48,14 +48,51 @@ def program_cache_stats() -> dict[str, int]:
     return dict(_runtime.program_cache_stats())
 
 
+def host_defines(device: Device) -> dict[str, int]:
+    """The -D values Context.build adds for a device on top of a kernel's knobs: on the host
+    CPU, ACCEL_CPU_ISA (accel.isa's cap on the kernels' instruction-set variants) and, on
+    Intel's CPU runtime, ACCEL_LLVM_X86 (LLVM intrinsics by asm label)."""
+    if device.isa is None:
+        return {}
+    defines = {"ACCEL_CPU_ISA": LEVEL_CODES[device.isa]}
+    if device.platform == INTEL_CPU_PLATFORM:
+        defines["ACCEL_LLVM_X86"] = 1
+    return defines
+
+
 class Context:
     """One device, its context and a default in-order profiling queue."""
 
     def __init__(self, device: str | Device | None = None):
-        self.device = select_device(device)
-        self._context = _runtime.Context(self.device.platform_index, self.device.device_index)
-        self.queue = _runtime.Queue(self._context)
+        device = select_device(device)
+        context = _runtime.Context(device.platform_index, device.device_index)
+        self._attach(device, context, _runtime.Queue(context))
+
+    def _attach(self, device: Device, context: _runtime.Context, queue: _runtime.Queue) -> None:
+        self.device = device
+        self._context = context
+        self.queue = queue
         self._programs: dict[tuple, Program] = {}
+        self._sources: dict[str, tuple[str, dict]] = {}  # replace_source's variants
+        self._pyopencl = None  # (pyopencl Context, CommandQueue) once asked for
+
+    @classmethod
+    def from_pyopencl(cls, context, queue=None) -> "Context":
+        """A Context on a pyopencl context and command queue (their OpenCL handles, retained:
+        accel and pyopencl may drop theirs in any order). accel's launches then go to that
+        queue, in order with the caller's own. ``queue`` None: a new profiling queue on the
+        context's only device. The queue must be in order; without profiling enabled,
+        launch events carry no times. Needs pyopencl (the ``[pyopencl]`` extra)."""
+        from . import interop
+        return interop.context_from_pyopencl(cls, context, queue)
+
+    def to_pyopencl(self):
+        """(pyopencl.Context, pyopencl.CommandQueue) over this context and its queue (the
+        same OpenCL objects, retained). Needs pyopencl (the ``[pyopencl]`` extra)."""
+        if self._pyopencl is None:
+            from . import interop
+            self._pyopencl = interop.to_pyopencl(self)
+        return self._pyopencl
 
     def __repr__(self) -> str:
         return f"Context({self.device.index} {self.device.platform} / {self.device.name})"
@@ -69,10 +106,7 @@ class Context:
         """Build OpenCL C source with ``-D`` knobs; cached on disk unless cache=False. The
         compiler's own output stays out of the terminal (its log is in any BuildError). On
         the host CPU, ACCEL_CPU_ISA caps the kernels' instruction-set variants (accel.isa)."""
-        if self.device.isa is not None:
-            defines = {"ACCEL_CPU_ISA": LEVEL_CODES[self.device.isa], **(defines or {})}
-            if self.device.platform == INTEL_CPU_PLATFORM:  # LLVM intrinsics by asm label
-                defines = {"ACCEL_LLVM_X86": 1, **defines}
+        defines = {**host_defines(self.device), **(defines or {})}
         with quiet_compiler():
             return Program.from_source(self._context, source,
                                        kernel_source.build_options(defines, tuple(options)),
@@ -80,8 +114,22 @@ class Context:
 
     def build_file(self, name: str, defines: Mapping[str, object] | None = None,
                    options: Sequence[str] = (), cache: bool = True) -> Program:
-        """Build kernels/<name> (local includes inlined)."""
+        """Build kernels/<name> (local includes inlined), or its replace_source variant."""
+        if name in self._sources:
+            source, extra = self._sources[name]
+            return self.build(source, {**extra, **(defines or {})}, options, cache)
         return self.build(kernel_source.load(name), defines, options, cache)
+
+    def replace_source(self, name: str, source: str | None,
+                       defines: Mapping[str, object] | None = None) -> None:
+        """Build ``source`` (and its extra ``defines``, e.g. a variant's own knobs) wherever
+        this context would build kernels/<name>: the op wrappers then run a kernel variant
+        (accel kernel test --source). None restores the shipped file."""
+        if source is None:
+            self._sources.pop(name, None)
+        else:
+            self._sources[name] = (source, dict(defines or {}))
+        self._programs = {key: p for key, p in self._programs.items() if key[0] != name}
 
     def program(self, name: str, defines: Mapping[str, object] | None = None) -> Program:
         """kernels/<name> built with these knobs, once per context (then kept in memory)."""

@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+
 #include "errors.hpp"
 #include "plan.hpp"
 
@@ -135,10 +137,33 @@ PYBIND11_MODULE(_runtime, m) {
              return Context(device_at(platform_index, device_index));
            }),
            py::arg("platform_index"), py::arg("device_index"))
-      .def_property_readonly("device", [](const Context& c) { return device_dict(c.device()); });
+      .def_static("from_int_ptr", [](uintptr_t context, uintptr_t device) {
+                    return Context::wrap(reinterpret_cast<cl_context>(context),
+                                         reinterpret_cast<cl_device_id>(device));
+                  }, py::arg("context"), py::arg("device"),
+                  "Wrap a live cl_context handle (retained) for one of its devices.")
+      .def_property_readonly("device", [](const Context& c) { return device_dict(c.device()); })
+      .def_property_readonly("int_ptr", [](const Context& c) {
+             return reinterpret_cast<uintptr_t>(c.get());
+           }, "The cl_context handle (for pyopencl.Context.from_int_ptr).")
+      .def_property_readonly("device_int_ptr", [](const Context& c) {
+             return reinterpret_cast<uintptr_t>(c.device().device_id);
+           }, "The cl_device_id handle.")
+      .def_property_readonly("reference_count", &Context::reference_count,
+                             "The driver's CL_CONTEXT_REFERENCE_COUNT.");
 
   py::class_<Queue>(m, "Queue")
       .def(py::init<const Context&>(), py::arg("context"))
+      .def_static("from_int_ptr", [](const Context& context, uintptr_t queue) {
+                    return Queue::wrap(context, reinterpret_cast<cl_command_queue>(queue));
+                  }, py::arg("context"), py::arg("queue"),
+                  "Wrap a live in-order cl_command_queue handle of this context (retained).")
+      .def_property_readonly("int_ptr", [](const Queue& q) {
+             return reinterpret_cast<uintptr_t>(q.get());
+           }, "The cl_command_queue handle (for pyopencl.CommandQueue.from_int_ptr).")
+      .def_property_readonly("profiling", [](const Queue& q) {
+             return (q.properties() & CL_QUEUE_PROFILING_ENABLE) != 0;
+           }, "Whether the queue records profiling times (accel's own queues do).")
       .def("finish", &Queue::finish, py::arg("timeout_s") = 0.0,
            py::call_guard<py::gil_scoped_release>(),
            "Wait for every command so far; with timeout_s > 0 raise LaunchError after that long.");
@@ -155,7 +180,16 @@ PYBIND11_MODULE(_runtime, m) {
 
   py::class_<Buffer>(m, "Buffer")
       .def(py::init<const Context&, size_t>(), py::arg("context"), py::arg("nbytes"))
+      .def_static("from_int_ptr", [](uintptr_t mem) {
+                    return Buffer::wrap(reinterpret_cast<cl_mem>(mem));
+                  }, py::arg("mem"), "Wrap a live cl_mem buffer handle (retained).")
       .def_property_readonly("nbytes", &Buffer::nbytes)
+      .def_property_readonly("int_ptr", [](const Buffer& b) {
+             return reinterpret_cast<uintptr_t>(b.get());
+           }, "The cl_mem handle (for pyopencl.Buffer.from_int_ptr).")
+      .def_property_readonly("context_int_ptr", [](const Buffer& b) {
+             return reinterpret_cast<uintptr_t>(b.context());
+           }, "The cl_context handle the buffer belongs to.")
       .def("write", [](const Buffer& buffer, const Queue& queue, const py::array& host) {
              check_host_array(host, buffer.nbytes(), false, "Buffer.write");
              const void* data = host.data();

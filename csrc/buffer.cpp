@@ -15,6 +15,25 @@ Buffer::Buffer(const Context& context, size_t nbytes) : nbytes_(nbytes), context
   mem_ = adopt(mem, clReleaseMemObject);
 }
 
+Buffer Buffer::wrap(cl_mem mem) {
+  if (mem == nullptr) {
+    throw Error(ErrorClass::Memory, "Buffer::wrap", CL_INVALID_MEM_OBJECT,
+                "cannot wrap a null OpenCL memory object");
+  }
+  cl_mem_object_type type = 0;
+  ACCEL_CL(clGetMemObjectInfo, mem, CL_MEM_TYPE, sizeof(type), &type, nullptr);
+  if (type != CL_MEM_OBJECT_BUFFER) {
+    throw Error(ErrorClass::Memory, "clGetMemObjectInfo", CL_INVALID_MEM_OBJECT,
+                "the OpenCL memory object is an image or pipe, not a buffer");
+  }
+  size_t nbytes = 0;
+  ACCEL_CL(clGetMemObjectInfo, mem, CL_MEM_SIZE, sizeof(nbytes), &nbytes, nullptr);
+  cl_context context = nullptr;
+  ACCEL_CL(clGetMemObjectInfo, mem, CL_MEM_CONTEXT, sizeof(context), &context, nullptr);
+  ACCEL_CL(clRetainMemObject, mem);
+  return Buffer(nbytes, context, adopt(mem, clReleaseMemObject));
+}
+
 void Buffer::check_size(size_t nbytes, const char* what) const {
   if (nbytes != nbytes_) {
     throw Error(ErrorClass::Memory, what, CL_INVALID_VALUE,

@@ -2,6 +2,7 @@
 // caller (the bindings check numpy arrays) and again here.
 #pragma once
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "context.hpp"
@@ -12,6 +13,9 @@ namespace accel {
 class Buffer {
  public:
   Buffer(const Context& context, size_t nbytes);
+  // An existing buffer (made by another library, e.g. pyopencl): retained here, released
+  // when the last copy goes; its size and context are the driver's.
+  static Buffer wrap(cl_mem mem);
   size_t nbytes() const { return nbytes_; }
   cl_mem get() const { return mem_.get(); }
   cl_context context() const { return context_; }
@@ -22,6 +26,8 @@ class Buffer {
              const std::vector<Event>& wait_for = {}) const;
 
  private:
+  Buffer(size_t nbytes, cl_context context, ClRef<cl_mem> mem)
+      : nbytes_(nbytes), context_(context), mem_(std::move(mem)) {}
   void check_size(size_t nbytes, const char* what) const;
   size_t nbytes_;
   cl_context context_;  // kept alive by the buffer itself (a cl_mem retains its context)

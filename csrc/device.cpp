@@ -96,4 +96,13 @@ DeviceInfo device_at(int platform_index, int device_index) {
                   std::to_string(device_index));
 }
 
+DeviceInfo device_of(cl_device_id id) {
+  for (auto& info : enumerate_devices()) {
+    if (info.device_id == id) return info;
+  }
+  throw Error(ErrorClass::Device, "clGetDeviceIDs", CL_INVALID_DEVICE,
+              "the OpenCL device is not one of the devices accel enumerates (a sub-device, or a "
+              "platform the ICD loader does not list)");
+}
+
 }  // namespace accel

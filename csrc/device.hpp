@@ -34,4 +34,8 @@ std::vector<DeviceInfo> enumerate_devices();
 // The device at (platform_index, device_index); throws a Device error when absent.
 DeviceInfo device_at(int platform_index, int device_index);
 
+// The enumerated device with this handle (a context made elsewhere, e.g. by pyopencl, on
+// the same ICD platforms); throws a Device error for one accel does not list (a sub-device).
+DeviceInfo device_of(cl_device_id id);
+
 }  // namespace accel

@@ -44,7 +44,8 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 CHECKS = ["--check-api", "--data-races"]
 UNINITIALIZED = "--uninitialized"
-UNINITIALIZED_CHECKED = ["tests/test_kernel_affine.py", "tests/test_kernel_eltwise.py",
+UNINITIALIZED_CHECKED = ["tests/test_kernel_affine.py", "tests/test_kernel_depthwise.py",
+                         "tests/test_kernel_eltwise.py",
                          "tests/test_kernel_l2norm.py",
                          "tests/test_kernel_pool.py"]
 TIMEOUT_S = 300

@@ -17,6 +17,7 @@ from PIL import Image
 
 import accel
 from accel import preprocess as pp
+from full_setup import missing_setup
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -147,7 +148,11 @@ def seed_preprocess(tf, data: bytes, spec: pp.PreprocessSpec) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tf():
-    return pytest.importorskip("tensorflow")
+    try:
+        import tensorflow
+    except ImportError:
+        missing_setup("tensorflow (the [tf] extra) is not installed")
+    return tensorflow
 
 
 def test_decode_gives_tensorflows_pixels(tf, encoded):

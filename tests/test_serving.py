@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from full_setup import missing_setup
 from serving_util import Server, expected_outputs, jpeg, self_signed, tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def bits(array) -> bytes:
 # --- the seed's client: official stubs, empty model_spec, its metadata, 10 s deadline -----------
 def test_official_tf_serving_stub(server, images, expected):
     if importlib.util.find_spec("tensorflow_serving") is None:
-        pytest.skip("the official tensorflow-serving-api stubs are not installed")
+        missing_setup("the official tensorflow-serving-api stubs are not installed")
     args = {"target": server.grpc_target, "images": [str(p) for p in images],
             "service": "some-service", "token": ""}
     done = subprocess.run([sys.executable, str(Path(__file__).parent / "tf_serving_client.py"),
@@ -332,7 +333,7 @@ def test_access_log_is_json(server):
 @pytest.fixture(scope="module")
 def tls_server(model_dir, tmp_path_factory):
     if shutil.which("openssl") is None:
-        pytest.skip("openssl makes the test's self-signed certificate")
+        missing_setup("openssl makes the test's self-signed certificate")
     directory = tmp_path_factory.mktemp("tls")
     cert, key = self_signed(directory)
     srv = Server([model_dir, "--name", "secure", "--tls-cert", cert, "--tls-key", key,

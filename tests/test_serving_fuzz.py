@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
 
+from full_setup import missing_setup
 from serving_util import Server, jpeg, tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -299,7 +300,10 @@ def test_openapi_conformance(server):
     no 5xx, only documented status codes and content types, answers matching their schemas,
     invalid data rejected. (Driven through as_strategy: schemathesis' pytest plugin does not
     run under this pytest.)"""
-    schemathesis = pytest.importorskip("schemathesis")
+    try:
+        import schemathesis
+    except ImportError:
+        missing_setup("schemathesis (the test extra) is not installed")
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (content_type_conformance,

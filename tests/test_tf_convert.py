@@ -1,6 +1,9 @@
 """TensorFlow models in: accel.compiler.tf.convert (tf2onnx), ``accel convert`` and
 accel.compile(path_to_tf_model), on a small Keras model saved in every format a user holds
-(.keras, .h5, SavedModel, frozen GraphDef with input Placeholder:0), against TensorFlow."""
+(.keras, .h5, SavedModel, frozen GraphDef with input Placeholder:0), against TensorFlow.
+
+TensorFlow itself runs in child processes (tf_helpers.py says why); this process never
+imports it."""
 
 from __future__ import annotations
 
@@ -12,55 +15,34 @@ import numpy as np
 import onnx
 import pytest
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("tf2onnx")
+import accel
+from accel import cli
+from accel.compiler import tf as tf_models
+from test_compile import FASTEST, cosine, ort_outputs
+from tf_helpers import requires_tensorflow, run
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import accel  # noqa: E402
-from accel import cli  # noqa: E402
-from accel.compiler import tf as tf_models  # noqa: E402
-from test_compile import FASTEST, cosine, ort_outputs  # noqa: E402
-from tf_helpers import predict, save_all, save_frozen_graph_def  # noqa: E402
-
-
-def tiny_classifier(size: int = 32, name: str = "tiny") -> keras.Model:
-    """conv -> BN -> ReLU -> ZeroPadding2D -> MaxPool -> GAP -> Dense softmax: the shape of a
-    Keras application's stem and head, small enough to convert in a second."""
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-    inputs = keras.Input((size, size, 3), name="images")
-    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv")(inputs)
-    x = layers.BatchNormalization(name="bn")(x)
-    x = layers.ReLU(name="relu")(x)
-    x = layers.ZeroPadding2D(1, name="pool_pad")(x)
-    x = layers.MaxPool2D(3, strides=2, name="pool")(x)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, outputs, name=name)
-    # BatchNormalization's statistics away from the identity, as after training
-    bn = model.get_layer("bn")
-    rng = np.random.default_rng(1)
-    bn.set_weights([rng.uniform(0.5, 1.5, 16), rng.normal(0, 0.2, 16),
-                    rng.normal(0, 0.2, 16), rng.uniform(0.5, 2, 16)])
-    return model
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """The tiny classifier in every format: (model, {format: path})."""
-    directory = tmp_path_factory.mktemp("tiny")
-    model = tiny_classifier()
-    paths = save_all(model, directory)
-    paths["h5"] = directory / "tiny.h5"
-    model.save(paths["h5"])
-    return model, paths
+pytestmark = requires_tensorflow
 
 
 def images(count: int, seed: int, size: int = 32) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.normal(0, 50, (1, size, size, 3)).astype(np.float32) for _ in range(count)]
+
+
+EVALUATION = np.concatenate(images(3, 5))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_converter_process():
+    """The conversions here share one child process (TensorFlow imported once)."""
+    with tf_models.converter_session():
+        yield
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The tiny classifier in every format, and TensorFlow's outputs on EVALUATION."""
+    return run("tiny", directory=str(tmp_path_factory.mktemp("tiny")), inputs=EVALUATION)
 
 
 # (input name, output name) each format's ONNX model gets
@@ -70,31 +52,27 @@ NAMES = {"keras": ("images", "predictions"), "h5": ("images", "predictions"),
 
 @pytest.mark.parametrize("kind", sorted(NAMES))
 def test_every_format_converts_and_matches_tensorflow(saved, kind):
-    model, paths = saved
-    proto = tf_models.convert(paths[kind])
+    proto = tf_models.convert(saved["paths"][kind])
     onnx.checker.check_model(proto)
     assert ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output]) == \
         tuple([n] for n in NAMES[kind])
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert not batch.HasField("dim_value")  # the batch stays dynamic, as in TensorFlow
-    x = np.concatenate(images(2, 0))
-    np.testing.assert_allclose(ort_outputs(proto, x)[NAMES[kind][1]], predict(model, x),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ort_outputs(proto, EVALUATION)[NAMES[kind][1]],
+                               saved["outputs"]["predictions"], rtol=1e-4, atol=1e-6)
 
 
 def test_outputs_select_any_tensor(saved):
     """A Keras layer's output, a frozen graph's tensor by name (":0" optional), a signature's
     output by name: each is the ONNX model's output."""
-    model, paths = saved
-    x = images(1, 1)[0]
-    features = predict(keras.Model(model.inputs, model.get_layer("avg_pool").output), x)
+    paths, features = saved["paths"], saved["outputs"]["avg_pool"]
     keras_proto = tf_models.convert(paths["keras"], outputs=["avg_pool"])
     assert [o.name for o in keras_proto.graph.output] == ["avg_pool"]
-    np.testing.assert_allclose(ort_outputs(keras_proto, x)["avg_pool"], features, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(ort_outputs(keras_proto, EVALUATION)["avg_pool"], features,
+                               rtol=1e-4, atol=1e-5)
     graph_proto = tf_models.convert(paths["graph_def"], inputs=["Placeholder"],
                                     outputs=["tiny_1/avg_pool_1/Mean"])
-    np.testing.assert_allclose(ort_outputs(graph_proto, x)["tiny_1/avg_pool_1/Mean:0"],
+    np.testing.assert_allclose(ort_outputs(graph_proto, EVALUATION)["tiny_1/avg_pool_1/Mean:0"],
                                features, rtol=1e-4, atol=1e-5)
     saved_proto = tf_models.convert(paths["saved_model"], outputs="output_0")
     assert [o.name for o in saved_proto.graph.output] == ["output_0"]
@@ -109,9 +87,8 @@ def test_outputs_select_any_tensor(saved):
 ])
 def test_a_name_not_in_the_graph_is_a_one_line_error_listing_the_names(saved, kind, option,
                                                                         name, listed):
-    _, paths = saved
     with pytest.raises(tf_models.TensorNameError) as info:
-        tf_models.convert(paths[kind], **{option: [name]})
+        tf_models.convert(saved["paths"][kind], **{option: [name]})
     message = str(info.value)
     assert isinstance(info.value, ValueError) and "\n" not in message
     assert f"{option[:-1]} {name!r} is not in" in message and listed in message, message
@@ -139,12 +116,13 @@ def test_files_that_are_not_tensorflow_models(tmp_path):
         tf_models.convert(empty_saved)
 
 
+@pytest.mark.slow
 def test_preprocessing_metadata_only_when_asked(tmp_path):
     """--preprocessing imagenet records the seed's preprocessing (NHWC), labels and task;
     accel.compile then carries them into the compiled model."""
-    model = tiny_classifier(224, "tiny224")
-    path = tmp_path / "tiny224.keras"
-    model.save(path)
+    tiny224 = run("tiny", directory=str(tmp_path), size=224, name="tiny224",
+                  inputs=images(1, 0, 224)[0])
+    path = tiny224["paths"]["keras"]
     assert not tf_models.convert(path).metadata_props
     proto = tf_models.convert(path, preprocessing="imagenet")
     props = {p.key: p.value for p in proto.metadata_props}
@@ -165,34 +143,34 @@ def test_preprocessing_metadata_only_when_asked(tmp_path):
 def test_large_models_are_written_with_external_data(saved, tmp_path, monkeypatch):
     """Above LARGE_MODEL_BYTES (1.8 GB; lowered here) tf2onnx's large_model path converts
     and the weights go to model.onnx.data, which onnx, onnxruntime and accel read back."""
-    model, paths = saved
     monkeypatch.setattr(tf_models, "LARGE_MODEL_BYTES", 1000)
     out = tmp_path / "model.onnx"
-    proto = tf_models.convert(paths["keras"], output=out)
+    proto = tf_models.convert(saved["paths"]["keras"], output=out)
     assert (tmp_path / "model.onnx.data").stat().st_size > 1000
     assert out.stat().st_size < 20_000  # the graph only
     assert any(t.raw_data for t in proto.graph.initializer)  # the caller keeps the weights
-    x = images(1, 2)[0]
-    np.testing.assert_allclose(ort_outputs(onnx.load(out), x)["predictions"], predict(model, x),
+    expected = saved["outputs"]["predictions"]
+    np.testing.assert_allclose(ort_outputs(onnx.load(out), EVALUATION)["predictions"], expected,
                                rtol=1e-4, atol=1e-6)
     compiled = accel.compile(out, calibration=images(4, 0), device=FASTEST, progress=False)
-    assert cosine(compiled.run(x)["predictions"], predict(model, x)) >= 0.99
+    for x, y in zip(EVALUATION, expected):
+        assert cosine(compiled.run(x[None])["predictions"], y) >= 0.99
 
 
 @pytest.mark.parametrize("kind", ["saved_model", "graph_def"])
 def test_accel_compile_takes_a_tensorflow_model(saved, kind):
     """accel.compile(path) converts first; the dynamic batch becomes the calibration's."""
-    model, paths = saved
     with pytest.warns(UserWarning, match="dynamic batch"):
-        compiled = accel.compile(paths[kind], calibration=images(4, 0), device=FASTEST,
+        compiled = accel.compile(saved["paths"][kind], calibration=images(4, 0), device=FASTEST,
                                  progress=False)
     name = NAMES[kind][1]
-    cosines = [cosine(compiled.run(x)[name], predict(model, x)) for x in images(3, 5)]
+    cosines = [cosine(compiled.run(x[None])[name], y)
+               for x, y in zip(EVALUATION, saved["outputs"]["predictions"])]
     assert min(cosines) >= 0.99, cosines  # measured 0.9996-0.9999
 
 
 def test_cli_convert(saved, tmp_path, capsys):
-    _, paths = saved
+    paths = saved["paths"]
     out = tmp_path / "tiny.onnx"
     assert cli.main(["convert", str(paths["graph_def"]), "-o", str(out),
                      "--outputs", "Identity:0", "--opset", "15"]) == 0
@@ -209,16 +187,14 @@ def test_cli_convert(saved, tmp_path, capsys):
 
 
 def test_tensorflow_is_imported_only_for_a_tensorflow_model():
+    """Not on import, and not in this process even when converting (a child process does)."""
     code = ("import sys, accel, accel.cli, accel.convert, accel.compiler.tf as t\n"
             "assert t.tf_format('m.pb') == 'graph_def' and not t.is_tf_model('m.onnx')\n"
             "assert 'tensorflow' not in sys.modules and 'tf2onnx' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert "tensorflow" not in sys.modules and "tf2onnx" not in sys.modules
 
 
-def test_frozen_graph_def_helper_names_the_seed_input(tmp_path):
-    """The seed's users feed ``Placeholder:0``: what save_frozen_graph_def writes."""
-    model = tiny_classifier()
-    output = save_frozen_graph_def(model, tmp_path / "f.pb")
-    graph_def = tf.compat.v1.GraphDef.FromString((tmp_path / "f.pb").read_bytes())
-    assert [n.name for n in graph_def.node if n.op == "Placeholder"] == ["Placeholder"]
-    assert output == "Identity:0"
+def test_the_frozen_graph_def_has_the_seed_input_name(saved):
+    """The seed's users feed ``Placeholder:0``: what the frozen GraphDef here takes."""
+    assert saved["placeholders"] == ["Placeholder"] and saved["frozen_output"] == "Identity:0"

@@ -18,6 +18,13 @@ if [ -n "$missing" ] && ! { command -v g++ >/dev/null && python3 -c 'import venv
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
+# openssl: the tests make self-signed certificates for the TLS server tests with it.
+if ! command -v openssl >/dev/null; then
+  echo "[setup] apt: openssl"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip

@@ -22,6 +22,7 @@ from ..compiler.tf import tf_format
 from ..models.labels import label_set
 from ..preprocess import PreprocessSpec
 from ..devices import select_device
+from ..runtime import Context
 from ..quantization import MinMaxObserver, PercentileObserver
 from . import quantize, schedule
 from .compiled import TASKS, CompiledModel, ModelLoadError
@@ -125,7 +126,7 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     onnxruntime's quantize_static; or a TensorFlow SavedModel directory, .keras/.h5 file or
     frozen GraphDef .pb, converted by accel.compiler.tf) to int8 on ``device`` (an
     accel.Device or a selector such as "pocl", "intel-cpu", "fpga-emulator"; default the
-    best present). ``calibration``: an
+    best present; or an accel.Context, e.g. one over pyopencl's). ``calibration``: an
     iterable of input arrays (or dicts by input name) from which activation scales are
     chosen ("minmax" or "percentile" ``observer``); optional for a QDQ model, whose own
     scales win where it has them. ``report``: measure every layer's error against the float
@@ -141,7 +142,8 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     "accel.labels", "accel.task"), as ``accel.models.build`` writes them."""
     if observer not in OBSERVERS:
         raise ValueError(f"observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
-    device = select_device(device)  # fail early, before the slow part
+    if not isinstance(device, Context):  # an accel.Context (e.g. over pyopencl's) as it is
+        device = select_device(device)  # fail early, before the slow part
     if tf_format(model) is not None:  # a SavedModel, Keras or frozen GraphDef: ONNX first
         model = convert_tf(model)
     if calibration is not None:

@@ -24,6 +24,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import AccelError
+from ..interop import is_device_array
 from ..models.labels import label_set
 from ..ops.layout import pad_channels
 from ..preprocess import PreprocessSpec
@@ -68,7 +69,9 @@ class CompiledModel:
         self.preprocessing = preprocessing
         self.labels = labels
         self.task = task
-        self._ctx = Context(device)
+        # an accel.Context as it is (e.g. Context.from_pyopencl: run_device's arrays live there)
+        self._ctx = device if isinstance(device, Context) else Context(device)
+        self._device_plan = None  # run_device's launches, without the Plan's host copies
         self._bound = schedule.bind(self._ctx, lowered, fpga_pipelines)
         self._ops = [s.op for s in lowered.steps]
         self.layer_errors = None  # set by compile(..., report=True)
@@ -160,6 +163,8 @@ class CompiledModel:
             if spec.name not in inputs:
                 raise ValueError(f"missing input {spec.name!r}")
             x = inputs[spec.name]
+            if is_device_array(x):  # quantization runs on the host: one download
+                x = x.get()
             if not isinstance(x, np.ndarray):
                 raise TypeError(f"input {spec.name!r} must be a numpy array, got "
                                 f"{type(x).__name__}")
@@ -209,7 +214,9 @@ class CompiledModel:
 
     def run(self, inputs) -> dict[str, np.ndarray]:
         """Outputs by name (float32) for ``inputs``: an array for a single-input model, or a
-        dict by input name, of the shapes in ``.inputs``."""
+        dict by input name, of the shapes in ``.inputs``. A pyopencl array is read back
+        once (the inputs are quantized on the host); run_device keeps int8 tensors on the
+        device."""
         device_in = self._host_inputs(self._check_inputs(inputs))
         device_out = self._output_arrays()
         with self._lock:
@@ -225,6 +232,105 @@ class CompiledModel:
         with self._lock:
             self._bound.plan.run(device_in, device_out)
         return device_out
+
+    # --- device tensors (pyopencl interop) ---------------------------------------------------
+    @property
+    def device_inputs(self) -> list[TensorInfo]:
+        """The int8 tensors the device plan reads (run_device's inputs): NHWC, channels
+        padded to a multiple of 16 (the padding holds the zero point), after the host's
+        quantization, layout change and any rewritten stem."""
+        return [self._device_info(spec) for spec in self._lowered.device_inputs]
+
+    @property
+    def device_outputs(self) -> list[TensorInfo]:
+        """The int8 tensors the device plan writes (run_device's outputs), NHWC padded."""
+        return [self._device_info(spec) for spec in self._lowered.device_outputs]
+
+    def _device_info(self, spec) -> TensorInfo:
+        p = self._lowered.placements[spec.name]
+        return TensorInfo(spec.name, tuple(p.shape[:3]) + (p.stride,), "int8")
+
+    def quantize_inputs(self, inputs) -> dict[str, np.ndarray]:
+        """The host half of run(): ``inputs`` as run() takes them -> the int8 device inputs
+        by name (``device_inputs``), what run_device takes."""
+        arrays = self._host_inputs(self._check_inputs(inputs))
+        return {spec.name: a for spec, a in zip(self._lowered.device_inputs, arrays)}
+
+    def dequantize_outputs(self, outputs) -> dict[str, np.ndarray]:
+        """The host tail of run(): int8 device outputs by name (``device_outputs``; numpy or
+        pyopencl arrays) -> run()'s float32 outputs."""
+        arrays = []
+        for info in self.device_outputs:
+            if info.name not in outputs:
+                raise ValueError(f"missing device output {info.name!r}")
+            x = outputs[info.name]
+            x = x.get() if is_device_array(x) else np.asarray(x)
+            if x.dtype != np.int8 or tuple(x.shape) != info.shape:
+                raise ValueError(f"device output {info.name!r} must be int8 {info.shape}, "
+                                 f"got {x.dtype} {tuple(x.shape)}")
+            arrays.append(x)
+        return self._host_outputs(arrays)
+
+    def run_device(self, inputs) -> dict:
+        """Run the device plan on int8 tensors that already live on the device: ``inputs``
+        pyopencl arrays (one for a single-input model, else a dict by name) of
+        ``device_inputs``' shapes, in this model's OpenCL context (compile or load it on
+        ``accel.Context.from_pyopencl(...)``). Returns new pyopencl arrays of
+        ``device_outputs`` by name. Only device-to-device copies: into the plan's input
+        buffers, and out of its output buffers (which the next run reuses). With
+        quantize_inputs and dequantize_outputs this is run() bit for bit."""
+        from .. import interop
+        cl = interop.pyopencl()
+        specs = self.device_inputs
+        if not isinstance(inputs, Mapping):
+            if len(specs) != 1:
+                raise TypeError(f"the model has device inputs {[s.name for s in specs]}: "
+                                "pass a dict by name")
+            inputs = {specs[0].name: inputs}
+        unknown = set(inputs) - {s.name for s in specs}
+        if unknown:
+            raise ValueError(f"unknown device input(s) {sorted(unknown)}; the model's are "
+                             f"{[s.name for s in specs]}")
+        ctx = self._ctx
+        _, queue = ctx.to_pyopencl()
+        with self._lock:
+            for spec, buffer in zip(specs, self._bound.input_buffers):
+                x = inputs.get(spec.name)
+                if x is None:
+                    raise ValueError(f"missing device input {spec.name!r}")
+                if not interop.is_device_array(x):
+                    raise TypeError(f"device input {spec.name!r} must be a pyopencl array, "
+                                    f"got {type(x).__name__} (run() takes numpy arrays)")
+                interop.check_same_context(ctx, x, f"device input {spec.name!r}")
+                interop.check_array(x, f"device input {spec.name!r}", np.int8)
+                if tuple(x.shape) != spec.shape:
+                    raise ValueError(f"device input {spec.name!r} has shape {tuple(x.shape)}, "
+                                     f"the model expects {spec.shape}")
+                interop.ready(ctx, x)
+                cl.enqueue_copy(queue, interop.cl_buffer(buffer), x.base_data,
+                                byte_count=x.nbytes, src_offset=x.offset)
+            queue.finish()  # a concurrent FPGA stage's other queues do not follow this one
+            self._launches_only().run([], [])
+            outputs = {}
+            for spec, buffer in zip(self.device_outputs, self._bound.output_buffers):
+                y = cl.array.empty(queue, spec.shape, np.int8)
+                cl.enqueue_copy(queue, y.base_data, interop.cl_buffer(buffer),
+                                byte_count=y.nbytes)
+                outputs[spec.name] = y
+            queue.finish()
+        return outputs
+
+    def _launches_only(self):
+        """The plan's launches in a Plan with no inputs or outputs (no host copies)."""
+        if self._device_plan is None:
+            plan = self._ctx.plan()
+            for launches in self._bound.step_launches:
+                if len(launches) == 1:
+                    plan.add_launch(*launches[0])
+                else:
+                    plan.add_concurrent(launches)
+            self._device_plan = plan
+        return self._device_plan
 
     def profile(self, inputs, repeat: int = 1) -> list[LayerTime]:
         """Device time of every launch (CL profiling events), averaged over ``repeat`` runs."""

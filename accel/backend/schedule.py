@@ -17,7 +17,8 @@ What runs where:
 - host head: Transpose/Reshape of a graph input (tf2onnx's NHWC -> NCHW), in float; then
   quantize, and for a stem conv (stride >= 2, <= 4 input channels) space-to-depth, which
   turns it into a stride-1 conv on the kernel's many-channel path (space_to_depth_stems);
-- device: Conv (+ residual, dilation), Dense (as a conv whose
+- device: Conv (+ residual, dilation), depthwise Conv (groups == channels: its own kernel,
+  accel.ops.depthwise, also on the FPGA emulator), Dense (as a conv whose
   kernel covers the whole input image), Pool, Add, Affine, L2Norm; Concat is free;
 - host tail: Softmax/Reshape/Transpose after the last device op, in float on dequantized
   outputs.
@@ -37,6 +38,7 @@ from ..compiler.errors import CompileError
 from ..numerics import INT8_MAX, INT8_MIN, Activation
 from ..ops import affine as affine_ops
 from ..ops import conv as conv_ops
+from ..ops import depthwise as depthwise_ops
 from ..ops import eltwise as eltwise_ops
 from ..ops import fpga as fpga_ops
 from ..ops import l2norm as l2norm_ops
@@ -55,7 +57,7 @@ SPACE_TO_DEPTH_MAX_CHANNELS = 4  # e.g. RGB: the conv kernel's slow few-channel 
 # ndrange_conv_ops); tests turn it off to compare against the direct conv.
 WINOGRAD = True
 # ops that can write into a concat
-OFFSET_WRITERS = ("conv", "pool", "global_avg_pool", "affine", "requantize")
+OFFSET_WRITERS = ("conv", "depthwise", "pool", "global_avg_pool", "affine", "requantize")
 
 
 # --- the lowered model ----------------------------------------------------------------------
@@ -82,7 +84,8 @@ class Placement:
 
 @dataclass
 class Step:
-    """One kernel launch: ``op`` in conv / pool / global_avg_pool / add / affine / l2norm."""
+    """One kernel launch: ``op`` in conv / depthwise / pool / global_avg_pool / add / affine /
+    l2norm / requantize."""
     op: str
     name: str
     inputs: list[str]
@@ -168,6 +171,18 @@ def _storage_offset(graph: ir.Graph, name: str) -> int:
     Q/DQ pair, else 128 (uint8, quantize_static's default)."""
     quant = graph.tensors[name].quant
     return 0 if quant is not None and quant.dtype == "int8" else 128
+
+
+def _ort_int8_stays(graph: ir.Graph, node: ir.Node) -> bool:
+    """Whether onnxruntime on x86 keeps an int8 QDQ op's tensors int8, and so runs the op in
+    float: its QDQ fusions allow int8 only on ARM, and it turns an int8 Q/DQ pair into uint8
+    (QDQS8ToU8Transformer) only where the tensor has one reader. An op is fused to its uint8
+    QLinear kernel when its input and output were both turned."""
+    names = [n for n in node.input_names() if not graph.tensors[n].is_const] + [node.output]
+    if all(_storage_offset(graph, n) for n in names):
+        return False  # a uint8 model
+    users = graph.consumers()
+    return not all(len(users.get(n, [])) == 1 and n not in graph.outputs for n in names)
 
 
 def _multiplier(real: float, what: str) -> tuple[int, int]:
@@ -568,12 +583,11 @@ def _lower_node(node, graph, qparams, placements, dense_sources,
                       stride=list(strides), pads=list(pads),
                       count_include_pad=bool(node.count_include_pad), **common)
         if requant == "float32" and kind == "avg":
-            # uint8 models: onnxruntime's QLinearAveragePool, which adds the zero point
-            # before rounding, in uint8 (our int8 + 128). int8 models: onnxruntime fuses int8
-            # QDQ pools only on ARM; on x86 it runs a float AveragePool, then QuantizeLinear,
-            # which rounds first and adds the zero point after: an offset of -z_y does that
-            # (the same as 128 for z_y = -128). Checked in test_qdq.py, test_tf_models.py.
-            offset = 128 if _storage_offset(graph, node.output) else -qy.zero_point
+            # onnxruntime's QLinearAveragePool adds the zero point before rounding, in uint8
+            # (our int8 + 128). Where it leaves int8 tensors it runs a float AveragePool and a
+            # QuantizeLinear instead, which rounds first: an offset of -z_y (_ort_int8_stays).
+            # Checked in test_qdq.py, test_tf_graphs.py, test_tf_models.py (DenseNet-121).
+            offset = -qy.zero_point if _ort_int8_stays(graph, node) else 128
             params.update(requant=requant, input_scale=qx.scale, output_scale=qy.scale,
                           storage_offset=offset)
         return Step("pool", node.name, [node.x], node.output, {"params": params, **placement})
@@ -669,10 +683,42 @@ def _conv_step(node, name_x, x: Placement, out: Placement, qx: QParams, qy: QPar
     return Step("conv", node.name, inputs, node.output, {"layer": layer}, arrays)
 
 
+def _depthwise_step(node: ir.Conv, graph, qparams, placements, requant: str) -> Step:
+    """A depthwise Conv (groups == input channels == output channels) as a "depthwise"
+    step: weights [C, KH, KW], the conv's quantization, no residual."""
+    x, out = placements[node.x], placements[node.output]
+    qx, qy = qparams[node.x], qparams[node.output]
+    weights = graph.const(node.weight)  # [C, 1, KH, KW]
+    wq, sw = quantize_weights(weights, graph.tensors[node.weight].quant)
+    c = weights.shape[0]
+    bias = graph.const(node.bias)
+    bias = np.zeros(c, np.float32) if bias is None else bias
+    if requant == "float32":
+        mult, shift = _float32_per_channel(node, qx.scale, sw, qy.scale)
+    else:
+        mult, shift = _per_channel(node, qx.scale, sw, qy.scale)
+    act = activation_for(node.clamp, qy)
+    n, h, w, _ = x.shape
+    layer = dict(batch=n, in_height=h, in_width=w, channels=c,
+                 kernel_h=int(weights.shape[2]), kernel_w=int(weights.shape[3]),
+                 stride=list(node.strides), pads=list(node.pads), dilation=list(node.dilations),
+                 input_zero_point=qx.zero_point, output_zero_point=qy.zero_point,
+                 activation=[act.lo, act.hi], in_channel_offset=x.offset,
+                 in_channel_stride=x.stride, out_channel_offset=out.offset,
+                 out_channel_stride=out.stride, requant=requant)
+    arrays = {"weights": np.ascontiguousarray(wq[:, 0]), "bias": _bias(node, bias, qx.scale, sw),
+              "multipliers": mult, "shifts": shift}
+    return Step("depthwise", node.name, [node.x], node.output, {"layer": layer}, arrays)
+
+
 def _lower_conv(node: ir.Conv, graph, qparams, placements, requant: str = "fixed") -> Step:
     if node.groups != 1:
-        raise CompileError(f"Conv {node.name!r}: grouped convolution (groups={node.groups}) "
-                           "has no kernel yet")
+        channels = graph.shape(node.x)[1]
+        if node.groups == channels == graph.shape(node.output)[1] and node.residual is None:
+            return _depthwise_step(node, graph, qparams, placements, requant)
+        raise CompileError(f"Conv {node.name!r}: grouped convolution (groups={node.groups}, "
+                           f"{channels} input channels) has no kernel; only depthwise "
+                           "(groups == input channels == output channels) has one")
     weights = graph.const(node.weight)
     residual = None
     if node.residual is not None:
@@ -758,10 +804,20 @@ def conv_layer(attrs: dict) -> conv_ops.ConvLayer:
     return conv_ops.ConvLayer(**layer)
 
 
+def depthwise_layer(attrs: dict) -> depthwise_ops.DepthwiseLayer:
+    layer = dict(attrs["layer"])
+    for key in ("stride", "pads", "dilation"):
+        layer[key] = tuple(layer[key])
+    layer["activation"] = _activation(layer["activation"])
+    return depthwise_ops.DepthwiseLayer(**layer)
+
+
 def op_params(step: Step):
     """The op module's parameter object of a step."""
     if step.op == "conv":
         return conv_layer(step.attrs)
+    if step.op == "depthwise":
+        return depthwise_layer(step.attrs)
     p = dict(step.attrs["params"])
     if "activation" in p:
         p["activation"] = _activation(p["activation"])
@@ -906,6 +962,13 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan
                 residual = buf(step.inputs[1]) if len(step.inputs) > 1 else None
                 kernel, global_size, local_size = ops.bind(
                     prepared, buf(step.inputs[0]), buf(step.output), residual)
+            elif step.op == "depthwise":  # NDRange on every device, the FPGA emulator too
+                a = step.arrays
+                prepared = depthwise_ops.prepare(ctx, params, a["weights"], a["bias"],
+                                                 a["multipliers"], a["shifts"])
+                keep.append(prepared)
+                kernel, global_size, local_size = depthwise_ops.bind(
+                    prepared, buf(step.inputs[0]), buf(step.output))
             elif step.op in ("pool", "global_avg_pool"):
                 kernel, global_size, local_size = pool_ops.bind(
                     ctx, params, [buf(step.inputs[0])], buf(step.output),

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "accel.cli.deploy",
     "accel.cli.serve",
     "accel.cli.score",
+    "accel.cli.kernel",
     "accel.fpga.cli",
 )
 

@@ -28,6 +28,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,7 +84,51 @@ def convert(model, *, inputs: Sequence[str] | None = None,
             output=None, preprocessing=None) -> onnx.ModelProto:
     """A TensorFlow model (SavedModel directory, .keras/.h5 file, frozen GraphDef .pb) as an
     onnx.ModelProto; written to ``output`` too when given (with external data when large).
-    ``inputs``/``outputs`` select tensors (see the module docstring)."""
+    ``inputs``/``outputs`` select tensors (see the module docstring).
+
+    TensorFlow runs in a child process: it exports its own copy of LLVM's symbols to the
+    whole process, and an OpenCL runtime that JIT-compiles with LLVM (PoCL) then crashes in
+    TensorFlow's copy; so TensorFlow never enters the process that runs accel's kernels.
+    One child per call, or one for all calls inside ``with converter_session():``."""
+    path, kind = _model_path(model)
+    if not isinstance(opset, int) or not 11 <= opset <= onnx.defs.onnx_opset_version():
+        raise ValueError(f"opset must be an int from 11 to {onnx.defs.onnx_opset_version()}, "
+                         f"got {opset!r}")
+    request = dict(path=path, kind=kind, inputs=_names(inputs, "inputs"),
+                   outputs=_names(outputs, "outputs"), opset=opset,
+                   preprocessing=_preprocessing(preprocessing),
+                   large_model_bytes=LARGE_MODEL_BYTES)
+    with tempfile.TemporaryDirectory(prefix="accel-tf-") as tmp:
+        target = Path(tmp) / "model.onnx" if output is None else Path(output)
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"output directory {os.fspath(target.parent)!r} does not "
+                                    "exist")
+        request["output"] = os.fspath(target)
+        if _session is not None:
+            _session.convert(request)
+        else:
+            with _Converter() as converter:
+                converter.convert(request)
+        return onnx.load(target)  # external data, if any, from beside it
+
+
+def save(proto: onnx.ModelProto, path) -> Path:
+    """Write ``proto`` to ``path``; weights of a model near the 2 GiB protobuf limit go to
+    ``<path>.data`` next to it (ONNX external data), which onnx and accel read back."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory {os.fspath(path.parent)!r} does not exist")
+    if _weight_bytes(proto) > LARGE_MODEL_BYTES:
+        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+        # saving moved the weights out of ``proto``: read them back, the caller keeps it
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    else:
+        onnx.save_model(proto, path)
+    return path
+
+
+def _model_path(model) -> tuple[str, str]:
     kind = tf_format(model)
     path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
     if kind is None:
@@ -92,41 +139,120 @@ def convert(model, *, inputs: Sequence[str] | None = None,
         raise FileNotFoundError(f"no such file or directory: {path!r}")
     if kind == "graph_def" and Path(path).name == "saved_model.pb":  # the SavedModel's own
         kind, path = "saved_model", os.fspath(Path(path).parent)
-    if not isinstance(opset, int) or not 11 <= opset <= onnx.defs.onnx_opset_version():
-        raise ValueError(f"opset must be an int from 11 to {onnx.defs.onnx_opset_version()}, "
-                         f"got {opset!r}")
-    inputs, outputs = _names(inputs, "inputs"), _names(outputs, "outputs")
-    spec = _preprocessing(preprocessing)
-    # TensorFlow's C++ start-up chatter stays out of the user's terminal (errors do not)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return os.path.abspath(path), kind
+
+
+# errors the child process reports by name, raised again here as they were there
+_ERRORS = {cls.__name__: cls for cls in (TensorNameError, TFModelError, FileNotFoundError,
+                                         ValueError, ImportError)}
+
+
+class _Converter:
+    """A child process (``python -m accel.compiler.tf``) that converts one request per line
+    of its stdin and answers with one JSON line on its stdout; its stderr goes to a file,
+    whose last line explains a crash."""
+
+    def __init__(self):
+        env = dict(os.environ)
+        # TensorFlow's C++ start-up chatter stays out of the user's terminal (errors do not)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._process = subprocess.Popen([sys.executable, "-m", "accel.compiler.tf"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._stderr, text=True, env=env)
+
+    def convert(self, request: dict) -> None:
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            code = self._process.wait()
+            self._stderr.seek(0)
+            lines = [text for text in self._stderr.read().splitlines() if text.strip()]
+            raise TFModelError(f"converting {request['path']!r} failed (the converter "
+                               f"process exited with code {code}): "
+                               f"{lines[-1] if lines else 'no message'}")
+        result = json.loads(line)
+        if "error" in result:
+            raise _ERRORS.get(result["error"], TFModelError)(result["message"])
+
+    def close(self) -> None:
+        if self._process.stdin and not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()  # end of requests: the child exits
+            except OSError:
+                pass
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> "_Converter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_session: _Converter | None = None
+
+
+@contextlib.contextmanager
+def converter_session():
+    """Every convert() inside shares one child process (TensorFlow imported once)."""
+    global _session
+    if _session is not None:  # nested: the outer session serves
+        yield
+        return
+    _session = _Converter()
+    try:
+        yield
+    finally:
+        session, _session = _session, None
+        session.close()
+
+
+def _convert_here(request: dict) -> onnx.ModelProto:
+    """The conversion itself, in the child process."""
     _require_tensorflow()
     converter = {"saved_model": _from_saved_model, "keras": _from_keras,
-                 "graph_def": _from_graph_def}[kind]
+                 "graph_def": _from_graph_def}[request["kind"]]
     with _tensorflow_logs_quiet():
-        proto = converter(path, inputs, outputs, opset)
+        proto = converter(request["path"], request["inputs"], request["outputs"],
+                          request["opset"])
     proto.producer_name = proto.producer_name or "tf2onnx"
-    if spec is not None:
-        _set_metadata(proto, *spec)
-    if output is not None:
-        save(proto, output)
+    if request["preprocessing"] is not None:
+        _set_metadata(proto, *request["preprocessing"])
     return proto
 
 
-def save(proto: onnx.ModelProto, path) -> Path:
-    """Write ``proto`` to ``path``; weights of a model near the 2 GiB protobuf limit go to
-    ``<path>.data`` next to it (ONNX external data), which onnx and accel read back."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory {os.fspath(path.parent)!r} does not exist")
-    if _weight_bytes(proto) > LARGE_MODEL_BYTES:
-        location = path.name + ".data"
-        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=location, size_threshold=1024)
-        # saving moved the weights out of ``proto``: read them back, the caller keeps it
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-    else:
-        onnx.save_model(proto, path)
-    return path
+def _serve() -> None:
+    """The child: one JSON request per line of stdin, one JSON result per line of stdout.
+    Anything else that writes to stdout (TensorFlow, Keras) goes to stderr instead."""
+    global LARGE_MODEL_BYTES
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        request = json.loads(line)
+        LARGE_MODEL_BYTES = request["large_model_bytes"]
+        try:
+            save(_convert_here(request), request["output"])
+            result = {"ok": True}
+        except tuple(_ERRORS.values()) as e:
+            name = next(n for n, cls in _ERRORS.items() if isinstance(e, cls))
+            result = {"error": name, "message": str(e)}
+        except Exception as e:  # noqa: BLE001 - tf2onnx's own failures: said, not fatal
+            result = {"error": "TFModelError", "message": f"converting {request['path']!r} "
+                      f"failed: {type(e).__name__}: {_first_line(e)}"}
+        answers.write(json.dumps(result) + "\n")
+        answers.flush()
 
 
 # --- the three formats ----------------------------------------------------------------------
@@ -396,5 +522,9 @@ def _tensorflow_logs_quiet():
         logger.setLevel(level)
 
 
-__all__ = ["convert", "save", "tf_format", "is_tf_model", "TFModelError", "TensorNameError",
-           "DEFAULT_OPSET", "LARGE_MODEL_BYTES"]
+__all__ = ["convert", "converter_session", "save", "tf_format", "is_tf_model", "TFModelError",
+           "TensorNameError", "DEFAULT_OPSET", "LARGE_MODEL_BYTES"]
+
+
+if __name__ == "__main__":
+    _serve()

@@ -7,7 +7,8 @@ BatchNorm/ReLU/Clip and constant scales (free) and a residual Add (the requantiz
 the residual). A MaxPool/AveragePool that alone consumes a conv's output is recorded on the
 conv (``Layer.pool``); the estimate runs it as its own pass or in the conv's writer, as
 ``Design.fuse_pool`` says. Concat is free (a write at a channel offset). Ops the pipeline does
-not run (Softmax, SSD box maths) are counted in ``ExtractedModel.unmodelled``.
+not run (Softmax, SSD box maths, depthwise convs: NDRange kernels beside the pipeline) are
+counted in ``ExtractedModel.unmodelled``.
 """
 
 from __future__ import annotations
@@ -262,6 +263,12 @@ def extract_layers(model, name: str = "model") -> ExtractedModel:
                                  f"supported, got weight shape {weight}")
             in_c, in_h, in_w = _chw(shapes, node.input[0], node)
             out_c, out_h, out_w = _chw(shapes, node.output[0], node)
+            group = int(attrs.get("group", 1))
+            if 1 < group == in_c == out_c:
+                # depthwise: accel runs it as an NDRange kernel (accel/ops/depthwise.py)
+                # beside the pipeline, not as a pipeline pass
+                unmodelled["Conv (depthwise)"] += 1
+                continue
             layer = Layer(label, "conv", in_c, in_h, in_w, out_c, out_h, out_w,
                           kernel=(int(weight[2]), int(weight[3])),
                           stride=_pair(attrs.get("strides"), (1, 1)),

@@ -21,7 +21,7 @@ import numpy as np
 from .. import numerics
 from ..numerics import Activation
 from . import tuning
-from .layout import CHANNEL_ALIGN, pad_channels, padded_channels, unpad_channels
+from .layout import CHANNEL_ALIGN, launch_and_wait, padded_channels, run_on_device
 from .pool import check_activation, check_int8_nhwc, check_shape, check_zero_point
 
 KERNEL_FILE = "affine.cl"
@@ -140,12 +140,11 @@ def affine(ctx, params: AffineParams, x: np.ndarray, defines: dict | None = None
             or params.out_channel_offset:
         raise ValueError("affine() runs contiguous tensors; use bind() for channel slices")
     x = check_int8_nhwc(x, params.shape)
-    in_buf = ctx.upload(pad_channels(x, fill=params.input_zero_point))
-    out_buf = ctx.buffer(params.pixels * params.channels_padded)
-    kernel, global_size, local_size = bind(ctx, params, in_buf, out_buf, defines=defines)
-    kernel.launch(ctx.queue, global_size, local_size).wait()
-    y = ctx.download(out_buf, np.int8, params.shape[:3] + (params.channels_padded,))
-    return unpad_channels(y, params.shape[3])
+
+    def run(in_bufs, out_buf):
+        launch_and_wait(ctx, bind(ctx, params, in_bufs[0], out_buf, defines=defines))
+
+    return run_on_device(ctx, [(x, params.input_zero_point)], params.shape, run)
 
 
 def requantize_table(in_scale: float, in_zero_point: int, out_scale: float,
@@ -256,13 +255,11 @@ def requantize(ctx, params: RequantizeParams, x: np.ndarray, in_zero_point: int,
         raise ValueError("requantize() runs contiguous tensors; use bind_requantize() for "
                          "channel slices")
     x = check_int8_nhwc(x, params.shape)
-    in_buf = ctx.upload(pad_channels(x, fill=in_zero_point))
-    out_buf = ctx.buffer(params.pixels * params.channels_padded)
-    kernel, global_size, local_size = bind_requantize(ctx, params, in_buf, out_buf,
-                                                      defines=defines)
-    kernel.launch(ctx.queue, global_size, local_size).wait()
-    y = ctx.download(out_buf, np.int8, params.shape[:3] + (params.channels_padded,))
-    return unpad_channels(y, params.shape[3])
+
+    def run(in_bufs, out_buf):
+        launch_and_wait(ctx, bind_requantize(ctx, params, in_bufs[0], out_buf, defines=defines))
+
+    return run_on_device(ctx, [(x, in_zero_point)], params.shape, run)
 
 
 __all__ = ["AffineParams", "bind", "affine", "requantize_table", "affine_table", "RequantizeParams",

@@ -7,17 +7,19 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from accel import numerics
+from accel import interop, numerics
 from accel.numerics import Activation
 from accel.ops import tuning
 from accel.ops.layout import CHANNEL_ALIGN
 from accel.runtime import Buffer
 
 
-def check_array(name: str, array, dtype, shape=None) -> np.ndarray:
-    """A non-empty numpy array of this dtype (and shape, when given), or TypeError/ValueError."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+def check_array(name: str, array, dtype, shape=None, device: bool = False) -> np.ndarray:
+    """A non-empty numpy array of this dtype (and shape, when given), or TypeError/ValueError.
+    device=True also takes a pyopencl array (an activation the op may keep on the device)."""
+    if not isinstance(array, np.ndarray) and not (device and interop.is_device_array(array)):
+        kinds = "a numpy or pyopencl array" if device else "a numpy array"
+        raise TypeError(f"{name} must be {kinds}, got {type(array).__name__}")
     if array.dtype != dtype:
         raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
     if array.size == 0:
@@ -68,14 +70,16 @@ def check_shape(shape: Sequence[int], what: str = "input_shape") -> tuple[int, i
 
 
 def check_int8_nhwc(x, expected_shape: tuple[int, ...], what: str = "input") -> np.ndarray:
-    """x as a C-contiguous int8 NHWC array of the expected logical shape, or a clear error."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{what} must be a numpy array, got {type(x).__name__}")
+    """x as a C-contiguous int8 NHWC array of the expected logical shape, or a clear error;
+    a pyopencl array is returned as it is (it stays on the device)."""
+    device = interop.is_device_array(x)
+    if not isinstance(x, np.ndarray) and not device:
+        raise TypeError(f"{what} must be a numpy or pyopencl array, got {type(x).__name__}")
     if x.dtype != np.int8:
         raise TypeError(f"{what} must be int8, got {x.dtype}")
     if x.shape != tuple(expected_shape):
         raise ValueError(f"{what} has shape {x.shape}, the layer expects {tuple(expected_shape)}")
-    return np.ascontiguousarray(x)
+    return x if device else np.ascontiguousarray(x)
 
 
 def pair(value, what: str) -> tuple[int, int]:

@@ -433,8 +433,8 @@ def layer_for_arrays(x: np.ndarray, weights: np.ndarray, *, stride=(1, 1), pads=
                      residual_zero_point: int = 0, residual_multiplier: int | None = None,
                      residual_shift: int | None = None, requant: str = "fixed") -> ConvLayer:
     """The ConvLayer of a conv2d call on numpy arrays (here and in accel/ops/fpga.py), with
-    x, weights and residual checked."""
-    check_array("x", x, np.int8)
+    x, weights and residual checked (x and residual may be pyopencl arrays)."""
+    check_array("x", x, np.int8, device=True)
     check_array("weights", weights, np.int8)
     if x.ndim != 4:
         raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
@@ -455,7 +455,7 @@ def layer_for_arrays(x: np.ndarray, weights: np.ndarray, *, stride=(1, 1), pads=
                       activation=activation, residual=fused, dilation=dilation,
                       requant=requant)
     if residual is not None:
-        check_array("residual", residual, np.int8, output_shape(layer))
+        check_array("residual", residual, np.int8, output_shape(layer), device=True)
     return layer
 
 
@@ -498,16 +498,17 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
           input_zero_point: int, multipliers: np.ndarray, shifts: np.ndarray,
           output_zero_point: int, activation: Activation = Activation(),
           knobs: dict | None = None, requant: str = "fixed") -> np.ndarray:
-    """accel.reference.conv.dense on the device: x [N, K], weights [Cout, K] -> int8 [N, Cout]."""
-    check_array("x", x, np.int8)
+    """accel.reference.conv.dense on the device: x [N, K], weights [Cout, K] -> int8 [N, Cout]
+    (x a numpy or pyopencl array, the result of the same kind)."""
+    check_array("x", x, np.int8, device=True)
     check_array("weights", weights, np.int8)
     if x.ndim != 2 or weights.ndim != 2:
         raise ValueError(f"dense needs x [N, K] and weights [Cout, K]; "
                          f"got {x.shape}, {weights.shape}")
     if x.shape[1] != weights.shape[1]:
         raise ValueError(f"weights have {weights.shape[1]} inputs, x has {x.shape[1]}")
-    y = conv2d(ctx, x[None, None], weights[:, None, None, :], bias,
+    y = conv2d(ctx, x.reshape((1, 1) + x.shape), weights[:, None, None, :], bias,
                input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
                output_zero_point=output_zero_point, activation=activation, knobs=knobs,
                requant=requant)
-    return y[0, 0]
+    return y.reshape(y.shape[2:])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import numerics
+from .. import interop, numerics
 from ..numerics import Activation
 from .checks import check_activation, check_scale_ratio, check_zero_point, kernel_knobs
 from .layout import launch_and_wait, padded_channels, run_on_device
@@ -118,13 +118,15 @@ def bind(ctx, params: AddParams, in_bufs, out_buf, *, defines: dict | None = Non
 
 
 def _check_input(x, params: AddParams, what: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"add input {what} must be a numpy array, got {type(x).__name__}")
+    device = interop.is_device_array(x)  # a pyopencl array stays on the device
+    if not isinstance(x, np.ndarray) and not device:
+        raise TypeError(f"add input {what} must be a numpy or pyopencl array, got "
+                        f"{type(x).__name__}")
     if x.dtype != np.int8:
         raise TypeError(f"add input {what} must be int8, got {x.dtype}")
     if x.shape != params.shape:
         raise ValueError(f"add input {what} has shape {x.shape}, the layer expects {params.shape}")
-    return np.ascontiguousarray(x)
+    return x if device else np.ascontiguousarray(x)
 
 
 def add(ctx, params: AddParams, a: np.ndarray, b: np.ndarray,

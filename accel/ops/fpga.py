@@ -32,6 +32,7 @@ from typing import List, NamedTuple, Sequence, Tuple
 import numpy as np
 
 from accel import numerics
+from accel.interop import is_device_array
 from accel.numerics import Activation
 from accel.ops import pool as pool_ops
 from accel.ops.checks import check_buffer, pair
@@ -353,17 +354,18 @@ def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
     """accel.reference.conv.dense on the FPGA pipeline: a 1x1 conv over a [1, 1, N, K] image
     (the same layout as accel.ops.conv.dense_layer). x [N, K], weights [Cout, K] -> [N, Cout]."""
     for name, array in (("x", x), ("weights", weights)):
-        if not isinstance(array, np.ndarray) or array.dtype != np.int8 or array.ndim != 2:
+        array_ok = isinstance(array, np.ndarray) or (name == "x" and is_device_array(array))
+        if not array_ok or array.dtype != np.int8 or array.ndim != 2:
             raise TypeError(f"{name} must be a 2-D int8 numpy array, got "
                             f"{getattr(array, 'dtype', type(array).__name__)} "
                             f"{getattr(array, 'shape', '')}")
     if x.shape[1] != weights.shape[1]:
         raise ValueError(f"weights have {weights.shape[1]} inputs, x has {x.shape[1]}")
-    y = conv2d(ctx, x[None, None], weights[:, None, None, :], bias,
+    y = conv2d(ctx, x.reshape((1, 1) + x.shape), weights[:, None, None, :], bias,
                input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
                output_zero_point=output_zero_point, activation=activation, config=config,
                timeout_s=timeout_s, requant=requant)
-    return y[0, 0]
+    return y.reshape(y.shape[2:])
 
 
 # Pooling ----------------------------------------------------------------------------------

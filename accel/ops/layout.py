@@ -38,7 +38,11 @@ def run_on_device(ctx, inputs, output_shape, run) -> np.ndarray:
     upload each (logical int8 NHWC array, fill of its padded channels) of ``inputs``, make an
     output buffer for the logical ``output_shape`` with its channels padded, call
     ``run(input_buffers, output_buffer)`` (which launches and waits) and return the logical
-    int8 output."""
+    int8 output. With a pyopencl array among the inputs, everything stays on the device and
+    the output is a pyopencl array (accel.interop.run_on_device)."""
+    from accel import interop
+    if any(interop.is_device_array(array) for array, _ in inputs):
+        return interop.run_on_device(ctx, inputs, output_shape, run)
     in_bufs = [ctx.upload(pad_channels(array, fill=fill)) for array, fill in inputs]
     channels = output_shape[-1]
     padded_shape = tuple(output_shape[:-1]) + (padded_channels(channels),)

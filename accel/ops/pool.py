@@ -124,9 +124,10 @@ class PoolParams:
         if self.kind != "avg":
             raise ValueError("the float32 pool mode is an average pool's (onnxruntime's "
                              f"QLinearAveragePool), not a {self.kind} pool's")
-        if not -128 <= self.storage_offset <= 128:
-            raise ValueError(f"pool storage_offset must be in [-128, 128] (128 uint8, 0 int8, "
-                             f"-output_zero_point), got {self.storage_offset!r}")
+        if self.storage_offset not in (0, 128, -self.output_zero_point):
+            raise ValueError(f"pool storage_offset must be 0 (int8), 128 (uint8) or "
+                             f"-output_zero_point ({-self.output_zero_point}: round first), "
+                             f"got {self.storage_offset!r}")
         _check_float32_scales(self, "float32 average pool")
         ratio = self.input_scale / self.output_scale
         if not 2.0 ** -24 <= ratio < 2.0 ** 16:  # 2^16: far from int32 overflow of rint

@@ -18,7 +18,9 @@ from .. import ir
 
 
 def _fusable(graph: ir.Graph, conv, users, other: str) -> bool:
-    return (isinstance(conv, ir.Conv) and conv.residual is None and conv.clamp.is_identity
+    # grouped (depthwise) convs have no fused residual add
+    return (isinstance(conv, ir.Conv) and conv.groups == 1 and conv.residual is None
+            and conv.clamp.is_identity
             and len(users[conv.output]) == 1 and conv.output not in graph.outputs
             and conv.output != other and graph.tensors[conv.output].quant is None)
 
