@@ -62,8 +62,8 @@ def context_from_pyopencl(cls, context, queue=None):
     else:
         if not isinstance(queue, cl.CommandQueue):
             raise TypeError(f"expected a pyopencl.CommandQueue, got {type(queue).__name__}")
-        if queue.context.int_ptr != context.int_ptr:
-            raise ValueError("the command queue belongs to another pyopencl context")
+        # (the runtime checks that the queue is the context's; pyopencl's queue.context
+        # would keep one more reference to the context for the queue's lifetime)
         device = queue.device
     raw = _runtime.Context.from_int_ptr(context.int_ptr, device.int_ptr)
     info = raw.device

@@ -107,6 +107,10 @@ class ConvKernel:
     def op(self):
         return self.ops
 
+    def check(self, knobs: dict) -> None:
+        """ValueError for a knob value the op refuses whatever the shape."""
+        self.op().check_knobs(dict(knobs))
+
     def geometry(self, shape) -> tuple:
         """(n, h, w, cin, cout, kh, kw, stride, pads, dilation) of a --shape."""
         if not 6 <= len(shape) <= 9:
@@ -272,6 +276,10 @@ class PoolKernel:
         from .ops import pool
         self.ops = pool
 
+    def check(self, knobs: dict) -> None:
+        from .ops.checks import check_vec
+        check_vec(knobs, 1)
+
     def edges(self) -> list[tuple]:
         P, G = self.ops.PoolParams, self.ops.GlobalAvgPoolParams
         return [
@@ -359,6 +367,10 @@ class EltwiseKernel:
     def __init__(self):
         from .ops import eltwise
         self.ops = eltwise
+
+    def check(self, knobs: dict) -> None:
+        from .ops.checks import check_vec
+        check_vec(knobs, 1)
 
     def edges(self) -> list[tuple]:
         A = self.ops.AddParams
@@ -464,6 +476,7 @@ def split_knobs(spec, knobs: dict, source) -> tuple[dict, dict]:
         raise ValueError(f"unknown knob(s) {', '.join(sorted(extra))} for {spec.file}; its "
                          f"knobs are {', '.join(spec.knobs)} (a --source variant may add its "
                          "own)")
+    spec.check(known)
     return known, extra
 
 
@@ -476,7 +489,8 @@ def context_for(spec, device, source=None, extra: dict | None = None) -> Context
     return ctx
 
 
-def _devices(device) -> list[Device]:
+def resolve_devices(device) -> list[Device]:
+    """``all`` -> every device present; else the one device the selector names."""
     from .devices import devices
     if isinstance(device, str) and device.strip().lower() == "all":
         found = devices()

@@ -9,16 +9,13 @@ it spares the kernels' best launches."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 import accel
+from accel.workbench import measure_int8_peak  # int8_peak.c, built and run
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # conv_shapes: the model layer shapes
@@ -37,27 +34,6 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def ctx(device):
     return accel.Context(device)
-
-
-def measure_int8_peak() -> dict | None:
-    """{'peak', 'cores', 'per_core', 'instruction'} (GOPS), or None without gcc."""
-    if shutil.which("gcc") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = Path(tmp) / "int8_peak"
-        subprocess.run(["gcc", "-O2", "-march=native", "-fopenmp", str(HERE / "int8_peak.c"),
-                        "-o", str(exe)], check=True, capture_output=True)
-
-        def run(threads: int) -> tuple[float, str]:
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-            fields = subprocess.run([str(exe)], check=True, capture_output=True, text=True,
-                                    env=env).stdout.split()
-            return float(fields[0]), " ".join(fields[2:-1])
-
-        cores = os.cpu_count() or 1
-        peak, instruction = max(run(cores) for _ in range(3))
-        per_core, _ = max(run(1) for _ in range(3))
-    return dict(peak=peak, cores=cores, per_core=per_core, instruction=instruction)
 
 
 @pytest.fixture(scope="session")

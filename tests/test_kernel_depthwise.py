@@ -95,6 +95,23 @@ def test_depthwise_float32_requant(ctx, name):
                           requant="float32"))
 
 
+def test_random_layers(ctx):
+    """Random geometry: kernel 1-7, stride 1-3, dilation 1-3, any pads that fit, any
+    channel count, either requantization mode."""
+    rng = np.random.default_rng(2026)
+    for _ in range(12):
+        kh, kw = (int(v) for v in rng.integers(1, 8, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+        pads = tuple(int(v) for v in rng.integers(0, 4, 4))
+        h = max(1, (kh - 1) * dilation[0] + 1 - pads[0] - pads[2]) + int(rng.integers(0, 6))
+        w = max(1, (kw - 1) * dilation[1] + 1 - pads[1] - pads[3]) + int(rng.integers(0, 9))
+        c = int(rng.integers(1, 50))
+        requant = "float32" if rng.random() < 0.5 else "fixed"
+        check(ctx, *make_case(rng, int(rng.integers(1, 3)), h, w, c, kh, kw, stride=stride,
+                              pads=pads, dilation=dilation, requant=requant))
+
+
 @pytest.mark.parametrize("tile", [1, 3, 16])
 def test_depthwise_tile_widths(ctx, tile):
     """Tiles that divide the row, leave a remainder, and exceed it."""

@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 
 import accel
-from accel import kernel_source, numerics
+from accel import interop, kernel_source, numerics
 from accel.numerics import Activation
-from accel.ops import conv, eltwise, pool
+from accel.ops import affine, conv, eltwise, pool, winograd
 from accel.reference import conv as conv_reference
 
 from registry_model import SIDE, tiny_onnx
 
 cl = pytest.importorskip("pyopencl")
 cla = pytest.importorskip("pyopencl.array")
+# pyopencl warns whenever a compiler prints anything (vendors' notes on every build)
+pytestmark = pytest.mark.filterwarnings("ignore:Non-empty compiler output")
 
 
 def pyopencl_pair(device: accel.Device):
@@ -101,6 +103,21 @@ def test_ops_on_pyopencl_arrays_equal_the_numpy_path(device):
     np.testing.assert_array_equal(pool.pool2d(ctx, params, x_cl).get(),
                                   pool.pool2d(ctx, params, x))
 
+    x, weights, bias, kwargs = conv_case(rng, 1, 6, 5, 20, 24, 3)
+    np.testing.assert_array_equal(
+        winograd.conv2d(ctx, cla.to_device(queue, x), weights, bias, **kwargs).get(),
+        conv.conv2d(ctx, x, weights, bias, **kwargs))
+
+    channels = 20
+    multipliers, shifts = numerics.quantize_multipliers(rng.uniform(0.002, 0.01, channels))
+    params = affine.AffineParams((1, 3, 4, channels),
+                                 rng.integers(-127, 128, channels).astype(np.int32),
+                                 rng.integers(-500, 500, channels).astype(np.int32),
+                                 multipliers, shifts, input_zero_point=3, output_zero_point=-2)
+    x = rng.integers(-128, 128, params.shape).astype(np.int8)
+    np.testing.assert_array_equal(affine.affine(ctx, params, cla.to_device(queue, x)).get(),
+                                  affine.affine(ctx, params, x))
+
     add = eltwise.AddParams((1, 3, 5, 20), 3, 0.7, -4, 1.9, 5)
     a = rng.integers(-128, 128, add.shape).astype(np.int8)
     b = rng.integers(-128, 128, add.shape).astype(np.int8)
@@ -162,9 +179,9 @@ def test_a_thousand_wrappers_release_their_handles(device):
 
     def cycle():
         ctx = accel.Context.from_pyopencl(context, queue)
-        wrapped = accel.interop.wrap_buffer(buffer)
+        wrapped = interop.wrap_buffer(buffer)
         back = ctx.to_pyopencl()
-        view = accel.interop.cl_buffer(wrapped)
+        view = interop.cl_buffer(wrapped)
         assert buffer.reference_count >= 3  # retained by the wrapper and its view
         del ctx, wrapped, back, view
 

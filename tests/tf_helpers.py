@@ -176,14 +176,19 @@ def ssd_like(directory: str, x, size: int = 96) -> tuple[dict, dict]:
 
 
 def resnet50_round_trip(directory: str, x) -> tuple[dict, dict]:
-    """A Keras ResNet-50 (224x224, weights=None, seed 0; its classifier scaled up as training
-    would leave it, so that photos differ in top-1) as a SavedModel and a frozen GraphDef;
-    TensorFlow's probabilities on ``x`` (the seed's preprocessing of the photos)."""
+    """A Keras ResNet-50 (224x224, weights=None, seed 0) as a SavedModel and a frozen GraphDef;
+    TensorFlow's probabilities on ``x`` (the seed's preprocessing of the photos). Its
+    classifier's bias centres the photos' features first, as training would: with random
+    weights every photo's features are alike (the same top class for all, which would prove
+    nothing)."""
     keras = _keras()
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None)
-    kernel, bias = model.get_layer("predictions").get_weights()
-    model.get_layer("predictions").set_weights([kernel * 30, bias])
+    head = model.get_layer("predictions")
+    features = _predict(keras.Model(model.inputs, head.input), x)[0]
+    kernel, _ = head.get_weights()
+    kernel = kernel / features.std(axis=0).mean()
+    head.set_weights([kernel, -(features.mean(axis=0) @ kernel)])
     d = Path(directory)
     model.export(str(d / "saved"), verbose=False)
     save_frozen_graph_def(model, d / "frozen.pb")

@@ -47,7 +47,7 @@ def kernel_group() -> None:
     """The kernel workbench: test, time or read the assembly of one kernel."""
 
 
-@kernel_group.command("test")
+@kernel_group.command("test", short_help="check a kernel bit-exact against accel.reference")
 @_name_argument
 @_common_options
 @click.option("--device", "-d", default=None, metavar="SELECTOR",
@@ -65,8 +65,9 @@ def test_command(name, source, defines, device, shapes, seed, random_count) -> N
     from ..workbench import parse_shape
     knobs = _knobs(defines)
     parsed = [parse_shape(s) for s in shapes]
+    workbench.split_knobs(workbench.kernel(name), knobs, source)  # bad knobs: before any work
     failed = 0
-    for target in workbench._devices(device):
+    for target in workbench.resolve_devices(device):
         click.echo(f"{name} ({workbench.kernel(name).file}"
                    f"{', variant ' + source if source else ''}) on {target.index} "
                    f"{target.short_name}: knobs {_knob_text(knobs)} over the tuned ones")
@@ -86,7 +87,7 @@ def test_command(name, source, defines, device, shapes, seed, random_count) -> N
         raise click.exceptions.Exit(EXIT_FAILURE)
 
 
-@kernel_group.command("bench")
+@kernel_group.command("bench", short_help="time a kernel against the host's int8 peak")
 @_name_argument
 @_common_options
 @click.option("--device", "-d", default=None, metavar="SELECTOR",
@@ -123,7 +124,7 @@ def bench_command(name, source, defines, device, shape, rounds, no_peak, as_json
         click.echo("  host int8 peak unknown (needs gcc and benchmarks/int8_peak.c)")
 
 
-@kernel_group.command("asm")
+@kernel_group.command("asm", short_help="count the vector instructions of a kernel's code")
 @_name_argument
 @_common_options
 @click.option("--device", "-d", default=None, metavar="SELECTOR",

@@ -11,11 +11,14 @@ import importlib
 
 from . import ir
 from .errors import CompileError, ModelFormatError, ShapeError, UnsupportedOpError
+# numpy only, so loaded eagerly: a lazy name equal to its submodule's would become the
+# submodule once anything imports accel.compiler.interpret (the package attribute wins)
+from .interpret import interpret
 
 # The ONNX half loads on first use: the runtime needs only the IR's data classes (a saved
 # model's steps), and a process that only loads and runs models never imports onnx.
 _LAZY = {"HANDLERS": "frontend", "load_onnx": "frontend", "read_model": "frontend",
-         "interpret": "interpret", "PIPELINE": "passes", "optimize": "passes",
+         "PIPELINE": "passes", "optimize": "passes",
          "run_pass": "passes"}
 
 
@@ -26,4 +29,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["ir", "CompileError", "ModelFormatError", "ShapeError", "UnsupportedOpError",
-           *_LAZY]
+           "interpret", *_LAZY]

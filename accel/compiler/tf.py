@@ -19,7 +19,7 @@ Batch stays dynamic as TensorFlow has it (accel.compile fixes it); the layout st
 preprocessing, label set and task in the ONNX metadata (keys "accel.preprocessing",
 "accel.labels", "accel.task"), which accel.compile reads. Models whose weights approach
 protobuf's 2 GiB limit go through tf2onnx's large_model path and are saved with ONNX external
-data. TensorFlow is imported only when a model is converted.
+data. TensorFlow runs in a child process, never in the caller's (see convert()).
 """
 
 from __future__ import annotations
@@ -363,19 +363,29 @@ def _from_keras(path: str, inputs, outputs, opset: int) -> onnx.ModelProto:
     signature = [tf.TensorSpec(t.shape, t.dtype, name=name)
                  for t, name in zip(model.inputs, input_names)]
     large = sum(w.numpy().nbytes for w in model.weights) > LARGE_MODEL_BYTES
-    with _tf2onnx_fast(large):
-        proto, storage = tf2onnx.convert.from_keras(model, input_signature=signature,
-                                                    opset=opset, large_model=large)
-    return _inline(proto, storage)
+    return _tf2onnx(lambda: tf2onnx.convert.from_keras(
+        model, input_signature=signature, opset=opset, large_model=large), large)
 
 
 def _convert_graph_def(graph_def, inputs, outputs, opset, large, name, rename=None):
     import tf2onnx
-    with _tf2onnx_fast(large):
-        proto, storage = tf2onnx.convert.from_graph_def(
-            graph_def, name=name, input_names=inputs, output_names=outputs, opset=opset,
-            large_model=large, tensors_to_rename=rename or None)
-    return _inline(proto, storage)
+    return _tf2onnx(lambda: tf2onnx.convert.from_graph_def(
+        graph_def, name=name, input_names=inputs, output_names=outputs, opset=opset,
+        large_model=large, tensors_to_rename=rename or None), large)
+
+
+def _tf2onnx(call, large: bool) -> onnx.ModelProto:
+    """``call()``'s model, with tf2onnx's optimizers run without their safety copies (3x
+    faster: tf2onnx deep-copies the whole graph, weights included, before each optimizer so
+    that it can skip one that fails); should one fail, the careful way again."""
+    try:
+        with _tf2onnx_options(large, catch_errors=False):
+            return _inline(*call())
+    except Exception:  # noqa: BLE001 - retried, and what fails again is reported
+        if large:  # the large_model path never copies: nothing else to try
+            raise
+    with _tf2onnx_options(large, catch_errors=True):
+        return _inline(*call())
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -490,14 +500,13 @@ def _inline(proto: onnx.ModelProto, storage) -> onnx.ModelProto:
 
 
 @contextlib.contextmanager
-def _tf2onnx_fast(large: bool):
-    """tf2onnx deep-copies the whole graph, weights included, before each of its optimizers
-    so that it can skip one that fails; without the copies a ResNet-50 converts 3x faster.
-    Its large_model path (skipping them too) still calls numpy's removed ``np.product``."""
+def _tf2onnx_options(large: bool, catch_errors: bool):
+    """tf2onnx reads TF2ONNX_CATCH_ERRORS at conversion time. Its large_model path still
+    calls numpy's ``np.product``, which numpy 2 removed."""
     import numpy as np
     key = "TF2ONNX_CATCH_ERRORS"
     before = os.environ.get(key)
-    os.environ[key] = "FALSE"
+    os.environ[key] = "TRUE" if catch_errors else "FALSE"
     if large and not hasattr(np, "product"):
         np.product = np.prod  # tf2onnx 1.17 with numpy >= 2
     try:

@@ -18,7 +18,7 @@ def check_array(name: str, array, dtype, shape=None, device: bool = False) -> np
     """A non-empty numpy array of this dtype (and shape, when given), or TypeError/ValueError.
     device=True also takes a pyopencl array (an activation the op may keep on the device)."""
     if not isinstance(array, np.ndarray) and not (device and interop.is_device_array(array)):
-        kinds = "a numpy or pyopencl array" if device else "a numpy array"
+        kinds = "a numpy array or a pyopencl array" if device else "a numpy array"
         raise TypeError(f"{name} must be {kinds}, got {type(array).__name__}")
     if array.dtype != dtype:
         raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
@@ -74,7 +74,8 @@ def check_int8_nhwc(x, expected_shape: tuple[int, ...], what: str = "input") -> 
     a pyopencl array is returned as it is (it stays on the device)."""
     device = interop.is_device_array(x)
     if not isinstance(x, np.ndarray) and not device:
-        raise TypeError(f"{what} must be a numpy or pyopencl array, got {type(x).__name__}")
+        raise TypeError(f"{what} must be a numpy array or a pyopencl array, got "
+                        f"{type(x).__name__}")
     if x.dtype != np.int8:
         raise TypeError(f"{what} must be int8, got {x.dtype}")
     if x.shape != tuple(expected_shape):

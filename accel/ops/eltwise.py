@@ -120,7 +120,7 @@ def bind(ctx, params: AddParams, in_bufs, out_buf, *, defines: dict | None = Non
 def _check_input(x, params: AddParams, what: str) -> np.ndarray:
     device = interop.is_device_array(x)  # a pyopencl array stays on the device
     if not isinstance(x, np.ndarray) and not device:
-        raise TypeError(f"add input {what} must be a numpy or pyopencl array, got "
+        raise TypeError(f"add input {what} must be a numpy array or a pyopencl array, got "
                         f"{type(x).__name__}")
     if x.dtype != np.int8:
         raise TypeError(f"add input {what} must be int8, got {x.dtype}")
