@@ -1,6 +1,6 @@
 """accel's OpenCL kernels as source text and build options, for building them elsewhere.
 
-    import pyopencl as cl, accel.kernels
+    import accel.kernels, pyopencl as cl
     device = accel.select_device("pocl")
     text = accel.kernels.source("conv.cl")                       # includes inlined
     flags = accel.kernels.options("conv.cl", device, TILE_W=4)   # "-DACCEL_CPU_ISA=2 ..."
@@ -50,6 +50,11 @@ def _vec(kernel_file: str, default_vec: int) -> Callable[[Device], dict]:
     return knobs
 
 
+def _depthwise(device: Device) -> dict:
+    from .ops import depthwise, tuning
+    return {**depthwise.DEFAULT_KNOBS, **tuning.knobs("depthwise.cl", device.tuning_key)}
+
+
 def _affine(device: Device) -> dict:
     from .ops import affine
     return affine._knobs(SimpleNamespace(device=device), None)
@@ -57,7 +62,7 @@ def _affine(device: Device) -> dict:
 
 def _defaults() -> dict[str, Callable[[Device], dict]]:
     from .ops import eltwise, l2norm, pool
-    return {"conv.cl": _conv, "winograd.cl": _winograd,
+    return {"conv.cl": _conv, "winograd.cl": _winograd, "depthwise.cl": _depthwise,
             "pool.cl": _vec("pool.cl", pool.DEFAULT_VEC),
             "eltwise.cl": _vec("eltwise.cl", eltwise.DEFAULT_VEC),
             "l2norm.cl": _vec("l2norm.cl", l2norm.DEFAULT_VEC),

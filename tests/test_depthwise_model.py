@@ -77,8 +77,8 @@ def test_fp32_model_matches_onnxruntime(model, compiled):
 @pytest.mark.parametrize("activation_type", ["QUInt8", "QInt8"])
 def test_qdq_model_matches_onnxruntime_int8(activation_type, tmp_path):
     """Without the BatchNorm: quantize_static leaves a BatchNorm unfused between its Q/DQ
-    pairs, which onnxruntime runs in float and we fold into the conv (up to 6 LSB apart at
-    the output here, measured), which is not what this test is about."""
+    pairs, which onnxruntime runs in float and we fold into the conv (with it, measured: 81%
+    of the logits equal, the rest 1 LSB apart), which is not what this test is about."""
     model = mobile_net(batchnorm=False)
     qdq = quantize_with_onnxruntime(model, inputs_for(model, 8, 0), tmp_path, activation_type)
     compiled = api.compile(qdq, device=FASTEST, progress=False)  # the QDQ model's scales
@@ -95,6 +95,7 @@ def test_qdq_model_matches_onnxruntime_int8(activation_type, tmp_path):
     assert within / total >= 0.99, within / total
 
 
+@pytest.mark.slow  # with a cold program cache
 def test_same_int8_outputs_on_every_device(model, compiled, device):
     """Every device, and on the FPGA emulator both with its conv pipelines (depthwise layers
     then run as NDRange kernels beside them) and without."""

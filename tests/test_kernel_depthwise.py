@@ -95,6 +95,7 @@ def test_depthwise_float32_requant(ctx, name):
                           requant="float32"))
 
 
+@pytest.mark.slow  # with a cold program cache
 def test_random_layers(ctx):
     """Random geometry: kernel 1-7, stride 1-3, dilation 1-3, any pads that fit, any
     channel count, either requantization mode."""

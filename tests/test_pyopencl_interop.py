@@ -70,6 +70,7 @@ def test_to_pyopencl_of_an_accel_context_runs_pyopencl_work(ctx):
     assert np.array_equal((2 * a).get(), 2 * np.arange(64, dtype=np.float32))
 
 
+@pytest.mark.slow  # about 25 s on PoCL with a cold kernel cache, under 1 s warm
 def test_ops_on_pyopencl_arrays_equal_the_numpy_path(device):
     context, queue = pyopencl_pair(device)
     ctx = accel.Context.from_pyopencl(context, queue)
@@ -204,6 +205,7 @@ def tiny_model():
     return tiny_onnx(), calibration
 
 
+@pytest.mark.slow  # about 8 s on PoCL with a cold kernel cache
 def test_a_compiled_model_runs_on_pyopencl_buffers(device, tiny_model):
     model, calibration = tiny_model
     context, queue = pyopencl_pair(device)
@@ -248,8 +250,12 @@ def test_kernels_source_and_options_are_what_accel_builds(device, monkeypatch):
     monkeypatch.setattr(accel.runtime, "Program", Recording)
     x, weights, bias, kwargs = conv_case(np.random.default_rng(5), 1, 6, 6, 32, 32, 3)
     expected = conv.conv2d(ctx, x, weights, bias, **kwargs)
+    add = eltwise.AddParams((1, 2, 2, 16))
+    eltwise.add(ctx, add, np.zeros(add.shape, np.int8), np.zeros(add.shape, np.int8))
     monkeypatch.undo()
-    assert len(built) == 1
+    assert len(built) == 2
+    assert built[1] == (accel.kernels.source("eltwise.cl"), accel.kernels.options("eltwise",
+                                                                                   device))
     source, options = built[0]
     chosen = conv.prepare(ctx, conv.layer_for_arrays(
         x, weights, **{k: kwargs[k] for k in ("pads", "input_zero_point",

@@ -205,9 +205,9 @@ def write_photos(directory) -> list:
     from skimage import data
     directory.mkdir()
     images = {name: getattr(data, name)() for name in (
-        "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-        "immunohistochemistry", "retina", "colorwheel", "camera")}
-    images["coffee_portrait"] = np.rot90(images["coffee"])
+        "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
+        "retina", "colorwheel", "camera")}
+    images["rocket_portrait"] = np.rot90(data.rocket())
     paths = []
     for name, image in images.items():
         path = directory / f"{name}.jpg"

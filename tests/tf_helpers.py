@@ -177,17 +177,21 @@ def ssd_like(directory: str, x, size: int = 96) -> tuple[dict, dict]:
 
 def resnet50_round_trip(directory: str, x) -> tuple[dict, dict]:
     """A Keras ResNet-50 (224x224, weights=None, seed 0) as a SavedModel and a frozen GraphDef;
-    TensorFlow's probabilities on ``x`` (the seed's preprocessing of the photos). Its
-    classifier's bias centres the photos' features first, as training would: with random
-    weights every photo's features are alike (the same top class for all, which would prove
-    nothing)."""
+    TensorFlow's probabilities on ``x`` (the seed's preprocessing of the photos). Random
+    weights give every photo about the same features, so the same top class for all, which
+    would prove nothing: its classifier is set up as training on these photos would leave
+    it, a nearest-centroid one (class 100 * i + 1 for photo i, the others random)."""
     keras = _keras()
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None)
     head = model.get_layer("predictions")
     features = _predict(keras.Model(model.inputs, head.input), x)[0]
+    centred = features - features.mean(axis=0)
     kernel, _ = head.get_weights()
-    kernel = kernel / features.std(axis=0).mean()
+    kernel = kernel * 0.1 / (np.linalg.norm(kernel, axis=0).mean() * centred.std())
+    typical = np.linalg.norm(centred, axis=1).mean()
+    for i, f in enumerate(centred):  # logit = 5 |f_j| cos(f_j, f_i) / typical |f|
+        kernel[:, 100 * i + 1] = 5 * f / (np.linalg.norm(f) * typical)
     head.set_weights([kernel, -(features.mean(axis=0) @ kernel)])
     d = Path(directory)
     model.export(str(d / "saved"), verbose=False)

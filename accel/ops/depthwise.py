@@ -219,10 +219,10 @@ def prepare(ctx: Context, layer: DepthwiseLayer, weights: np.ndarray, bias: np.n
             knobs: dict | None = None) -> PreparedDepthwise:
     """Pack and upload a layer's parameters and build its program (once per layer).
     ``knobs`` overrides the device's tuned -D values (kernels/tuning.json, else
-    DEFAULT_KNOBS); TILE_W never exceeds the output row."""
+    DEFAULT_KNOBS). TILE_W is not fitted to the row (work-items past it skip their stores):
+    one program per device and mode serves every layer."""
     packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
     chosen = {**DEFAULT_KNOBS, **tuning.knobs(KERNEL_FILE, ctx.device.tuning_key)}
-    chosen["TILE_W"] = min(chosen["TILE_W"], layer.out_width)
     chosen = check_knobs({**chosen, **(knobs or {})})
     chosen["REQUANT_F32"] = int(layer.requant == "float32")
     program = ctx.program(KERNEL_FILE, chosen)
