@@ -33,7 +33,7 @@ $PY -m pip install -q --upgrade pip
 bash tools/setup-opencl.sh "$PY"
 
 echo "[setup] building accel (C++ runtime) into .venv"
-$PY -m pip install -q -c tools/constraints.txt -e ".[test,serve,tf,plot,deploy]"
+$PY -m pip install -q -c tools/constraints.txt -e ".[test,serve,tf,plot,deploy,pyopencl]"
 # The official TF Serving client stubs, for the tests that play the old client: they import
 # tensorflow's protos, which tensorflow-cpu provides (their declared tensorflow would be a
 # second, larger copy).
