@@ -4,6 +4,7 @@ present (PoCL, Intel's CPU runtime, the FPGA emulator, a GPU where there is one)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,12 @@ def pytest_generate_tests(metafunc):
 def ctx(device):
     """One context per device for the whole session (contexts are costly to make)."""
     return accel.Context(device)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tensorflow_stays_out_of_the_test_process():
+    """TensorFlow exports its own LLVM's symbols to the whole process and PoCL's kernel
+    compiler then crashes in them (tests/tf_helpers.py): TensorFlow work runs in children."""
+    yield
+    assert "tensorflow" not in sys.modules, \
+        "this test module imported TensorFlow into the test process: run it in a child"

@@ -3,13 +3,16 @@ scikit-image's photos re-encoded many ways, and its refusal of bad images."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,46 +122,51 @@ def encoded() -> dict[str, bytes]:
     return images()
 
 
-# --- TensorFlow doing the seed's steps --------------------------------------------------------
-def seed_preprocess(tf, data: bytes, spec: pp.PreprocessSpec) -> np.ndarray:
-    """The seed's preprocess_array for one image, in TensorFlow."""
-    image = tf.cast(tf.io.decode_png(data, channels=3), tf.float32)
-    if spec.preserve_aspect_ratio:
-        shape = tf.shape(image)
-        height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-        side = tf.constant(float(spec.resize_side))
-        scale = tf.cond(height > width, lambda: side / width, lambda: side / height)
-        new_height = tf.cast(height * scale, tf.int32)
-        new_width = tf.cast(width * scale, tf.int32)
-        image = tf.compat.v1.image.resize_bilinear(image[None], [new_height, new_width],
-                                                   align_corners=False)[0]
-        crop = min(spec.height, spec.resize_side)
-        image = tf.slice(image, [(new_height - crop) // 2, (new_width - crop) // 2, 0],
-                         [crop, crop, 3])
-    else:
-        image = tf.compat.v1.image.resize_bilinear(image[None], [spec.height, spec.width],
-                                                   align_corners=False)[0]
-    image = image - tf.constant(spec.mean, tf.float32)
-    if spec.channel_order == "BGR":
-        image = image[..., ::-1]
-    if spec.scaling_factor != 1.0:
-        image = image * spec.scaling_factor
-    return image.numpy()
+# --- TensorFlow doing the seed's steps (tests/tf_preprocess_reference.py, in a child process) --
+SPECS = {
+    "imagenet": pp.IMAGENET,
+    "ssd300": pp.SSD300,
+    "bgr-scaled": pp.PreprocessSpec(channel_order="BGR", scaling_factor=0.017, layout="NHWC"),
+    "299-crop": pp.PreprocessSpec(height=299, width=299, resize_side=320,
+                                  mean=(127.5, 127.5, 127.5)),
+}
+
+
+def damaged(jpeg: bytes) -> bytes:
+    """A restart marker in the middle of the scan: libjpeg warns, and decodes anyway."""
+    return jpeg[:len(jpeg) // 3] + b"\xff\xd0" + jpeg[len(jpeg) // 3:]
 
 
 @pytest.fixture(scope="module")
-def tf():
-    try:
-        import tensorflow
-    except ImportError:
+def tf(encoded, tmp_path_factory):
+    """TensorFlow's outputs: ``tf("decode", name)`` and ``tf("preprocess", spec_id, name)``."""
+    if importlib.util.find_spec("tensorflow") is None:
         missing_setup("tensorflow (the [tf] extra) is not installed")
-    return tensorflow
+    inputs = {**encoded, "damaged": damaged(encoded["jpeg q50 4:2:2"])}
+    names = list(inputs)
+    directory = tmp_path_factory.mktemp("tf-reference")
+    request, result = directory / "request.npz", directory / "result.npz"
+    np.savez(request, specs=np.array(json.dumps([s.to_dict() for s in SPECS.values()])),
+             **{f"image_{i}": np.frombuffer(inputs[n], np.uint8) for i, n in enumerate(names)})
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name(
+        "tf_preprocess_reference.py")), str(request), str(result)], capture_output=True,
+        text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(result) as arrays:
+        values = {key: arrays[key] for key in arrays.files}
+    spec_index = {spec_id: j for j, spec_id in enumerate(SPECS)}
+
+    def lookup(kind: str, *key: str) -> np.ndarray:
+        if kind == "decode":
+            return values[f"decode_{names.index(key[0])}"]
+        return values[f"preprocess_{spec_index[key[0]]}_{names.index(key[1])}"]
+    return lookup
 
 
 def test_decode_gives_tensorflows_pixels(tf, encoded):
     assert len(encoded) >= 20
     for name, data in encoded.items():
-        expected = tf.io.decode_png(data, channels=3).numpy()
+        expected = tf("decode", name)
         got = pp.decode(data)
         assert got.dtype == np.uint8 and got.shape == expected.shape, name
         # bit-exact, CMYK included: TensorFlow converts CMYK with integer formulas that
@@ -166,16 +174,12 @@ def test_decode_gives_tensorflows_pixels(tf, encoded):
         np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
-@pytest.mark.parametrize("spec", [
-    pp.IMAGENET,
-    pp.SSD300,
-    pp.PreprocessSpec(channel_order="BGR", scaling_factor=0.017, layout="NHWC"),
-    pp.PreprocessSpec(height=299, width=299, resize_side=320, mean=(127.5, 127.5, 127.5)),
-], ids=["imagenet", "ssd300", "bgr-scaled", "299-crop"])
-def test_preprocess_matches_tensorflow_doing_the_seeds_steps(tf, encoded, spec):
+@pytest.mark.parametrize("spec_id", list(SPECS))
+def test_preprocess_matches_tensorflow_doing_the_seeds_steps(tf, encoded, spec_id):
+    spec = SPECS[spec_id]
     equal, worst = 0, 0.0
     for name, data in encoded.items():
-        expected = seed_preprocess(tf, data, spec)
+        expected = tf("preprocess", spec_id, name)
         got = pp.preprocess(data, spec)
         assert got.shape == (1, spec.height, spec.width, 3) and got.dtype == np.float32
         difference = float(np.abs(got[0] - expected).max())
@@ -261,10 +265,8 @@ def test_bad_images_raise_one_line_image_errors(encoded):
 
 def test_corrupt_entropy_data_decodes_like_tensorflow(tf, encoded):
     """libjpeg warns about a damaged scan and TensorFlow decodes it anyway: so do we."""
-    jpeg = encoded["jpeg q50 4:2:2"]
-    damaged = jpeg[:len(jpeg) // 3] + b"\xff\xd0" + jpeg[len(jpeg) // 3:]
-    np.testing.assert_array_equal(pp.decode(damaged),
-                                  tf.io.decode_png(damaged, channels=3).numpy())
+    np.testing.assert_array_equal(pp.decode(damaged(encoded["jpeg q50 4:2:2"])),
+                                  tf("decode", "damaged"))
 
 
 def test_a_huge_declared_size_is_refused_before_decoding(encoded):
