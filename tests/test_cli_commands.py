@@ -314,15 +314,18 @@ def test_classify_errors(capsys, work, tiny_artifact, tiny_onnx, case):
 
 @pytest.mark.slow
 def test_a_huge_jpeg_header_is_refused_before_decoding(tiny_artifact, bad_images):
-    """In a process of its own: exit 2, one line, no traceback, and the process never grows
-    anywhere near the 2.7 GB that decoding 30000x30000 pixels would take."""
-    script = ("import resource, sys\nfrom accel.cli import main\ncode = main(sys.argv[1:])\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n")
+    """In a process of its own: exit 2, one line, no traceback, and the Python heap (numpy
+    arrays included: tracemalloc sees them) never holds anything near the 2.7 GB that
+    decoding 30000x30000 pixels would take. (Peak RSS is no measure here: it depends on
+    what the OpenCL runtimes compile while the model loads.)"""
+    script = ("import sys, tracemalloc\nfrom accel.cli import main\ntracemalloc.start()\n"
+              "code = main(sys.argv[1:])\nprint(tracemalloc.get_traced_memory()[1] // 1024)\n"
+              "sys.exit(code)\n")
     run = subprocess.run([sys.executable, "-c", script, "classify", os.fspath(tiny_artifact),
                           os.fspath(bad_images["huge.jpg"])], capture_output=True, text=True,
                          timeout=300)
     assert_one_line_error(run.returncode, run.stderr, 2, "30000x30000", "larger than the limit")
-    assert int(run.stdout.split()[-1]) < 1_000_000  # kB
+    assert int(run.stdout.split()[-1]) < 200_000  # kB, peak traced
 
 
 @pytest.mark.slow

@@ -42,8 +42,8 @@ def console(stderr: bool = False):
 
     from rich.console import Console
     out = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    if not out.is_terminal and "COLUMNS" not in os.environ:
-        out.width = 160  # a file or pipe: tables at full width, not cut at 80 columns
+    if not out.is_terminal:  # a file or pipe: tables at full width, not cut at 80 columns
+        out.width = max(160, int(os.environ.get("COLUMNS", "0") or 0))
     return out
 
 
