@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import accel
 import accel.devices
 import accel.kernel_source
 from accel import _icd
-from accel.isa import host_isa
+from accel.isa import HostISA, host_isa
 from accel.devices import RANK
 
 PRESENT = accel.devices()
@@ -112,11 +113,21 @@ def test_intel_cpu_runtime_is_asked_for_avx512_on_avx512_hosts():
     assert out != "''"  # never left empty: an empty value disables Intel's devices
 
 
-def test_pocl_is_preferred_among_cpu_runtimes(monkeypatch):
+@pytest.mark.parametrize("level, first", [("avx2", "Intel(R) OpenCL"),
+                                          ("avx512", "Portable Computing Language"),
+                                          ("avx512-vnni", "Portable Computing Language")])
+def test_the_faster_cpu_runtime_for_the_host_class_is_preferred(monkeypatch, level, first):
+    """The measured rule (accel/devices.py): Intel's runtime on AVX2 hosts, PoCL on AVX-512."""
     monkeypatch.delenv("ACCEL_DEVICE", raising=False)
+    flags = {"avx2": (True, False, False, False), "avx512": (True, True, False, False),
+             "avx512-vnni": (True, True, True, False)}[level]
+    module = importlib.import_module("accel.devices")  # accel.devices is also a function
+    monkeypatch.setattr(module, "host_isa", lambda: HostISA(*flags))
+    assert module.platform_preference()[0] == first
     platforms = {d.platform for d in PRESENT}
     if {"Portable Computing Language", "Intel(R) OpenCL"} <= platforms and not any(
             d.kind in ("fpga", "gpu") for d in PRESENT):
-        assert accel.select_device().platform == "Portable Computing Language"
-        assert accel.select_device("cpu").platform == "Portable Computing Language"
+        assert accel.select_device().platform == first
+        assert accel.select_device("cpu").platform == first
         assert accel.select_device("intel").platform == "Intel(R) OpenCL"
+        assert accel.select_device("pocl").platform == "Portable Computing Language"
