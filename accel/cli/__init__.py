@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -47,9 +48,16 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(cli)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"accel: {one_line(message) if isinstance(message, Exception) else message}",
+               err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (for tests and ``python -m``)."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    if not debug:  # notices (a dynamic batch fixed, ...) as one line each, like errors
+        warnings.showwarning = _one_line_warning
     try:
         # not standalone: click returns a raised Exit's code (or the command's return value)
         result = cli.main(args=argv, prog_name="accel", standalone_mode=False)
