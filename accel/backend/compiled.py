@@ -149,15 +149,7 @@ class CompiledModel:
     # --- running --------------------------------------------------------------------------
     def _check_inputs(self, inputs) -> dict[str, np.ndarray]:
         specs = self._lowered.inputs
-        if not isinstance(inputs, Mapping):
-            if len(specs) != 1:
-                raise TypeError(f"the model has inputs {[s.name for s in specs]}: pass a dict "
-                                "by input name")
-            inputs = {specs[0].name: inputs}
-        unknown = set(inputs) - {s.name for s in specs}
-        if unknown:
-            raise ValueError(f"unknown input(s) {sorted(unknown)}; the model's inputs are "
-                             f"{[s.name for s in specs]}")
+        inputs = _by_name(inputs, specs, "input")
         values = {}
         for spec in specs:
             if spec.name not in inputs:
@@ -282,15 +274,7 @@ class CompiledModel:
         from .. import interop
         cl = interop.pyopencl()
         specs = self.device_inputs
-        if not isinstance(inputs, Mapping):
-            if len(specs) != 1:
-                raise TypeError(f"the model has device inputs {[s.name for s in specs]}: "
-                                "pass a dict by name")
-            inputs = {specs[0].name: inputs}
-        unknown = set(inputs) - {s.name for s in specs}
-        if unknown:
-            raise ValueError(f"unknown device input(s) {sorted(unknown)}; the model's are "
-                             f"{[s.name for s in specs]}")
+        inputs = _by_name(inputs, specs, "device input")
         ctx = self._ctx
         _, queue = ctx.to_pyopencl()
         with self._lock:
@@ -402,6 +386,21 @@ class CompiledModel:
         doc["params_sha256"] = _sha256(params)
         (path / MODEL_FILE).write_text(json.dumps(doc))
         return path
+
+
+def _by_name(inputs, specs, what: str) -> dict:
+    """``inputs`` as a dict by name: a single value for a single-input model, or a dict whose
+    names must all be in ``specs`` (missing ones are the caller's to check)."""
+    if not isinstance(inputs, Mapping):
+        if len(specs) != 1:
+            raise TypeError(f"the model has {what}s {[s.name for s in specs]}: pass a dict "
+                            "by name")
+        inputs = {specs[0].name: inputs}
+    unknown = set(inputs) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {sorted(unknown)}; the model's {what}s are "
+                         f"{[s.name for s in specs]}")
+    return inputs
 
 
 def _sha256(path: Path) -> str:
