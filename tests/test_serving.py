@@ -488,11 +488,13 @@ def test_sigterm_mid_load_drains(model_dir, images, tmp_path):
     lock = threading.Lock()
     stop_sending = threading.Event()
 
+    grpc_results: list[str] = []
+
     def grpc_caller():
         while not stop_sending.is_set():
             code = _grpc_predict(srv.grpc_target, {"images": (7, [1], [image])}, timeout=20)
             with lock:
-                results.append(code)
+                grpc_results.append(code)
             if code != "OK":
                 return
 
@@ -514,7 +516,7 @@ def test_sigterm_mid_load_drains(model_dir, images, tmp_path):
         t.start()
     time.sleep(1.0)
     with lock:
-        answered_before = len(results)
+        answered_before = len(results) + len(grpc_results)
     start = time.monotonic()
     srv.proc.send_signal(15)
     code = srv.proc.wait(60)
@@ -525,9 +527,17 @@ def test_sigterm_mid_load_drains(model_dir, images, tmp_path):
     srv.kill()
     assert code == 0
     assert time.monotonic() - start < 30
-    assert answered_before > 0 and "OK" in results
+    assert answered_before > 0 and "OK" in results and "OK" in grpc_results
     assert set(results) <= {"OK", "UNAVAILABLE"}, results
-    events = [e["event"] for e in srv.log()]
+    # gRPC core answers CANCELLED to a call that reached the port but no handler before the
+    # listener closed (grpc/grpc#41785): nothing ran for it. Nothing is lost if every call the
+    # server handled was answered, and the client saw exactly the OKs the server logged.
+    assert set(grpc_results) <= {"OK", "UNAVAILABLE", "CANCELLED"}, grpc_results
+    log = srv.log()
+    handled = [e["code"] for e in log if e.get("event") == "request" and e["protocol"] == "grpc"]
+    assert set(handled) <= {"OK", "UNAVAILABLE"}, handled
+    assert handled.count("OK") == grpc_results.count("OK")
+    events = [e["event"] for e in log]
     assert "draining" in events and events[-1] == "stopped"
 
 

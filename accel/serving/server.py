@@ -204,7 +204,9 @@ async def serve(config: ServeConfig, *, announce=None) -> bool:
     loader.cancel()
     await health.enter_graceful_shutdown()
     drained = await core.drain(config.drain_timeout)
-    await grpc_server.stop(grace=1.0)
+    # Answers already computed may still be on their way out (a loaded host can hold a handler
+    # past a second): the grace ends as soon as no call is open, so a long one costs nothing.
+    await grpc_server.stop(grace=max(1.0, config.drain_timeout - (time.monotonic() - started)))
     uv.should_exit = True
     with contextlib.suppress(Exception):
         await rest_task
