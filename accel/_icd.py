@@ -5,9 +5,10 @@
    ``<sys.prefix>/etc/accel/vendors``. A user's own OCL_ICD_VENDORS always wins.
 2. Intel's CPU runtime does not recognise some AVX-512 hosts (AMD EPYC: "Unknown host CPU")
    and then compiles for plain SSE, several times slower for int8 (see benchmarks/README.md).
-   On a host with AVX-512BW we ask it for the Skylake-server target unless the user chose
-   one (CL_CONFIG_CPU_TARGET_ARCH); an empty value would disable the device, so it is never
-   set empty (on other hosts an empty value is removed).
+   On a host with AVX-512BW we ask it for the Skylake-server target, or Cascade Lake (the
+   same plus AVX-512 VNNI, which conv.cl's vpdpbusd path needs) where the host has VNNI,
+   unless the user chose one (CL_CONFIG_CPU_TARGET_ARCH); an empty value would disable the
+   device, so it is never set empty (on other hosts an empty value is removed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,19 @@ def configure_opencl_environment() -> None:
         if folder is not None:
             os.environ["OCL_ICD_VENDORS"] = str(folder)
     if not os.environ.get("CL_CONFIG_CPU_TARGET_ARCH"):
-        if host_isa().avx512bw:
-            os.environ["CL_CONFIG_CPU_TARGET_ARCH"] = "skx"
+        target = intel_cpu_target(host_isa())
+        if target:
+            os.environ["CL_CONFIG_CPU_TARGET_ARCH"] = target
         else:  # the runtime's own choice (AVX2 hosts are recognised); never an empty value
             os.environ.pop("CL_CONFIG_CPU_TARGET_ARCH", None)
+
+
+def intel_cpu_target(isa) -> str | None:
+    """The target Intel's CPU runtime is asked for on this host (None: its own choice).
+    skx and cascadelake are the names its compiler accepts and that select the same vector
+    instructions as the AMD hosts we met with AVX-512 (``znver4`` is refused)."""
+    if isa.avx512bw and isa.avx512_vnni:
+        return "cascadelake"
+    if isa.avx512bw:
+        return "skx"
+    return None

@@ -12,6 +12,9 @@
  *     ymm on AVX2) does the 32 MACs of a pair (conv_knobs.h's accel_pmaddwd); the inputs are
  *     widened 16 channels at a time and the pairs broadcast. LLVM never forms this from
  *     portable code, because one operand is a broadcast.
+ *   - x86 with AVX-512 VNNI (ACCEL_CPU_ISA 4: Intel's CPU runtime asked for a VNNI target):
+ *     four input channels per step, one vpdpbusd zmm per pixel and block (conv_knobs.h's
+ *     accel_dpbusd) on the pair-packed weights shuffled to quads in registers.
  *   - everywhere else (Intel's CPU runtime, the FPGA emulator, or -DX86_PAIR_MAC=0):
  *     ACCEL_MAC, 16 MACs per multiply (LLVM emits vpmaddwd with a zero upper half, or
  *     whatever the target has). Both paths give the same bits.
@@ -54,6 +57,9 @@
  *                 divisible by 32; the host picks it per layer, accel/ops/conv.py)
  *   X86_PAIR_MAC  1: the vpmaddwd pair path where the target has AVX-512BW or AVX2; 0: never
  *   PAIR_MAC_EMULATE  1: the pair path in plain C (tests its indexing on any host)
+ *   X86_QUAD_MAC  1: the vpdpbusd quad path where the host has AVX-512 VNNI (CIN_STEP 4, 8
+ *                 or 16); it wins over the pair path; 0: never
+ *   QUAD_MAC_EMULATE  1: the quad path in plain C (tests its operands on any host)
  *   HAS_RESIDUAL  1: fused residual add in the epilogue
  *   REQUANT_F32   1: onnxruntime's float32 requantization (accel_requantize_f32), for QDQ
  *                 models; 0: the fixed-point contract. No residual add in this mode.
@@ -81,6 +87,13 @@
 #endif
 #if COUT_BLOCKS != 1 && COUT_BLOCKS != 2
 #error "COUT_BLOCKS must be 1 or 2"
+#endif
+
+/* The quad (VNNI) path walks four input channels per step. */
+#if ACCEL_QUAD_MAC_AVAILABLE && CIN_STEP % 4 == 0
+#define ACCEL_QUAD_MAC 1
+#else
+#define ACCEL_QUAD_MAC 0
 #endif
 
 /* The portable path, one input channel over the 16 output channels: acc += (x + 128) * w.
@@ -142,6 +155,35 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
       }
       for (int c = 0; c < cin_used; c += CIN_STEP) {
         const __global char* w = w_tap + c * COUT_BLOCK;
+#if ACCEL_QUAD_MAC
+        /* Each pixel's CIN_STEP input channels, flipped to unsigned, four per 32-bit word. */
+        uint xquads[TILE_W][CIN_STEP / 4];
+#pragma unroll
+        for (int p = 0; p < TILE_W; ++p)
+#pragma unroll
+          for (int q = 0; q < CIN_STEP / 4; ++q)
+            xquads[p][q] = as_uint(as_uchar4(vload4(0, x_tap[p] + c + 4 * q)) ^ (uchar4)0x80);
+#pragma unroll
+        for (int k = 0; k < CIN_STEP; k += 4) {
+          /* Channels c + k .. c + k + 3 of 16 output channels: the pair chunks k and k + 2
+           * (adjacent 32-byte runs) shuffled to [16][4], the bytes vpdpbusd wants per lane. */
+          int16 wq[COUT_BLOCKS];
+#pragma unroll
+          for (int b = 0; b < COUT_BLOCKS; ++b) {
+            const __global short* wp = (const __global short*)(w + b * block_bytes + k * COUT_BLOCK);
+            const short16 first = vload16(0, wp), second = vload16(1, wp);
+            wq[b] = __builtin_astype(__builtin_shufflevector(first, second, ACCEL_QUAD_INTERLEAVE),
+                                     int16);
+          }
+#pragma unroll
+          for (int p = 0; p < TILE_W; ++p) {
+            const int16 x_quad = (int16)as_int(xquads[p][k / 4]);
+#pragma unroll
+            for (int b = 0; b < COUT_BLOCKS; ++b)
+              acc[b][p] = accel_dpbusd(acc[b][p], x_quad, wq[b]);
+          }
+        }
+#else
 #if ACCEL_PAIR_MAC && CIN_STEP == 16
         /* Each pixel's 16 input channels, flipped to unsigned and widened to 8 pairs of
          * 16-bit values (one pair per 32-bit lane), broadcast pair by pair below. */
@@ -194,6 +236,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
           }
 #endif
         }
+#endif /* ACCEL_QUAD_MAC */
       }
     }
   }

@@ -3,7 +3,9 @@
  *     the target has AVX-512BW or AVX2, see below; 0: never), PAIR_MAC_EMULATE (1: the pair
  *     path in plain C), ACCEL_CPU_ISA (the host's cap), HAS_RESIDUAL (1: fused residual add), REQUANT_F32
  *     (1: onnxruntime's float32 requantization, no residual add);
- *   - ACCEL_PAIR_MAC: whether the x86 pair path is on for this compiler and target.
+ *   - ACCEL_PAIR_MAC: whether the x86 pair path is on for this compiler and target;
+ *   - X86_QUAD_MAC (1: vpdpbusd quads where the target has AVX-512 VNNI; 0: never),
+ *     QUAD_MAC_EMULATE (1: the quad path in plain C) and ACCEL_QUAD_MAC, its switch.
  * (Each kernel keeps its own epilogue loop: the same loop as an inline function taking
  * private arrays halved conv.cl's speed on PoCL's 1x1 layers.) */
 #ifndef ACCEL_CONV_KNOBS_H
@@ -108,6 +110,78 @@ inline int16 accel_pmaddwd(accel_short32 a, accel_short32 b) {
 #else
 #define ACCEL_PAIR_MAC 0
 #define ACCEL_PAIR_MAC_VARIANT 0 /* the portable path */
+#endif
+
+/* The x86 quad path (VNNI): acc (16 int lanes) += for each lane i, the sum over t < 4 of
+ * u[4i+t] * s[4i+t], u unsigned and s signed bytes (vpdpbusd's semantics: exact, the sum
+ * added modulo 2^32), as
+ *   - one vpdpbusd zmm through the LLVM intrinsic bound by an asm label on Intel's CPU
+ *     runtime (ACCEL_LLVM_X86=1) when the host is AVX-512 VNNI (ACCEL_CPU_ISA 4; the host
+ *     then asks that runtime for the cascadelake target, accel/_icd.py);
+ *   - the clang builtin where the compiler's own target has AVX-512 VNNI;
+ *   - plain C with QUAD_MAC_EMULATE=1, on any target: the same operands, so the weight
+ *     shuffle and the input quads are tested bit-exact on hosts without VNNI.
+ * conv.cl takes it when CIN_STEP is a multiple of 4; the weights keep the pair packing and
+ * are shuffled to [16][4] in registers (one shuffle per block serves TILE_W pixels). */
+#ifndef X86_QUAD_MAC
+#define X86_QUAD_MAC 1
+#endif
+#ifndef QUAD_MAC_EMULATE
+#define QUAD_MAC_EMULATE 0
+#endif
+#if X86_QUAD_MAC != 0 && X86_QUAD_MAC != 1
+#error "X86_QUAD_MAC must be 0 or 1"
+#endif
+#if QUAD_MAC_EMULATE != 0 && QUAD_MAC_EMULATE != 1
+#error "QUAD_MAC_EMULATE must be 0 or 1"
+#endif
+
+#if X86_QUAD_MAC && defined(__clang__) && \
+    (QUAD_MAC_EMULATE || (ACCEL_CPU_ISA >= 4 && (ACCEL_LLVM_X86 || defined(__AVX512VNNI__))))
+#define ACCEL_QUAD_MAC_AVAILABLE 1
+typedef char accel_char64 __attribute__((ext_vector_type(64)));
+typedef uchar accel_uchar64 __attribute__((ext_vector_type(64)));
+/* Two pair chunks [16][2] (pairs k and k + 2 of 16 output channels, as 16-bit units) into
+ * one quad chunk [16][4]: unit j of the first, then unit j of the second, for each j. */
+#define ACCEL_QUAD_INTERLEAVE 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, \
+                              8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define ACCEL_QUAD_BYTES(t) t, t + 4, t + 8, t + 12, t + 16, t + 20, t + 24, t + 28, t + 32, \
+                            t + 36, t + 40, t + 44, t + 48, t + 52, t + 56, t + 60
+
+#if QUAD_MAC_EMULATE
+#define ACCEL_QUAD_MAC_VARIANT 1 /* emulated */
+inline int16 accel_dpbusd(int16 acc, int16 u, int16 s) {
+  const accel_uchar64 ub = __builtin_astype(u, accel_uchar64);
+  const accel_char64 sb = __builtin_astype(s, accel_char64);
+  const int16 p0 = convert_int16(__builtin_shufflevector(ub, ub, ACCEL_QUAD_BYTES(0))) *
+                   convert_int16(__builtin_shufflevector(sb, sb, ACCEL_QUAD_BYTES(0)));
+  const int16 p1 = convert_int16(__builtin_shufflevector(ub, ub, ACCEL_QUAD_BYTES(1))) *
+                   convert_int16(__builtin_shufflevector(sb, sb, ACCEL_QUAD_BYTES(1)));
+  const int16 p2 = convert_int16(__builtin_shufflevector(ub, ub, ACCEL_QUAD_BYTES(2))) *
+                   convert_int16(__builtin_shufflevector(sb, sb, ACCEL_QUAD_BYTES(2)));
+  const int16 p3 = convert_int16(__builtin_shufflevector(ub, ub, ACCEL_QUAD_BYTES(3))) *
+                   convert_int16(__builtin_shufflevector(sb, sb, ACCEL_QUAD_BYTES(3)));
+  return as_int16(as_uint16(acc) + as_uint16(p0 + p1 + p2 + p3));
+}
+#elif ACCEL_LLVM_X86
+#define ACCEL_QUAD_MAC_VARIANT 2 /* VNNI, by the LLVM intrinsic */
+/* The intrinsic's byte operands are <16 x i32> up to clang 21 and <64 x i8> from 22 on. */
+#if __clang_major__ >= 22
+int16 accel_llvm_dpbusd512(int16 acc, accel_char64 u, accel_char64 s)
+    __asm__("llvm.x86.avx512.vpdpbusd.512");
+#define accel_dpbusd(acc, u, s) accel_llvm_dpbusd512((acc), __builtin_astype((u), accel_char64), \
+                                                     __builtin_astype((s), accel_char64))
+#else
+int16 accel_llvm_dpbusd512(int16 acc, int16 u, int16 s) __asm__("llvm.x86.avx512.vpdpbusd.512");
+#define accel_dpbusd(acc, u, s) accel_llvm_dpbusd512((acc), (u), (s))
+#endif
+#else
+#define ACCEL_QUAD_MAC_VARIANT 3 /* VNNI, the compiler's builtin */
+#define accel_dpbusd(acc, u, s) __builtin_ia32_vpdpbusd512((acc), (u), (s))
+#endif
+#else
+#define ACCEL_QUAD_MAC_AVAILABLE 0
+#define ACCEL_QUAD_MAC_VARIANT 0 /* no quad path */
 #endif
 
 #endif /* ACCEL_CONV_KNOBS_H */

@@ -113,6 +113,17 @@ def test_intel_cpu_runtime_is_asked_for_avx512_on_avx512_hosts():
     assert out != "''"  # never left empty: an empty value disables Intel's devices
 
 
+@pytest.mark.parametrize("flags, target", [((True, False, False, False), None),
+                                           ((True, False, False, True), None),  # AVX-VNNI
+                                           ((True, True, False, False), "skx"),
+                                           ((True, True, True, False), "cascadelake")])
+def test_intel_cpu_target_follows_the_host_class(flags, target):
+    """VNNI hosts get a target with AVX-512 VNNI (conv.cl's vpdpbusd path), other AVX-512
+    hosts Skylake-server, AVX2 hosts the runtime's own choice."""
+    from accel._icd import intel_cpu_target
+    assert intel_cpu_target(HostISA(*flags)) == target
+
+
 @pytest.mark.parametrize("level, first", [("avx2", "Intel(R) OpenCL"),
                                           ("avx512", "Portable Computing Language"),
                                           ("avx512-vnni", "Portable Computing Language")])

@@ -228,7 +228,10 @@ def test_conv_bound_in_a_plan(ctx):
                                    {"TILE_W": 8, "CIN_STEP": 16, "X86_PAIR_MAC": 0},
                                    {"TILE_W": 5, "CIN_STEP": 8, "X86_PAIR_MAC": 1},
                                    {"TILE_W": 3, "CIN_STEP": 16, "PAIR_MAC_EMULATE": 1},
-                                   {"TILE_W": 2, "CIN_STEP": 8, "PAIR_MAC_EMULATE": 1}])
+                                   {"TILE_W": 2, "CIN_STEP": 8, "PAIR_MAC_EMULATE": 1},
+                                   {"TILE_W": 3, "CIN_STEP": 16, "QUAD_MAC_EMULATE": 1},
+                                   {"TILE_W": 2, "CIN_STEP": 4, "QUAD_MAC_EMULATE": 1},
+                                   {"TILE_W": 1, "CIN_STEP": 8, "QUAD_MAC_EMULATE": 1}])
 def test_conv_knobs(ctx, knobs):
     """Every knob value gives the same bits (tile edges: width 7 is not a multiple of 3 or 8)."""
     rng = np.random.default_rng(9)
@@ -237,7 +240,8 @@ def test_conv_knobs(ctx, knobs):
 
 @pytest.mark.parametrize("knobs", [{"COUT_BLOCKS": 2}, {"COUT_BLOCKS": 2, "X86_PAIR_MAC": 0},
                                    {"COUT_BLOCKS": 2, "TILE_W": 3, "CIN_STEP": 4},
-                                   {"COUT_BLOCKS": 2, "TILE_W": 2, "PAIR_MAC_EMULATE": 1}])
+                                   {"COUT_BLOCKS": 2, "TILE_W": 2, "PAIR_MAC_EMULATE": 1},
+                                   {"COUT_BLOCKS": 2, "TILE_W": 3, "QUAD_MAC_EMULATE": 1}])
 @pytest.mark.parametrize("case", ["3x3-residual", "1x1-float32", "stride2-relu6"])
 def test_two_output_blocks_per_work_item(ctx, knobs, case):
     """COUT_BLOCKS 2 gives the same bits: 52 outputs (64 padded: the last block is half
@@ -279,6 +283,8 @@ def test_two_output_blocks_follow_the_layer(first_ctx):
     ({"TILE_W": 2.5}, "TILE_W must be an integer"),
     ({"X86_PAIR_MAC": 2}, "X86_PAIR_MAC=2 must be 0 or 1"),
     ({"PAIR_MAC_EMULATE": -1}, "PAIR_MAC_EMULATE=-1 must be 0 or 1"),
+    ({"X86_QUAD_MAC": 3}, "X86_QUAD_MAC=3 must be 0 or 1"),
+    ({"QUAD_MAC_EMULATE": 2}, "QUAD_MAC_EMULATE=2 must be 0 or 1"),
     ({"COUT_BLOCKS": 4}, "COUT_BLOCKS=4 must be 1 or 2"),
     ({"TILEW": 4, "CINSTEP": 4}, "unknown knob(s) CINSTEP, TILEW for conv.cl"),
     ({"HAS_RESIDUAL": 1}, "HAS_RESIDUAL is not a caller's knob"),

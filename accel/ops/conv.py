@@ -38,7 +38,8 @@ KERNEL_NAME = "conv2d_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
 SMALL_CIN_STEP = 4  # CIN_STEP for layers with at most this many input channels
 # The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
-USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "PAIR_MAC_EMULATE", "COUT_BLOCKS")
+USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "PAIR_MAC_EMULATE", "X86_QUAD_MAC",
+              "QUAD_MAC_EMULATE", "COUT_BLOCKS")
 # COUT_BLOCKS 2 (two blocks of output channels per work-item, each input broadcast feeding
 # both) with TILE_W 7: measured on PoCL 1.07-1.35x faster than 1 block x TILE_W 8 on every
 # ResNet-50 layer shape tried; 0.8-0.9x on batch-1 dense layers (a GEMV wants every
@@ -314,6 +315,9 @@ def check_knobs(knobs: dict) -> dict:
         raise ValueError(f"TILE_W={knobs['TILE_W']} must be at least 1")
     if "COUT_BLOCKS" in knobs and knobs["COUT_BLOCKS"] not in (1, 2):
         raise ValueError(f"COUT_BLOCKS={knobs['COUT_BLOCKS']} must be 1 or 2")
+    for name in ("X86_QUAD_MAC", "QUAD_MAC_EMULATE"):
+        if name in knobs and knobs[name] not in (0, 1):
+            raise ValueError(f"{name}={knobs[name]} must be 0 or 1")
     return knobs
 
 
