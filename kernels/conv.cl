@@ -14,7 +14,8 @@
  *     portable code, because one operand is a broadcast.
  *   - x86 with AVX-512 VNNI (ACCEL_CPU_ISA 4: Intel's CPU runtime asked for a VNNI target):
  *     four input channels per step, one vpdpbusd zmm per pixel and block (conv_knobs.h's
- *     accel_dpbusd) on the pair-packed weights shuffled to quads in registers.
+ *     accel_dpbusd) on the pair-packed weights shuffled to quads in registers. Not yet run
+ *     on a VNNI host: built and read there (tests/test_pair_mac_variants.py).
  *   - everywhere else (Intel's CPU runtime, the FPGA emulator, or -DX86_PAIR_MAC=0):
  *     ACCEL_MAC, 16 MACs per multiply (LLVM emits vpmaddwd with a zero upper half, or
  *     whatever the target has). Both paths give the same bits.

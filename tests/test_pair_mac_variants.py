@@ -65,7 +65,7 @@ def test_pocl_takes_the_avx2_pair_path_when_the_isa_is_capped_at_avx2():
 
 
 # --- the quad (VNNI) path: 0 none, 1 emulated in plain C, 2 vpdpbusd by the LLVM intrinsic
-# (Intel's CPU runtime), 3 vpdpbusd by the compiler's builtin ----------------------------------
+# (Intel's CPU runtime) -------------------------------------------------------------------------
 QUAD_PROBE = """
 __kernel void variant(__global int* out) {
   out[0] = ACCEL_QUAD_MAC_VARIANT;
