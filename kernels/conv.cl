@@ -21,7 +21,7 @@
  *     whatever the target has). Both paths give the same bits.
  * The input is read as x + 128 (x ^ 0x80: unsigned, which is what lets LLVM use vpmaddwd);
  * the host folds the extra 128*sum(w) into the bias. The epilogue applies quant.h's
- * accel_requantize(_add) lane by lane, unrolled so the compiler vectorises it.
+ * requantization 16 lanes at a time (quant_vec.h; the float32 mode lane by lane).
  *
  *   x        NHWC int8: pixel (n, y, x) starts at ((n*H + y)*W + x)*in_stride + in_offset
  *            and holds cin_pad (a multiple of 16) channels; the kernel reads the first
@@ -66,6 +66,7 @@
  *                 models; 0: the fixed-point contract. No residual add in this mode.
  * ================================================================================== */
 #include "conv_knobs.h"
+#include "quant_vec.h"
 
 #ifndef TILE_W
 #define TILE_W 8
@@ -242,38 +243,40 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
     }
   }
 
-  /* Epilogue, block by block: requantize (+ residual), clamp, store 16 channels per pixel.
-   * The per-lane parameters are read once, as vectors, outside the pixel loop. */
+  /* Epilogue, block by block: requantize (+ residual), clamp, store 16 channels per pixel,
+   * in vector types (quant_vec.h: a loop over quant.h's scalar functions stays scalar). The
+   * per-lane parameters are read once, outside the pixel loop. */
 #pragma unroll
   for (int b = 0; b < COUT_BLOCKS; ++b) {
     const int cout0 = (block0 + b) * COUT_BLOCK;
+#if REQUANT_F32
     int m[16], s[16];
     vstore16(vload16(0, multipliers + cout0), 0, m);
     vstore16(vload16(0, shifts + cout0), 0, s);
+#else
+    const int16 m = vload16(0, multipliers + cout0), s = vload16(0, shifts + cout0);
+#endif
     for (int p = 0; p < TILE_W; ++p) {
       const int ox = ox0 + p;
       if (ox >= out_width) break;
       const size_t pixel = ((size_t)n * out_height + oy) * out_width + ox;
+      __global char* o = out + pixel * out_stride + out_offset + cout0;
+#if HAS_RESIDUAL
+      const char16 r = vload16(0, residual + pixel * res_stride + cout0);
+      vstore16(accel_requantize_add16(acc[b][p], m, s, r, residual_zero_point,
+                                      residual_multiplier, residual_shift, output_zero_point,
+                                      lo, hi), 0, o);
+#elif REQUANT_F32
       int a[16];
       vstore16(acc[b][p], 0, a);
       char result[16];
-#if HAS_RESIDUAL
-      const __global char* r = residual + pixel * res_stride + cout0;
-#endif
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-#if HAS_RESIDUAL
-        result[i] = accel_requantize_add(a[i], m[i], s[i], r[i], residual_zero_point,
-                                         residual_multiplier, residual_shift,
-                                         output_zero_point, lo, hi);
-#elif REQUANT_F32
+      for (int i = 0; i < 16; ++i)
         result[i] = accel_requantize_f32(a[i], m[i], s[i], output_zero_point, lo, hi);
-#else
-        result[i] = accel_requantize(a[i], m[i], s[i], output_zero_point, lo, hi);
-#endif
-      }
-      __global char* o = out + pixel * out_stride + out_offset + cout0;
       vstore16(vload16(0, result), 0, o);
+#else
+      vstore16(accel_requantize16(acc[b][p], m, s, output_zero_point, lo, hi), 0, o);
+#endif
     }
   }
 }

@@ -59,6 +59,7 @@
  *   REQUANT_F32   1: onnxruntime's float32 requantization (quant.h), no residual
  * ================================================================================== */
 #include "conv_knobs.h"
+#include "quant_vec.h"
 
 #ifndef TILES
 #define TILES 2
@@ -207,11 +208,16 @@ __kernel void winograd_conv3x3_nhwc(__global const char* restrict x,
   }
 
   /* Epilogue: Y' / 4 + bias, then conv.cl's requantize (+ residual), clamp, store 16
-   * channels per output pixel inside the image. */
+   * channels per output pixel inside the image; 16 lanes at a time (quant_vec.h), the
+   * float32 mode lane by lane. */
   const uint16 bias_vec = as_uint16(vload16(0, bias + cout0));
+#if REQUANT_F32
   int mult[16], shift[16];
   vstore16(vload16(0, multipliers + cout0), 0, mult);
   vstore16(vload16(0, shifts + cout0), 0, shift);
+#else
+  const int16 mult = vload16(0, multipliers + cout0), shift = vload16(0, shifts + cout0);
+#endif
 #pragma unroll
   for (int t = 0; t < TILES; ++t) {
 #pragma unroll
@@ -219,26 +225,25 @@ __kernel void winograd_conv3x3_nhwc(__global const char* restrict x,
       const int oy = oy0 + q / 2, ox = ox0 + 2 * t + q % 2;
       if (oy >= out_height || ox >= out_width) continue;
       const size_t opix = ((size_t)n * out_height + oy) * out_width + ox;
-      int a[16];
       /* Y' / 4 is exact (an arithmetic shift of a multiple of 4); + bias' modulo 2^32. */
-      vstore16(as_int16(as_uint16(as_int16(y[t][q]) >> 2) + bias_vec), 0, a);
-      char result[16];
+      const int16 acc = as_int16(as_uint16(as_int16(y[t][q]) >> 2) + bias_vec);
+      __global char* o = out + opix * out_stride + out_offset + cout0;
 #if HAS_RESIDUAL
-      const __global char* res = residual + opix * res_stride + cout0;
-#endif
-#pragma unroll
-      for (int i = 0; i < 16; ++i) {
-#if HAS_RESIDUAL
-        result[i] = accel_requantize_add(a[i], mult[i], shift[i], res[i], residual_zero_point,
-                                         residual_multiplier, residual_shift,
-                                         output_zero_point, lo, hi);
+      const char16 res = vload16(0, residual + opix * res_stride + cout0);
+      vstore16(accel_requantize_add16(acc, mult, shift, res, residual_zero_point,
+                                      residual_multiplier, residual_shift, output_zero_point,
+                                      lo, hi), 0, o);
 #elif REQUANT_F32
+      int a[16];
+      vstore16(acc, 0, a);
+      char result[16];
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
         result[i] = accel_requantize_f32(a[i], mult[i], shift[i], output_zero_point, lo, hi);
+      vstore16(vload16(0, result), 0, o);
 #else
-        result[i] = accel_requantize(a[i], mult[i], shift[i], output_zero_point, lo, hi);
+      vstore16(accel_requantize16(acc, mult, shift, output_zero_point, lo, hi), 0, o);
 #endif
-      }
-      vstore16(vload16(0, result), 0, out + opix * out_stride + out_offset + cout0);
     }
   }
 }
