@@ -7,23 +7,27 @@
  *   aoc -DVEC_SIZE=16 -DLANE_NUM=16 kernels/fpga_bitstream.cl -o accel.aocx   (a board build)
  *
  * The knobs are those of fpga_conv.cl (VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE,
- * STREAM_DEPTH, RESULT_DEPTH) and fpga_pool.cl (POOL_DEPTH).
+ * STREAM_DEPTH, RESULT_DEPTH, the FPGA_CONV_* modes) and fpga_pool.cl (POOL_DEPTH, the
+ * FPGA_POOL_* modes); their one source is accel/fpga/design.py (FpgaDesign.defines()).
  *
- *   fpga_config  writes the knobs the host's data layout depends on into config[0..3]
- *                (VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE), so the host can
- *                refuse a bitstream built with other knobs than its FpgaConfig (which would
- *                compute garbage, not fail). Run once per program (accel/ops/fpga.py).
+ *   fpga_config  writes the knobs the host's data layout depends on into config[0..4]
+ *                (VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE, the compiled-in modes
+ *                as design.py's MODE_BITS), so the host can refuse a bitstream built with
+ *                other knobs than its design (which would compute garbage, not fail) and
+ *                say which modes a bitstream carries. Run once per program (accel/ops/fpga.py).
  * ================================================================================== */
 #include "fpga_conv.cl"
 #include "fpga_pool.cl"
 
 #if ACCEL_FPGA
-/* config[0..3] in accel/ops/fpga.py's FpgaConfig order (CONFIG_WORDS there). */
+/* config[0..4] in accel/ops/fpga.py's order (CONFIG_WORDS there). */
 __attribute__((max_global_work_dim(0)))
 __kernel void fpga_config(__global int* restrict config) {
   config[0] = VEC_SIZE;
   config[1] = LANE_NUM;
   config[2] = WIN_BUF_SIZE;
   config[3] = WEIGHT_BUF_SIZE;
+  config[4] = FPGA_CONV_FIXED | FPGA_CONV_RESIDUAL << 1 | FPGA_CONV_F32 << 2 |
+              FPGA_POOL_FIXED << 3 | FPGA_POOL_F32 << 4 | FPGA_POOL_AVG_F32 << 5;
 }
 #endif /* ACCEL_FPGA */

@@ -16,9 +16,12 @@
  * Iteration order (every kernel walks the same sequence): output-channel group g (LANE_NUM
  * channels), then output pixel (n, oy, ox), then the reduction k = (ky, kx, cv) over
  * KH x KW taps and ceil(Cin / VEC_SIZE) input vectors. The loops that move data are
- * flattened (one loop over a whole row, or over the whole layer, with incremental counters:
- * no division, no loop-carried dependency through memory), so each pipelines at II=1; the
- * only outer loops left (reader: output rows, epilogue: channel groups) run rarely.
+ * flattened (the reader: one loop over every row of every group, each row the same length;
+ * the others: one loop over the layer), with incremental counters and addresses: no
+ * division, no multiply per step, no loop-carried dependency through memory, and every trip
+ * count known before the loop starts (tests/test_fpga_kernels.py), so each pipelines at II=1
+ * and never drains between rows (Intel's Best Practices Guide on loop flattening; PipeCNN's
+ * reader is flattened the same way). The epilogue's outer loop over groups runs rarely.
  *
  * On-chip buffers of the reader, both double-buffered so loading overlaps streaming:
  *   window   the KH input rows one output row needs (dilated rows included), all columns,
@@ -32,16 +35,17 @@
  *            weights from global memory: a dense layer uses each weight once anyway.
  *
  * Data layouts (prepared by accel/ops/fpga.py):
- *   input    NHWC int8; pixel (n, y, x) at ((n*H + y)*W + x)*in_stride + in_offset, in_channels
- *            of it read; taps outside the image and channels past in_channels read as the input
- *            zero point z_x, so bias' = bias - z_x * sum(w) (folded on the host) is exact.
+ *   input    NHWC int8 as whole VEC_SIZE-byte vectors (in_stride and in_offset multiples of
+ *            VEC_SIZE, passed in vectors; accel/ops/fpga.py checks): pixel (n, y, x) at vector
+ *            ((n*H + y)*W + x)*in_stride_vecs + in_offset_vecs. Taps outside the image read as
+ *            the input zero point z_x, so bias' = bias - z_x * sum(w) (folded on the host) is
+ *            exact; channels past in_channels are read as they are (their weights are zero).
  *   weights  int8 [groups][KH][KW][Cv][LANE_NUM][VEC_SIZE], zero in padded channels.
  *   bias     int32 [groups * LANE_NUM], folded and reduced modulo 2^32 (the accumulation is
  *            modular too and the true accumulator fits int32, so the result is exact).
- *   multipliers, shifts  int32 [groups * LANE_NUM] (padded lanes hold a valid pair); when
- *            the epilogue's requant_f32 argument is 1, float32 multipliers as (mantissa,
- *            shift) pairs for accel_requantize_f32 (onnxruntime's requantization, QDQ models).
- *            A run-time argument, not a knob: one bitstream serves both modes.
+ *   multipliers, shifts  int32 [groups * LANE_NUM] (padded lanes hold a valid pair); in the
+ *            float32 mode, float32 multipliers as (mantissa, shift) pairs for
+ *            accel_requantize_f32 (onnxruntime's requantization, QDQ models).
  *   residual int8 NHWC, pixel p at p * residual_stride, read when has_residual.
  *   output   int8 NHWC, pixel p at p * out_stride + out_offset, out_channels_padded channels
  *            written (the layer's channels padded to 16; padded ones hold the zero point).
@@ -52,10 +56,19 @@
  *   WIN_BUF_SIZE     bytes of one half of the window double buffer
  *   WEIGHT_BUF_SIZE  reduction length (KH*KW*Cin, in bytes per lane) one half of the
  *                    weight double buffer holds
- *   STREAM_DEPTH     depth of data_ch and weight_ch (reader -> core); default 64 on a
- *                    board, 8192 in Intel's emulator (see the channels below)
+ *   STREAM_DEPTH     depth of data_ch and weight_ch (reader -> core); default 2 on a
+ *                    board (registers: the weight channel is LANE x VEC bytes wide),
+ *                    8192 in Intel's emulator (see the channels below)
  *   RESULT_DEPTH     depth of acc_ch and result_ch (core -> epilogue -> writer); default 16
  *                    on a board, 8192 in the emulator
+ *   FPGA_CONV_FIXED, FPGA_CONV_RESIDUAL, FPGA_CONV_F32   the epilogue's compile-time modes
+ *                    (0/1, default all): fixed-point requantize, the fused residual add on
+ *                    top of it, onnxruntime's float32 requantize. A bitstream carries only the
+ *                    modes its models need (accel.ops.fpga.config_for) and reports them
+ *                    (fpga_bitstream.cl's fpga_config); with one of them the lanes have no
+ *                    run-time mode switch (the requant_f32 argument is then not read).
+ * Their one source is accel/fpga/design.py (FpgaDesign.defines()); the #ifndef values below
+ * equal its defaults (tests/test_fpga_design.py).
  * The defaults fit every conv layer of ResNet-50/152, VGG-16, DenseNet-121 and SSD-VGG300
  * (largest window 3 x 19 x 1024 bytes, largest conv reduction 3*3*1024).
  *
@@ -77,6 +90,26 @@
 #ifndef WEIGHT_BUF_SIZE
 #define WEIGHT_BUF_SIZE 9216
 #endif
+/* The epilogue's compile-time modes (accel/fpga/design.py CONV_MODES); by default all, so
+ * the file builds standalone and serves every model. */
+#ifndef FPGA_CONV_FIXED
+#define FPGA_CONV_FIXED 1
+#endif
+#ifndef FPGA_CONV_RESIDUAL
+#define FPGA_CONV_RESIDUAL 1
+#endif
+#ifndef FPGA_CONV_F32
+#define FPGA_CONV_F32 1
+#endif
+#if !FPGA_CONV_FIXED && !FPGA_CONV_F32
+#error "the conv epilogue needs FPGA_CONV_FIXED or FPGA_CONV_F32"
+#endif
+#if FPGA_CONV_RESIDUAL && !FPGA_CONV_FIXED
+#error "FPGA_CONV_RESIDUAL extends the fixed-point datapath: it needs FPGA_CONV_FIXED"
+#endif
+#if (VEC_SIZE & (VEC_SIZE - 1)) != 0
+#error "VEC_SIZE must be a power of two (aligned vector loads)"
+#endif
 
 #define WIN_BUF_VECS (WIN_BUF_SIZE / VEC_SIZE)
 #define WEIGHT_BUF_VECS (WEIGHT_BUF_SIZE / VEC_SIZE)
@@ -97,16 +130,22 @@
 #define FPGA_IVDEP
 #endif
 
-typedef struct { char v[VEC_SIZE]; } data_vec;
+/* VEC_SIZE-aligned: every input access is one whole aligned vector (the host checks that
+ * strides and channel offsets are multiples of VEC_SIZE), so aoc builds one wide load unit
+ * per access site instead of VEC byte loads (Intel's Best Practices Guide: aligned,
+ * contiguous accesses coalesce into burst-coalesced LSUs). */
+typedef struct __attribute__((aligned(VEC_SIZE))) { char v[VEC_SIZE]; } data_vec;
 typedef struct { data_vec lane[LANE_NUM]; } weight_vec;
 typedef struct { int lane[LANE_NUM]; } acc_vec;
 typedef struct { char lane[LANE_NUM]; } result_vec;
 
-/* Channel depths (knobs, see the banner). On a board a few dozen entries absorb the stages'
- * latency differences. Intel's emulator runs each kernel as a thread that spins on a full
- * or empty channel; with more kernels than free cores a shallow channel makes every few
- * transfers wait for an OS time slice (~100 us per item measured on 2 cores), so emulation
- * gets deep channels. The emulator is the FPGA front end without aoc's INTELFPGA_CL. */
+/* Channel depths (knobs, see the banner). On a board the reader -> core channels are
+ * shallow: the core consumes data and weights in lockstep, and the weight channel is
+ * LANE_NUM x VEC_SIZE bytes wide (a deep one would take hundreds of M20K). Intel's emulator
+ * runs each kernel as a thread that spins on a full or empty channel; with more kernels than
+ * free cores a shallow channel makes every few transfers wait for an OS time slice
+ * (~100 us per item measured on 2 cores), so emulation gets deep channels (the host passes
+ * them, accel/fpga/design.py). The emulator is the FPGA front end without aoc's INTELFPGA_CL. */
 #if defined(INTELFPGA_CL)
 #define FPGA_EMULATOR 0
 #else
@@ -116,7 +155,7 @@ typedef struct { char lane[LANE_NUM]; } result_vec;
 #if FPGA_EMULATOR
 #define STREAM_DEPTH 8192
 #else
-#define STREAM_DEPTH 64
+#define STREAM_DEPTH 2
 #endif
 #endif
 #ifndef RESULT_DEPTH
@@ -135,22 +174,6 @@ channel weight_vec weight_ch __attribute__((depth(STREAM_DEPTH)));
 channel acc_vec acc_ch __attribute__((depth(RESULT_DEPTH)));
 channel result_vec result_ch __attribute__((depth(RESULT_DEPTH)));
 
-/* One input vector of pixel (row y, column x) of image n from global memory; the zero
- * point outside the image and past in_channels. */
-inline data_vec fpga_load_input(__global const char* restrict input, int n, int y, int x, int cv,
-                                int in_height, int in_width, int in_channels, int in_stride,
-                                int in_offset, int zero_point) {
-  data_vec d;
-  const bool inside = y >= 0 && y < in_height && x >= 0 && x < in_width;
-  const long base = ((long)(n * in_height + y) * in_width + x) * in_stride + in_offset;
-#pragma unroll
-  for (int v = 0; v < VEC_SIZE; ++v) {
-    const int c = cv * VEC_SIZE + v;
-    d.v[v] = (inside && c < in_channels) ? input[base + c] : (char)zero_point;
-  }
-  return d;
-}
-
 inline data_vec fpga_fill_vec(int zero_point) {
   data_vec d;
 #pragma unroll
@@ -158,11 +181,16 @@ inline data_vec fpga_fill_vec(int zero_point) {
   return d;
 }
 
+/* Flattened: one loop over total_rows * row_steps iterations, every output row the same
+ * row_steps long (the longest of its stream and the prefetches it overlaps), so the loop
+ * never drains between rows (PipeCNN flattens its reader the same way). Addresses advance by
+ * increments: no multiply per step. */
 __attribute__((max_global_work_dim(0)))
-__kernel void fpga_conv_reader(__global const char* restrict input,
+__kernel void fpga_conv_reader(__global const data_vec* restrict input,
                                __global const weight_vec* restrict weights,
                                const int batch, const int in_height, const int in_width,
-                               const int in_channels, const int in_stride, const int in_offset,
+                               const int in_channels, const int in_stride_vecs,
+                               const int in_offset_vecs,
                                const int out_height, const int out_width,
                                const int kernel_h, const int kernel_w,
                                const int stride_h, const int stride_w,
@@ -174,74 +202,135 @@ __kernel void fpga_conv_reader(__global const char* restrict input,
 
   const int cvecs = (in_channels + VEC_SIZE - 1) / VEC_SIZE;
   const int kvecs = kernel_h * kernel_w * cvecs;          /* reduction length in vectors */
-  const int row_vecs = kernel_h * in_width * cvecs;       /* one output row's window */
+  /* The window holds, per tap row, the input columns the row's taps read: all W of them, or
+   * for a 1x1 kernel (KW = 1) only the OW columns at ox * stride - pad (a 1x1 stride-2
+   * projection then reloads half a row, not a whole one: no reader stall). */
+  const bool compact = kernel_w == 1;
+  const int win_cols = compact ? out_width : in_width;
+  const int col_first = compact ? -pad_left : 0;           /* source column of slot 0 */
+  const int col_src_step = compact ? stride_w : 1;         /* source columns per slot */
+  const int row_vecs = kernel_h * win_cols * cvecs;        /* one output row's window */
   const bool window_on_chip = row_vecs <= WIN_BUF_VECS;
   const bool weights_on_chip = kvecs <= WEIGHT_BUF_VECS;
-  const int rows = batch * out_height;
-  const int total_rows = groups * rows;
+  const int total_rows = groups * batch * out_height;
+  const int stream = out_width * kvecs;
+  const int row_steps = max(stream, max(window_on_chip ? row_vecs : 0,
+                                        weights_on_chip ? kvecs : 0));
+  const long total_steps = (long)total_rows * row_steps;
+  /* Vector-index increments (per layer, computed once). */
+  const int image_row = in_width * in_stride_vecs;         /* one image row */
+  const int tap_row = dilation_h * image_row;              /* ky -> ky + 1 */
+  const int tap_col = dilation_w * in_stride_vecs;         /* kx -> kx + 1 */
+  const int col_step = stride_w * in_stride_vecs;          /* ox -> ox + 1 */
+  const int win_tap_row = win_cols * cvecs, win_tap_col = dilation_w * cvecs;
+  const int win_col_step = (compact ? 1 : stride_w) * cvecs;
+  const int win_ox0 = compact ? 0 : -pad_left * cvecs;      /* window index of ox = 0 */
+  const int src_col_vecs = col_src_step * in_stride_vecs;  /* slot -> slot + 1 in memory */
+  const int src_row_rewind = win_cols * src_col_vecs;      /* a tap row's slots in memory */
+  const data_vec fill = fpga_fill_vec(input_zero_point);
 
   /* Prologue: the first group's weights and the first row's window. */
   if (weights_on_chip)
     for (int i = 0; i < kvecs; ++i) weight_buf[0][i] = weights[i];
   if (window_on_chip) {
-    int ky = 0, x = 0, cv = 0;
+    int y = -pad_top, slot = 0, xs = col_first, cv = 0;
+    int addr = y * image_row + col_first * in_stride_vecs + in_offset_vecs;
     for (int i = 0; i < row_vecs; ++i) {
-      window[0][i] = fpga_load_input(input, 0, -pad_top + ky * dilation_h, x, cv, in_height,
-                                     in_width, in_channels, in_stride, in_offset,
-                                     input_zero_point);
-      if (++cv == cvecs) { cv = 0; if (++x == in_width) { x = 0; ++ky; } }
+      window[0][i] = (y >= 0 && y < in_height && xs >= 0 && xs < in_width) ? input[addr] : fill;
+      ++addr;
+      if (++cv == cvecs) {
+        cv = 0;
+        addr += src_col_vecs - cvecs;
+        xs += col_src_step;
+        if (++slot == win_cols) {
+          slot = 0; xs = col_first; y += dilation_h; addr += tap_row - src_row_rewind;
+        }
+      }
     }
   }
 
-  int g = 0, n = 0, oy = 0; /* the row streaming now */
-  for (int t = 0; t < total_rows; ++t) {
-    const int cur = t & 1;
-    /* The row after this one: next image row, next image, or the next group's first row. */
-    int next_n = n, next_oy = oy + 1, next_g = g;
-    if (next_oy == out_height) { next_oy = 0; if (++next_n == batch) { next_n = 0; ++next_g; } }
-    const int prefetch_window = (window_on_chip && t + 1 < total_rows) ? row_vecs : 0;
-    const int prefetch_weights = (weights_on_chip && n == 0 && oy == 0 && g + 1 < groups) ? kvecs : 0;
-    const int stream = out_width * kvecs;
-    const int steps = max(stream, max(prefetch_window, prefetch_weights));
-    const int next_y0 = next_oy * stride_h - pad_top;
-    const int y0 = oy * stride_h - pad_top;
-    const __global weight_vec* group_weights = weights + (long)g * kvecs;
-    const __global weight_vec* next_weights = weights + (long)(g + 1) * kvecs;
+  /* The row streaming now (t, g, n, oy) and what it overlaps: the next row's window
+   * (next_n, next_oy) and, in a group's first row, the next group's weights. */
+  int t = 0, g = 0, n = 0, oy = 0, j = 0;
+  int next_n = 0, next_oy = 1;
+  if (next_oy == out_height) { next_oy = 0; if (++next_n == batch) next_n = 0; }
+  int prefetch_window = (window_on_chip && total_rows > 1) ? row_vecs : 0;
+  int prefetch_weights = (weights_on_chip && groups > 1) ? kvecs : 0;
+  int group_weights = 0;                                  /* g * kvecs */
+  int y0 = -pad_top;                                      /* oy * stride_h - pad_top */
+  int row_base = y0 * image_row + in_offset_vecs;         /* vector index of (n, y0, 0) */
+  /* window prefetch position: image row p_y, slot p_x (source column p_xs), vector p_cv,
+   * address p_addr */
+  int p_y = next_oy * stride_h - pad_top, p_x = 0, p_xs = col_first, p_cv = 0;
+  int p_addr = (next_n * in_height + p_y) * image_row + col_first * in_stride_vecs +
+               in_offset_vecs;
+  /* stream position: pixel ox, tap (ky, kx), vector cv; k = the weight vector */
+  int ox = 0, ky = 0, kx = 0, cv = 0, k = 0;
+  int x_ox = -pad_left, x_tap = 0;                        /* x = x_ox + x_tap */
+  int a_ox = -pad_left * in_stride_vecs, a_tap = 0, a_ky = 0;  /* global address parts */
+  int w_ox = win_ox0, w_tap = 0, w_ky = 0;                /* window index parts */
+  int y_ky = 0;                                           /* ky * dilation_h */
 
-    int p_ky = 0, p_x = 0, p_cv = 0;              /* window prefetch position */
-    int ox = 0, ky = 0, kx = 0, cv = 0, k = 0;    /* stream position */
-    FPGA_IVDEP
-    for (int i = 0; i < steps; ++i) {
-      if (i < prefetch_window) {
-        window[cur ^ 1][i] = fpga_load_input(input, next_n, next_y0 + p_ky * dilation_h, p_x, p_cv,
-                                             in_height, in_width, in_channels, in_stride,
-                                             in_offset, input_zero_point);
-        if (++p_cv == cvecs) { p_cv = 0; if (++p_x == in_width) { p_x = 0; ++p_ky; } }
+  FPGA_IVDEP
+  for (long i = 0; i < total_steps; ++i) {
+    const int cur = t & 1;
+    if (j < prefetch_window) {
+      window[cur ^ 1][j] = (p_y >= 0 && p_y < in_height && p_xs >= 0 && p_xs < in_width)
+                               ? input[p_addr] : fill;
+      ++p_addr;
+      if (++p_cv == cvecs) {
+        p_cv = 0;
+        p_addr += src_col_vecs - cvecs;
+        p_xs += col_src_step;
+        if (++p_x == win_cols) {
+          p_x = 0; p_xs = col_first; p_y += dilation_h; p_addr += tap_row - src_row_rewind;
+        }
       }
-      if (i < prefetch_weights) weight_buf[(g + 1) & 1][i] = next_weights[i];
-      if (i < stream) {
-        const int x = ox * stride_w - pad_left + kx * dilation_w;
-        data_vec d;
-        if (window_on_chip)
-          d = (x >= 0 && x < in_width) ? window[cur][(ky * in_width + x) * cvecs + cv]
-                                        : fpga_fill_vec(input_zero_point);
-        else
-          d = fpga_load_input(input, n, y0 + ky * dilation_h, x, cv, in_height, in_width,
-                              in_channels, in_stride, in_offset, input_zero_point);
-        const weight_vec w = weights_on_chip ? weight_buf[g & 1][k] : group_weights[k];
-        write_channel_intel(data_ch, d);
-        write_channel_intel(weight_ch, w);
-        ++k;
-        if (++cv == cvecs) {
-          cv = 0;
-          if (++kx == kernel_w) {
-            kx = 0;
-            if (++ky == kernel_h) { ky = 0; k = 0; ++ox; }
+    }
+    if (j < prefetch_weights) weight_buf[(g + 1) & 1][j] = weights[group_weights + kvecs + j];
+    if (j < stream) {
+      const int x = x_ox + x_tap;
+      const int y = y0 + y_ky;
+      const bool inside_x = x >= 0 && x < in_width;
+      data_vec d;
+      if (window_on_chip)  /* a compact window holds the zero point where x is outside */
+        d = (compact || inside_x) ? window[cur][w_ky + w_ox + w_tap + cv] : fill;
+      else
+        d = (inside_x && y >= 0 && y < in_height) ? input[row_base + a_ky + a_ox + a_tap + cv]
+                                                  : fill;
+      const weight_vec w = weights_on_chip ? weight_buf[g & 1][k] : weights[group_weights + k];
+      write_channel_intel(data_ch, d);
+      write_channel_intel(weight_ch, w);
+      ++k;
+      if (++cv == cvecs) {
+        cv = 0;
+        x_tap += dilation_w; a_tap += tap_col; w_tap += win_tap_col;
+        if (++kx == kernel_w) {
+          kx = 0; x_tap = 0; a_tap = 0; w_tap = 0;
+          y_ky += dilation_h; a_ky += tap_row; w_ky += win_tap_row;
+          if (++ky == kernel_h) {
+            ky = 0; y_ky = 0; a_ky = 0; w_ky = 0; k = 0;
+            ++ox; x_ox += stride_w; a_ox += col_step; w_ox += win_col_step;
           }
         }
       }
     }
-    n = next_n; oy = next_oy; g = next_g;
+    if (++j == row_steps) { /* the next output row */
+      j = 0;
+      ++t;
+      ox = 0; x_ox = -pad_left; a_ox = -pad_left * in_stride_vecs; w_ox = win_ox0;
+      const bool new_group = next_n == 0 && next_oy == 0;
+      if (new_group) { ++g; group_weights += kvecs; }
+      n = next_n; oy = next_oy;
+      y0 = oy * stride_h - pad_top;
+      row_base = (n * in_height + y0) * image_row + in_offset_vecs;
+      if (++next_oy == out_height) { next_oy = 0; if (++next_n == batch) next_n = 0; }
+      prefetch_window = (window_on_chip && t + 1 < total_rows) ? row_vecs : 0;
+      prefetch_weights = (weights_on_chip && new_group && g + 1 < groups) ? kvecs : 0;
+      p_y = next_oy * stride_h - pad_top; p_x = 0; p_xs = col_first; p_cv = 0;
+      p_addr = (next_n * in_height + p_y) * image_row + col_first * in_stride_vecs +
+               in_offset_vecs;
+    }
   }
 }
 
@@ -288,6 +377,39 @@ __kernel void fpga_conv_core(const int outputs, const int kvecs) {
   }
 }
 
+/* One lane's requantization, in the modes compiled in (FPGA_CONV_*). With one mode there is
+ * no run-time choice: use_f32 is not read. With FPGA_CONV_RESIDUAL every layer takes the add
+ * datapath; a layer without a residual adds a side of 0 (its side input reads the zero
+ * point, and the host passes a residual multiplier that scales 0 to 0), the same bits. */
+inline char fpga_conv_requantize(int value, int multiplier, int shift, int side,
+                                 int residual_zero_point, int residual_multiplier,
+                                 int residual_shift, int zero_point, int lo, int hi,
+                                 int use_f32) {
+#if FPGA_CONV_RESIDUAL
+  const char fixed = accel_requantize_add(value, multiplier, shift, side, residual_zero_point,
+                                          residual_multiplier, residual_shift, zero_point, lo, hi);
+#elif FPGA_CONV_FIXED
+  const char fixed = accel_requantize(value, multiplier, shift, zero_point, lo, hi);
+#endif
+#if FPGA_CONV_F32
+  const char f32 = accel_requantize_f32(value, multiplier, shift, zero_point, lo, hi);
+#endif
+#if FPGA_CONV_FIXED && FPGA_CONV_F32
+  return use_f32 ? f32 : fixed;   /* a bitstream with both: two datapaths per lane */
+#elif FPGA_CONV_F32
+  return f32;
+#else
+  return fixed;
+#endif
+}
+
+/* The per-layer mode argument reaches the lanes only in a bitstream with both datapaths. */
+#if FPGA_CONV_FIXED && FPGA_CONV_F32
+#define FPGA_CONV_SELECT(requant_f32) (requant_f32)
+#else
+#define FPGA_CONV_SELECT(requant_f32) 0
+#endif
+
 __attribute__((max_global_work_dim(0)))
 __kernel void fpga_conv_epilogue(__global const int* restrict bias,
                                  __global const int* restrict multipliers,
@@ -304,6 +426,7 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
    * board build would do, but Intel's FPGA emulator 2025.0 then returns stale values at
    * random, so the portable form is kept.) */
   for (int g = 0; g < groups; ++g) {
+    int res_base = g * LANE_NUM;                 /* p * residual_stride + g * LANE_NUM */
     for (int p = 0; p < pixels; ++p) {
       const acc_vec acc = read_channel_intel(acc_ch);
       result_vec out;
@@ -311,21 +434,19 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
       for (int l = 0; l < LANE_NUM; ++l) {
         const int c = g * LANE_NUM + l;
         const int value = acc.lane[l] + bias[c];
-        if (has_residual) {
-          const int side = c < out_channels_padded ? residual[(long)p * residual_stride + c]
-                                            : residual_zero_point;
-          out.lane[l] = accel_requantize_add(value, multipliers[c], shifts[c], side,
-                                             residual_zero_point, residual_multiplier,
-                                             residual_shift, output_zero_point, lo, hi);
-        } else if (requant_f32) {
-          out.lane[l] = accel_requantize_f32(value, multipliers[c], shifts[c],
-                                             output_zero_point, lo, hi);
-        } else {
-          out.lane[l] = accel_requantize(value, multipliers[c], shifts[c],
-                                         output_zero_point, lo, hi);
-        }
+#if FPGA_CONV_RESIDUAL
+        const int side = (has_residual && c < out_channels_padded) ? residual[res_base + l]
+                                                                   : residual_zero_point;
+#else
+        const int side = residual_zero_point;
+#endif
+        out.lane[l] = fpga_conv_requantize(value, multipliers[c], shifts[c], side,
+                                           residual_zero_point, residual_multiplier,
+                                           residual_shift, output_zero_point, lo, hi,
+                                           FPGA_CONV_SELECT(requant_f32));
       }
       write_channel_intel(result_ch, out);
+      res_base += residual_stride;
     }
   }
 }
@@ -336,13 +457,14 @@ __kernel void fpga_conv_writer(__global char* restrict output, const int groups,
                                const int out_stride,
                                const int out_offset) {
   int g = 0, p = 0;
+  int base = out_offset;                         /* p * out_stride + out_offset + g * LANE_NUM */
   for (int i = 0; i < groups * pixels; ++i) {
     const result_vec r = read_channel_intel(result_ch);
-    const long base = (long)p * out_stride + out_offset + g * LANE_NUM;
 #pragma unroll
     for (int l = 0; l < LANE_NUM; ++l)
       if (g * LANE_NUM + l < out_channels_padded) output[base + l] = r.lane[l];
-    if (++p == pixels) { p = 0; ++g; }
+    base += out_stride;
+    if (++p == pixels) { p = 0; ++g; base = out_offset + g * LANE_NUM; }
   }
 }
 

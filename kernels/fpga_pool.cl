@@ -17,15 +17,19 @@
  *   global average pooling is avg with a kernel of the whole H x W plane (n = H * W).
  *   float32_mode (QDQ models: onnxruntime's float32 arithmetic; 0 = the fixed point above)
  *     1  average pool as pool.cl's avg_pool_f32_i8: a float32 running sum of the taps'
- *        dequantized values (table), divided by n, then quant.h's accel_quantize_f32. On a
- *        board this running sum is a loop-carried float add: the pool loop's II rises to
- *        the adder's latency unless aoc maps it to Arria 10's single-cycle accumulator;
- *        only QDQ models' average pools pay for it.
+ *        dequantized values (a private 256-entry table), divided by n, then quant.h's
+ *        accel_quantize_f32. On a board this running sum is a loop-carried float add (the
+ *        loop's II rises to the adder's latency unless aoc maps it to Arria 10's single-cycle
+ *        accumulator), so it is compiled in only where a model needs it (FPGA_POOL_AVG_F32).
  *     2  global average pool as pool.cl's: the integer sum, y = accel_requantize_f32(acc,
- *        M[n], S[n], z_y) with (M, S) a float32 multiplier.
+ *        M[n], S[n], z_y) with (M, S) a float32 multiplier (FPGA_POOL_F32).
+ *   Modes are compile-time (FPGA_POOL_FIXED, FPGA_POOL_F32, FPGA_POOL_AVG_F32, default all;
+ *   accel/fpga/design.py): with one compiled in, float32_mode is not read. Max vs average
+ *   (is_max) stays a per-layer choice between a comparator and an adder.
  *
  * Iteration order: pixel (n, oy, ox), input vector cv, tap (ky, kx), flattened into one
- * loop with incremental counters (II=1; the running max/sum is a register).
+ * loop with incremental counters (II=1; the running max/sum is a register). Each tap is one
+ * aligned VEC_SIZE-byte vector (channels padded to a multiple of VEC_SIZE; host-checked).
  *
  * Knobs (-D, #ifndef defaults):
  *   VEC_SIZE    channels per step (the same value as fpga_conv.cl's bitstream)
@@ -37,11 +41,28 @@
 #ifndef VEC_SIZE
 #define VEC_SIZE 16
 #endif
+/* Compile-time modes (accel/fpga/design.py POOL_MODES); by default all. */
+#ifndef FPGA_POOL_FIXED
+#define FPGA_POOL_FIXED 1
+#endif
+#ifndef FPGA_POOL_F32
+#define FPGA_POOL_F32 1
+#endif
+#ifndef FPGA_POOL_AVG_F32
+#define FPGA_POOL_AVG_F32 1
+#endif
+#if !FPGA_POOL_FIXED && !FPGA_POOL_F32 && !FPGA_POOL_AVG_F32
+#error "the pool pipeline needs at least one of FPGA_POOL_FIXED, FPGA_POOL_F32, FPGA_POOL_AVG_F32"
+#endif
+#if (VEC_SIZE & (VEC_SIZE - 1)) != 0
+#error "VEC_SIZE must be a power of two (aligned vector loads)"
+#endif
 
 #if ACCEL_FPGA
 #pragma OPENCL EXTENSION cl_intel_channels : enable
 
-typedef struct { char v[VEC_SIZE]; } pool_vec;
+/* One aligned vector per tap (see fpga_conv.cl's data_vec). */
+typedef struct __attribute__((aligned(VEC_SIZE))) { char v[VEC_SIZE]; } pool_vec;
 
 /* Deep in emulation, where kernels are spinning threads (see fpga_conv.cl); the emulator
  * is the FPGA front end without aoc's INTELFPGA_CL. */
@@ -59,11 +80,11 @@ typedef struct { char v[VEC_SIZE]; } pool_vec;
 channel pool_vec pool_ch __attribute__((depth(POOL_DEPTH)));
 
 __attribute__((max_global_work_dim(0)))
-__kernel void fpga_pool(__global const char* restrict input,
+__kernel void fpga_pool(__global const pool_vec* restrict input,
                         __global const int* restrict multipliers,
                         __global const int* restrict shifts,
                         const int batch, const int in_height, const int in_width,
-                        const int channels, const int in_stride,
+                        const int channels, const int in_stride_vecs,
                         const int out_height, const int out_width,
                         const int kernel_h, const int kernel_w,
                         const int stride_h, const int stride_w,
@@ -78,26 +99,40 @@ __kernel void fpga_pool(__global const char* restrict input,
                         const int offset) {
   const int cvecs = (channels + VEC_SIZE - 1) / VEC_SIZE;
   const long steps = (long)batch * out_height * out_width * cvecs * kernel_h * kernel_w;
+  pool_vec fill;
+#pragma unroll
+  for (int v = 0; v < VEC_SIZE; ++v) fill.v[v] = (char)input_zero_point;
   int running[VEC_SIZE];
+#pragma unroll
+  for (int v = 0; v < VEC_SIZE; ++v) running[v] = is_max ? ACCEL_INT8_MIN : 0;
+#if FPGA_POOL_AVG_F32
+  /* The float32 average: the dequantization table in private memory (one read port per
+   * lane, no global load per value), a float32 running sum per lane. */
+  float table[256];
+#if FPGA_POOL_FIXED || FPGA_POOL_F32
+  for (int i = 0; i < 256; ++i) table[i] = float32_mode == 1 ? dequantized[i] : 0.0f;
+#else
+  for (int i = 0; i < 256; ++i) table[i] = dequantized[i];
+#endif
   float running_f32[VEC_SIZE];
 #pragma unroll
-  for (int v = 0; v < VEC_SIZE; ++v) {
-    running[v] = is_max ? ACCEL_INT8_MIN : 0;
-    running_f32[v] = 0.0f;
-  }
+  for (int v = 0; v < VEC_SIZE; ++v) running_f32[v] = 0.0f;
+#endif
 
   int n = 0, oy = 0, ox = 0, cv = 0, ky = 0, kx = 0;
   for (long i = 0; i < steps; ++i) {
     const int y0 = oy * stride_h - pad_top, x0 = ox * stride_w - pad_left;
     const int y = y0 + ky, x = x0 + kx;
     const bool inside = y >= 0 && y < in_height && x >= 0 && x < in_width;
-    const long base = ((long)(n * in_height + y) * in_width + x) * in_stride + cv * VEC_SIZE;
+    pool_vec tap = fill;
+    if (inside) tap = input[((n * in_height + y) * in_width + x) * in_stride_vecs + cv];
 #pragma unroll
     for (int v = 0; v < VEC_SIZE; ++v) {
-      const int c = cv * VEC_SIZE + v;
-      const int value = (inside && c < channels) ? input[base + v] : input_zero_point;
+      const int value = tap.v[v];
       if (inside) running[v] = is_max ? max(running[v], value) : running[v] + value - input_zero_point;
-      if (inside && float32_mode == 1) running_f32[v] += dequantized[value - ACCEL_INT8_MIN];
+#if FPGA_POOL_AVG_F32
+      if (inside) running_f32[v] += table[value - ACCEL_INT8_MIN];
+#endif
     }
     if (ky == kernel_h - 1 && kx == kernel_w - 1) {
       /* The window's divisor: its taps inside the count region. */
@@ -105,22 +140,40 @@ __kernel void fpga_pool(__global const char* restrict input,
                         max(0, min(x0 + kernel_w, count_w1) - max(x0, count_w0));
       const int entry = is_max ? 0 : count;
       const int multiplier = multipliers[entry], shift = shifts[entry];
+#if FPGA_POOL_AVG_F32 && (FPGA_POOL_FIXED || FPGA_POOL_F32)
       const float divisor_reciprocal = float32_mode == 1 ? count_reciprocals[count] : 1.0f;
+#elif FPGA_POOL_AVG_F32
+      const float divisor_reciprocal = count_reciprocals[count];
+#endif
       pool_vec out;
 #pragma unroll
       for (int v = 0; v < VEC_SIZE; ++v) {
         const int acc = is_max ? running[v] - input_zero_point : running[v];
-        if (float32_mode == 1) {
-          const float mean = accel_div_f32(running_f32[v], (float)count, divisor_reciprocal);
-          out.v[v] = accel_quantize_f32(mean, out_scale, out_scale_reciprocal, output_zero_point,
-                                        offset, lo, hi);
-        } else if (float32_mode == 2) {
-          out.v[v] = accel_requantize_f32(acc, multiplier, shift, output_zero_point, lo, hi);
-        } else {
-          out.v[v] = accel_requantize(acc, multiplier, shift, output_zero_point, lo, hi);
-        }
-        running[v] = is_max ? ACCEL_INT8_MIN : 0;
+        /* Only the modes compiled in; with one of them there is no run-time choice. */
+#if FPGA_POOL_FIXED
+        char result = accel_requantize(acc, multiplier, shift, output_zero_point, lo, hi);
+#elif FPGA_POOL_F32
+        char result = accel_requantize_f32(acc, multiplier, shift, output_zero_point, lo, hi);
+#else
+        char result = 0;
+#endif
+#if FPGA_POOL_F32 && FPGA_POOL_FIXED
+        if (float32_mode == 2)
+          result = accel_requantize_f32(acc, multiplier, shift, output_zero_point, lo, hi);
+#endif
+#if FPGA_POOL_AVG_F32
+        const float mean = accel_div_f32(running_f32[v], (float)count, divisor_reciprocal);
+        const char average = accel_quantize_f32(mean, out_scale, out_scale_reciprocal,
+                                                output_zero_point, offset, lo, hi);
+#if FPGA_POOL_FIXED || FPGA_POOL_F32
+        if (float32_mode == 1) result = average;
+#else
+        result = average;
+#endif
         running_f32[v] = 0.0f;
+#endif
+        out.v[v] = result;
+        running[v] = is_max ? ACCEL_INT8_MIN : 0;
       }
       write_channel_intel(pool_ch, out);
     }
@@ -142,14 +195,15 @@ __attribute__((max_global_work_dim(0)))
 __kernel void fpga_pool_writer(__global char* restrict output, const int pixels,
                                const int channels, const int out_stride, const int out_offset) {
   const int cvecs = (channels + VEC_SIZE - 1) / VEC_SIZE;
-  int p = 0, cv = 0;
+  int cv = 0;
+  int pixel = out_offset, base = out_offset;     /* p * out_stride + out_offset (+ cv * VEC_SIZE) */
   for (int i = 0; i < pixels * cvecs; ++i) {
     const pool_vec r = read_channel_intel(pool_ch);
-    const long base = (long)p * out_stride + out_offset + cv * VEC_SIZE;
 #pragma unroll
     for (int v = 0; v < VEC_SIZE; ++v)
       if (cv * VEC_SIZE + v < channels) output[base + v] = r.v[v];
-    if (++cv == cvecs) { cv = 0; ++p; }
+    base += VEC_SIZE;
+    if (++cv == cvecs) { cv = 0; pixel += out_stride; base = pixel; }
   }
 }
 

@@ -4,6 +4,7 @@ knob search, calibration against PipeCNN and the CLI. Pure Python, no OpenCL dev
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from accel import fpga  # noqa: E402
 from accel.fpga import calibration  # noqa: E402
 from accel.fpga.boards import ARRIA10_GX1150  # noqa: E402
+import accel.fpga.estimate  # noqa: E402
 from accel.fpga.cli import main as fpga_main  # noqa: E402
 
 DEPTH = fpga.ACCEL_DESIGN.pipeline_depth_cycles
+PARAM = sys.modules["accel.fpga.estimate"].PARAM_BYTES_PER_CHANNEL
 
 
 class Graph:
@@ -63,53 +66,68 @@ def conv_row(model, vec, lane, **kw):
 
 def test_cycles_of_a_tiny_conv_by_hand():
     # 8->16 channels, 3x3 pad 1 on 4x4: VEC 4, LANE 8 -> 2 passes x 16 px x 9 taps x 2 vectors
+    # (each row streams 4 px x 18 vectors, longer than its 3 x 4 x 2 window reload), plus the
+    # prologue (18 weight vectors, a 24-vector window) and one pipeline fill
     row = conv_row(one_conv(8, 16), vec=4, lane=8)
     assert row.macs == 16 * 16 * 9 * 8
-    assert row.cycles == 2 * 16 * 9 * 2 + 2 * DEPTH
+    assert row.cycles == 2 * 16 * 9 * 2 + (18 + 24) + DEPTH
+    assert row.stall_ms == 0
 
 
 def test_channel_counts_not_dividing_vec_and_lane_round_up():
     # Cin 5 -> ceil(5/4) = 2 vectors, Cout 9 -> ceil(9/8) = 2 passes: same as 8->16
     row = conv_row(one_conv(5, 9), vec=4, lane=8)
-    assert row.cycles == 2 * 16 * 9 * 2 + 2 * DEPTH
+    assert row.cycles == 2 * 16 * 9 * 2 + (18 + 24) + DEPTH
     # and one more channel each way costs nothing until the next multiple
     assert conv_row(one_conv(8, 16), 4, 8).cycles == row.cycles
 
 
 def test_stride_and_fc_cycles():
-    row = conv_row(one_conv(16, 16, k=1, hw=8, pad=0, stride=2), vec=16, lane=16)
-    assert row.cycles == 1 * 4 * 4 * 1 * 1 + DEPTH          # 4x4 outputs, one vector each
+    model = one_conv(16, 16, k=1, hw=8, pad=0, stride=2)
+    # 4x4 outputs, one vector each; the 1x1 kernel's compact window reloads only the 4
+    # columns it reads per output row: no stall
+    row = conv_row(model, vec=16, lane=16)
+    assert row.cycles == 4 * 4 + (1 + 4) + DEPTH and row.stall_ms == 0
+    # a whole-row window (the reader before it) reloads all 8 columns: 4 stalls per row
+    row = conv_row(model, vec=16, lane=16,
+                   design=dataclasses.replace(fpga.ACCEL_DESIGN, compact_window=False))
+    assert row.cycles == 4 * 8 + (1 + 8) + DEPTH
+    assert row.compute_ms == pytest.approx(16 / 200e6 * 1e3)
+    assert row.stall_ms == pytest.approx(16 / 200e6 * 1e3)
     g = Graph((1, 100))
     model = g.model(g.op("Gemm", ["x"], [(30, 100), (30,)], transB=1))
     row = conv_row(model, vec=16, lane=8)
     assert row.type == "fc" and row.macs == 3000
-    assert row.cycles == 4 * 7 + 4 * DEPTH                  # ceil(30/8) x ceil(100/16)
+    assert row.cycles == 4 * 7 + (7 + 7) + DEPTH            # ceil(30/8) x ceil(100/16)
 
 
 def test_ddr_bytes_by_hand():
-    # weights 16x8x3x3 + 9 param bytes per channel; the input (4 rows of 4 px, padded to 16
-    # channels) once per pass, 2 passes; the output 4x4x16
+    # weights 16x8x3x3 + the parameters once; the window (3 input rows x 4 px x 2 vectors of
+    # 4 bytes) reloaded per output row and pass, plus the prologue's; the output 4x4x16
     row = conv_row(one_conv(8, 16), vec=4, lane=8)
-    assert row.ddr_bytes == (16 * 8 * 9 + 16 * 9) + 2 * (4 * 4 * 16) + 4 * 4 * 16
+    assert row.ddr_bytes == (16 * 8 * 9 + 16 * PARAM) + (2 * 4 + 1) * (3 * 4 * 8) + 4 * 4 * 16
 
 
 def test_pipecnn_refetches_weights_every_seven_pixels():
     model = one_conv(16, 16, hw=14)            # 196 output pixels -> 28 weight loads
     accel_row = conv_row(model, vec=16, lane=16)
     pipecnn_row = conv_row(model, vec=16, lane=16, design=fpga.PIPECNN_DESIGN)
-    weights = 16 * 16 * 9 + 16 * 9
-    # PipeCNN also re-reads KH input rows per output row (no whole-row window)
+    weights = 16 * 16 * 9 + 16 * PARAM
+    # PipeCNN re-reads KH input rows per output row; so does accel's reader (its window
+    # holds one output row's KH input rows), plus its prologue's window
     assert pipecnn_row.ddr_bytes == 28 * weights + 14 * 3 * 14 * 16 + 14 * 14 * 16
-    assert accel_row.ddr_bytes == weights + 14 * 14 * 16 + 14 * 14 * 16
+    assert accel_row.ddr_bytes == weights + 15 * 3 * 14 * 16 + 14 * 14 * 16
 
 
-def test_stem_folding_packs_kernel_width_into_the_vector():
+def test_the_stem_runs_space_to_depth_as_the_compiler_lowers_it():
+    """stem.space_to_depth_stems folds 2x2 patches into channels: the 7x7/2 stem on 3
+    channels becomes 4x4/1 on 12 (one vector), over an 11-wide folded input."""
     model = one_conv(3, 16, k=7, hw=16, pad=3, stride=2)
-    plain = conv_row(model, vec=16, lane=16)
-    folded = conv_row(model, vec=16, lane=16,
-                      design=dataclasses.replace(fpga.ACCEL_DESIGN, fold_kernel_width=True))
-    assert plain.cycles - DEPTH == 8 * 8 * 7 * 7 * 1           # 3 channels fill 1 vector
-    assert folded.cycles - DEPTH == 8 * 8 * 7 * 2              # 7 x 3 = 21 -> 2 vectors
+    plain = conv_row(model, vec=16, lane=16,
+                     design=dataclasses.replace(fpga.ACCEL_DESIGN, stem_space_to_depth=False))
+    folded = conv_row(model, vec=16, lane=16)
+    assert plain.cycles - (49 + 7 * 16) - DEPTH == 8 * 8 * 7 * 7      # 3 channels, 1 vector
+    assert folded.cycles - (16 + 4 * 11) - DEPTH == 8 * 8 * 4 * 4     # 12 channels, 1 vector
 
 
 def test_standalone_pool_and_eltwise_by_hand():
@@ -127,8 +145,10 @@ def test_standalone_pool_and_eltwise_by_hand():
 def test_time_is_max_of_compute_and_memory_plus_overheads():
     row = conv_row(one_conv(64, 64, hw=32), vec=8, lane=8)
     board = ARRIA10_GX1150
-    expected = (max(row.compute_ms, row.memory_ms) + DEPTH * 8 / 200e6 * 1e3
-                + 8 * 64 * 9 / board.ddr_bytes_per_s * 1e3 + board.launch_overhead_us / 1e3)
+    prologue = 9 * 8 + 3 * 32 * 8             # first weights, first window
+    expected = (max(row.compute_ms, row.memory_ms) + (prologue + DEPTH) / 200e6 * 1e3
+                + board.launch_overhead_us / 1e3)
+    assert row.stall_ms == 0
     assert row.time_ms == pytest.approx(expected)
     assert row.bound == ("compute" if row.compute_ms >= row.memory_ms else "memory")
 
@@ -193,7 +213,7 @@ def test_grouped_conv_matmul_and_unmodelled_ops():
     assert extracted.unmodelled == {"Softmax": 1}
     # grouped: each group is its own pass: 2 x ceil(8/8) passes x 36 px x 9 x ceil(4/4)
     row = conv_row(extracted, vec=4, lane=8)
-    assert row.cycles == 2 * 36 * 9 + 2 * DEPTH
+    assert row.cycles == 2 * 36 * 9 + (9 + 3 * 6) + DEPTH
 
 
 def test_qdq_model_weights_and_bias_are_constants():
@@ -280,9 +300,12 @@ def test_resources_scale_with_vec_times_lane():
     double_vec = fpga.resources("a10gx1150", 16, 16)
     double_lane = fpga.resources("a10gx1150", 8, 32)
     # the MAC array: V x L / 2 DSPs; doubling V adds that many + the pool's requantizers
-    assert double_vec.dsp.used - small.dsp.used == (8 * 16 // 2
-                                                    + 8 * fpga.ACCEL_DESIGN.pool_dsp_per_vec)
-    assert double_lane.dsp.used > double_vec.dsp.used      # lanes also add requantizers
+    # (every pool mode of the default record)
+    pool_dsp = sum(dict(fpga.ACCEL_DESIGN.pool_mode_dsp)[m] for m in fpga.DEFAULT_DESIGN.pool_modes)
+    assert double_vec.dsp.used - small.dsp.used == 8 * 16 // 2 + 8 * pool_dsp
+    def epilogue_dsp(res):
+        return next(c.dsp for c in res.components if c.name.startswith("conv epilogue"))
+    assert epilogue_dsp(double_lane) > epilogue_dsp(double_vec)   # requantizers per lane
     for bigger in (double_vec, double_lane):
         # a buffer is as many M20Ks as its width or its depth needs, whichever is more
         assert bigger.m20k.used >= small.m20k.used

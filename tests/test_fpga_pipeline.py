@@ -83,6 +83,10 @@ CONV_CASES = {
     "3x3-stride2": dict(h=9, w=8, cin=32, cout=16, k=3, stride=(2, 2), pads=(1, 1, 1, 1)),
     "7x7-stride2-pad3-rgb": dict(h=15, w=13, cin=3, cout=16, k=7, stride=(2, 2), pads=(3, 3, 3, 3)),
     "1x1-stride2-projection": dict(h=8, w=8, cin=16, cout=32, k=1, stride=(2, 2)),
+    # 1x1: the reader's compact window holds only the columns the kernel reads
+    "1x1-stride2-pads-batch2": dict(n=2, h=7, w=9, cin=20, cout=24, k=1, stride=(2, 2),
+                                    pads=(1, 0, 1, 2)),
+    "1x1-stride3-wide": dict(h=3, w=16, cin=40, cout=16, k=1, stride=(1, 3), pads=(0, 1, 0, 0)),
     "odd-channels": dict(h=5, w=7, cin=20, cout=40, k=3, pads=(1, 1, 1, 1)),
     "tiny-channels": dict(h=4, w=4, cin=5, cout=3, k=3, pads=(1, 1, 1, 1)),
     "asymmetric-pads": dict(h=6, w=7, cin=16, cout=16, k=3, pads=(0, 1, 2, 1)),
@@ -145,6 +149,8 @@ def test_other_knob_values(emu, config):
     run_conv(emu, rng, h=7, w=6, cin=20, cout=40, k=3, pads=(1, 1, 1, 1), residual=True,
              config=config)
     run_conv(emu, rng, h=9, w=9, cin=8, cout=16, k=3, pads=(2, 2, 2, 2), dilation=(2, 2),
+             config=config)
+    run_conv(emu, rng, h=7, w=8, cin=24, cout=16, k=1, stride=(2, 2), pads=(1, 1, 0, 0),
              config=config)
 
 
@@ -526,9 +532,8 @@ def test_a_bitstream_built_with_other_knobs_is_refused(emu):
     layer = ConvLayer(batch=1, in_height=4, in_width=4, in_channels=16, out_channels=8,
                       kernel_h=3, kernel_w=3, pads=(1, 1, 1, 1))
     weights, bias, multipliers, shifts = random_conv(rng, 16, 8, 3)
-    mismatch = (r"the FPGA program was built with FpgaConfig\(vec_size=8, lane_num=32, "
-                r"win_buf_size=65536, weight_buf_size=9216\), but the layer uses "
-                r"FpgaConfig\(vec_size=16, lane_num=16")
+    mismatch = (r"the FPGA program was built with VEC_SIZE=8 LANE_NUM=32 window 65536 B x2, "
+                r"weights 9216 B/lane x2, .* but the layer uses VEC_SIZE=16 LANE_NUM=16 ")
     with pytest.raises(ValueError, match=mismatch):
         fpga.prepare(emu, layer, weights, bias, multipliers, shifts, program=program)
     params = PoolParams("max", (1, 4, 4, 16), 2, 2)

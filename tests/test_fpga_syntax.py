@@ -54,7 +54,8 @@ def test_the_fpga_check_sees_the_fpga_only_code():
 
 @pytest.mark.parametrize("typo", [
     # a misspelled function inside FPGA-only code
-    ("d = fpga_load_input(input, n, y0", "d = fpga_load_inptu(input, n, y0"),
+    ("const data_vec fill = fpga_fill_vec(input_zero_point);",
+     "const data_vec fill = fpga_fill_vce(input_zero_point);"),
     # a value of the wrong type written to a channel
     ("write_channel_intel(acc_ch, out);", "write_channel_intel(acc_ch, d);"),
     # a misspelled channel
@@ -87,7 +88,7 @@ def preprocess(name: str, *flags: str) -> str:
 
 @pytest.mark.parametrize("flags, stream, result, pool", [
     # aoc (a board): the shallow defaults
-    (["-DINTELFPGA_CL"], 64, 16, 16),
+    (["-DINTELFPGA_CL"], 2, 16, 16),
     # Intel's emulator (cl_intel_channels without INTELFPGA_CL): deep channels
     (["-Dcl_intel_channels"], 8192, 8192, 8192),
     # the knobs, either way

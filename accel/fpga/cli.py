@@ -1,4 +1,5 @@
-"""``accel fpga estimate MODEL``: the FPGA model's per-layer table and total.
+"""``accel fpga estimate MODEL`` (the FPGA model's per-layer table and total) and
+``accel fpga report`` (the design's resources by component against the board).
 
 Registered in the accel CLI by ``register(group)``.
 """
@@ -26,7 +27,8 @@ def fpga_group() -> None:
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--choose", is_flag=True,
               help="search VEC_SIZE x LANE_NUM x fmax for the lowest latency that fits")
-@click.option("--plot", metavar="OUT.png", help="a per-layer bar chart (matplotlib)")
+@click.option("--plot", metavar="OUT.png",
+              help="per-layer time: compute, memory beyond compute, stalls, overhead (matplotlib)")
 def estimate_command(model, board, vec_size, lane_num, fmax_mhz, batch, choose, plot) -> None:
     """Per-layer cycles, time (compute- or DDR-bound), total batch-1 latency and DSP/M20K/ALM
     use against the board, for MODEL: a zoo name (resnet50, vgg16, ...), a calibration net
@@ -46,6 +48,35 @@ def estimate_command(model, board, vec_size, lane_num, fmax_mhz, batch, choose, 
         from .plot import plot_layers
         click.echo(plot_layers(result, plot))
     if not result.fits:
+        raise click.exceptions.Exit(1)
+
+
+@fpga_group.command("report")
+@click.option("--board", default="a10gx1150", show_default=True,
+              type=click.Choice(sorted(BOARDS)))
+@click.option("--vec-size", type=int, default=None, help="input channels per cycle")
+@click.option("--lane-num", type=int, default=None, help="output channels per cycle")
+@click.option("--model", default=None,
+              help="compile in only the modes this model needs (default: every mode)")
+@click.option("--qdq", is_flag=True, help="with --model: the model is a QDQ (float32) model")
+def report_command(board, vec_size, lane_num, model, qdq) -> None:
+    """The bitstream's resources by component (MAC array, epilogue and pool modes, buffers,
+    channels, load/store units, control, the board's static region) against the board, and
+    its -D options. Exit status 1 when it does not fit."""
+    from .estimate import (ACCEL_DESIGN, DEFAULT_LANE_NUM, DEFAULT_VEC_SIZE, design_record,
+                           load_model, model_modes, resources)
+    vec, lane = vec_size or DEFAULT_VEC_SIZE, lane_num or DEFAULT_LANE_NUM
+    modes = None
+    if model:
+        modes = model_modes(load_model(model).layers, "float32" if qdq else "fixed")
+    record = design_record(vec, lane, None, modes)
+    res = resources(board, vec, lane, ACCEL_DESIGN, record)
+    click.echo(f"design: {record.describe()}")
+    click.echo(f"board: {board}")
+    click.echo(res.report())
+    defines = " ".join(f"-D{k}={v}" for k, v in record.defines().items())
+    click.echo(f"aoc kernels/fpga_bitstream.cl {defines}")
+    if not res.fits:
         raise click.exceptions.Exit(1)
 
 

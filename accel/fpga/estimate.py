@@ -1,27 +1,33 @@
-"""Analytical performance and resource model of accel's FPGA pipeline.
+"""Analytical performance and resource model of accel's FPGA pipelines, counting what the
+kernels as written cost (kernels/fpga_conv.cl, fpga_pool.cl, with the knobs, buffers, channel
+depths and modes of one design record, accel/fpga/design.py).
 
-The pipeline (DESIGN.md, issue 5): a memory reader fills double-buffered local window and
-weight buffers from DDR -> a conv core doing VEC_SIZE input channels x LANE_NUM output
-channels of int8 MACs per cycle -> requantize / ReLU / residual / pool -> a memory writer.
-The kernels run concurrently, joined by channels, so per layer the slower of the MAC array and
-DDR sets the pace:
+Per conv / dense layer, the reader's one flat loop runs every output row of every lane group
+for row_steps = max(stream, window prefetch, weight prefetch) iterations, where
 
-    compute cycles = passes x OH x OW x KH x KW x ceil(Cin_per_group / VEC)
-                     passes = groups x ceil(Cout_per_group / LANE)   (one weight set per pass)
-    fill cycles    = passes x pipeline depth
-    DDR bytes      = weights + params + input x passes (re-read per pass; whole input rows
-                     once per pass if KH rows fit the window buffer, else KH rows per output
-                     row) + output (after a fused pool) + residual (if fused)
-    pool / eltwise = their own passes: one VEC-wide vector per cycle through the reader
-    layer time     = max(compute / fmax, bytes / DDR bandwidth) + fill / fmax
-                     + first weight load (not hidden by double buffering) + launch overhead
+    stream          = ceil(OW / P) x KH x KW x ceil(Cin / VEC)   (P output pixels per cycle)
+    window prefetch = KH x W x ceil(Cin / VEC)   the next row's KH input rows, reloaded per row
+                                                 (a 1x1 conv: only its OW columns, not W)
+    weight prefetch = KH x KW x ceil(Cin / VEC)  (a group's first row only, fits in stream)
 
-Resources: DSP = ceil(VEC x LANE / int8 products per DSP) + LANE x (requantize + residual
-products, 2 DSPs each for a 32x32 product) + address arithmetic; M20K from the buffer sizes
-(width: bytes read per cycle / 4 per port, depth: bytes / 2048) + the BSP; ALMs from per-MAC
-and per-lane coefficients. The achievable fmax falls with DSP/M20K utilisation (a rule of
-thumb fitted to PipeCNN's 218 MHz at 45% of the DSPs). See benchmarks/README.md "## FPGA model"
-for calibration against PipeCNN's published Arria 10 figures.
+so cycles = groups x rows x row_steps (the MAC array is busy stream of them; the rest are
+stalls: window reloads longer than the row's stream, e.g. 1x1 stride-2 projections), plus the
+prologue (first weights and window), the pipeline fill, per-row restarts (``Design.
+row_restart_cycles``: 0 for the flattened reader, ~150 for the per-row loops it replaced) and
+the launch. DDR bytes: the window reload (KH input rows per output row and group, or every tap
+when the window does not fit), weights once per group (or per row when they do not fit),
+parameters, output, fused residual. Pools: one tap vector per cycle, every tap from DDR.
+
+    layer time = max(cycles / fmax, DDR bytes / bandwidth) + (prologue + fill + restarts) / fmax
+                 + launch overhead
+
+Resources by component (``resources(...).components``): the MAC array (VEC x LANE x P int8
+products, two per DSP), the conv epilogue's DSPs per lane for each compiled-in mode, the pool's
+per VEC lane, the window and weight double buffers (M20K by width and depth), every channel
+FIFO (registers when shallow, M20K by width when deep), each global load/store unit, address
+and control logic, the board's static region. fmax follows accel/fpga/fmax.py (fitted to
+published designs). PIPECNN_DESIGN keeps PipeCNN's own datapath (kernels=False) for the
+calibration against its published figures (accel/fpga/calibration.py).
 """
 
 from __future__ import annotations
@@ -30,46 +36,63 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 
+from . import fmax as fmax_rule
 from .boards import Board, get_board
+from .design import DEFAULT_DESIGN, FpgaDesign
 from .layers import ExtractedModel, Layer, extract_layers
 
 ACTIVATION_ALIGN = 16        # device layout: channels padded to CHANNEL_ALIGN (accel/ops/layout)
-PARAM_BYTES_PER_CHANNEL = 9  # int32 bias + int32 multiplier + int8 shift per output channel
+PARAM_BYTES_PER_CHANNEL = 12  # int32 bias, multiplier and shift per output channel
 
 
 @dataclass(frozen=True)
 class Design:
-    """Bitstream-level constants of the pipeline other than VEC_SIZE / LANE_NUM."""
+    """Cost coefficients of a datapath (what one lane, one mode, one buffer costs). The
+    buffers, depths and modes themselves come from the FpgaDesign record."""
     name: str = "accel"
-    requant_dsp_per_lane: int = 2        # accel_scale: one 32x32->64 product per lane
-    residual_dsp_per_lane: int = 2       # requantize_add: the residual's own product
-    pool_dsp_per_vec: int = 2            # fpga_pool.cl requantizes VEC channels per step
-    fixed_dsp: int = 16                  # address / loop arithmetic of the reader and writer
-    alm_fixed: int = 25_000              # control of the four kernels, DDR interfaces
+    kernels: bool = True                 # model fpga_conv.cl as written (False: PipeCNN's)
+    style: str = "broadcast"             # fmax rule (accel/fpga/fmax.py)
+    # DSPs per lane for each compiled-in conv epilogue mode (a 32x32->64 product is 2 DSPs
+    # in Arria 10's 27x27 + 18x19 modes; float32's 24x32 product too, its rounding in ALMs)
+    conv_mode_dsp: tuple = (("fixed", 2), ("residual", 2), ("float32", 2))
+    conv_mode_alm: tuple = (("fixed", 150), ("residual", 150), ("float32", 700))
+    # per VEC lane of the pool: fixed / float32 requantize as above; the float32 average's
+    # adder, divide refinement (4 fma) and quantize (another divide) as hard-float DSPs
+    pool_mode_dsp: tuple = (("fixed", 2), ("float32", 2), ("avg_f32", 10))
+    pool_mode_alm: tuple = (("fixed", 150), ("float32", 700), ("avg_f32", 1500))
+    fixed_dsp: int = 16                  # address / loop arithmetic of the reader and writers
+    alm_fixed: int = 25_000              # control of the six kernels
     alm_per_mac: float = 35.0            # adder-tree slice + accumulator per int8 MAC
-    alm_per_lane: float = 250.0          # requantize, clamp, pool, channel widths per lane
-    pipeline_depth_cycles: int = 64      # fill/drain of reader -> MAC -> writer per pass
-    window_buffer_bytes: int = 64 * 1024          # per half of the double buffer
-    weight_buffer_bytes_per_lane: int = 9216      # per half: a 3x3x1024 filter (fpga_conv.cl)
-    param_table_channels: int = 4096              # largest Cout the bias/multiplier tables hold
-    pool_line_bytes_per_lane: int = 2 * 114       # two rows of a 112-wide map for 3x3 pools
-    weight_reuse_pixels: int | None = None   # output pixels one weight load serves (None: a pass)
-    # stem trick: when Cin < VEC the host lays the input out so that KW x Cin fill one vector
-    # (cycles KH x ceil(KW x Cin / VEC) instead of KH x KW x ceil(Cin / VEC)); off by default
-    fold_kernel_width: bool = False
-    # a pool after a conv runs in the conv's writer (PipeCNN) or as its own pass (fpga_pool.cl)
-    fuse_pool: bool = False
-    fmax_derate: float = 0.6             # fmax = ceiling x (1 - derate x max(DSP, M20K) use)
+    alm_per_lane: float = 250.0          # clamp, channel widths per lane
+    lsu_m20k: int = 4                    # assumption: one burst-coalesced load/store unit
+    lsu_alm: int = 1_500
+    extra_lsus: int = 0                  # load units beyond the kernels' own sites (see steps.py)
+    register_fifo_depth: int = 8         # channels this shallow are registers, deeper M20K
+    pipeline_depth_cycles: int = 64      # fill/drain of reader -> MAC -> writer per layer
+    row_restart_cycles: int = 0          # drain + refill of the reader between output rows
+    pixels_per_cycle: int = 1            # output pixels sharing each weight vector per cycle
+    stem_space_to_depth: bool = True     # the compiler's stem rewrite (schedule.py), on
+    compact_window: bool = True          # a 1x1 conv's window holds only the OW columns it reads
+    # PipeCNN's datapath (kernels=False), for its calibration only:
+    requant_dsp_per_lane: int = 2
+    residual_dsp_per_lane: int = 2
+    pool_dsp_per_vec: int = 2
+    window_buffer_bytes: int = 64 * 1024
+    weight_buffer_bytes_per_lane: int = 9216
+    weight_reuse_pixels: int | None = None   # output pixels one weight load serves
+    fold_kernel_width: bool = False      # KW x Cin packed into one vector (stem trick)
+    fuse_pool: bool = False              # a pool after a conv runs in the conv's writer
 
 
 ACCEL_DESIGN = Design()
 # PipeCNN's datapath for calibration: fixed-point shifts instead of multiplier requantization.
 # Its reader re-fetches a lane group's weights for every CONV_GP_SIZE_X=7 output pixels and its
 # window buffer holds KH rows of those 7 outputs only (input rows re-read per output row).
-PIPECNN_DESIGN = replace(ACCEL_DESIGN, name="pipecnn-like", requant_dsp_per_lane=0,
-                         residual_dsp_per_lane=0, pool_dsp_per_vec=0, weight_reuse_pixels=7,
-                         window_buffer_bytes=0, weight_buffer_bytes_per_lane=4608,
-                         fuse_pool=True)
+PIPECNN_DESIGN = replace(ACCEL_DESIGN, name="pipecnn-like", kernels=False,
+                         requant_dsp_per_lane=0, residual_dsp_per_lane=0, pool_dsp_per_vec=0,
+                         weight_reuse_pixels=7, window_buffer_bytes=0,
+                         weight_buffer_bytes_per_lane=4608, fuse_pool=True,
+                         stem_space_to_depth=False)
 
 # The knobs choose_knobs("resnet50", "a10gx1150") returns (kept in sync by a test).
 DEFAULT_VEC_SIZE = 32
@@ -91,11 +114,22 @@ class ResourceUse:
 
 
 @dataclass(frozen=True)
+class Component:
+    """One part of the design and what it takes."""
+    name: str
+    dsp: int = 0
+    m20k: int = 0
+    alm: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Resources:
     dsp: ResourceUse
     m20k: ResourceUse
     alm: ResourceUse
     fmax_achievable_mhz: float
+    components: tuple = ()
 
     @property
     def fits(self) -> bool:
@@ -109,6 +143,22 @@ class Resources:
         """The most used resource (the one that stops a bigger VEC x LANE)."""
         return max(self.items(), key=lambda item: item[1].utilization)[0]
 
+    def report(self) -> str:
+        """The components against the board, one line each."""
+        head = f"{'component':<40} {'DSP':>6} {'M20K':>6} {'ALM':>8}  note"
+        lines = [head, "-" * len(head)]
+        for c in self.components:
+            lines.append(f"{c.name:<40} {c.dsp:>6} {c.m20k:>6} {c.alm:>8}  {c.note}")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<40} {self.dsp.used:>6} {self.m20k.used:>6} {self.alm.used:>8}")
+        lines.append(f"{'board':<40} {self.dsp.available:>6} {self.m20k.available:>6} "
+                     f"{self.alm.available:>8}")
+        lines.append(f"{'use':<40} {100 * self.dsp.utilization:>5.1f}% "
+                     f"{100 * self.m20k.utilization:>5.1f}% {100 * self.alm.utilization:>7.1f}%")
+        lines.append(f"fits: {'yes' if self.fits else 'NO'}; achievable fmax ~"
+                     f"{self.fmax_achievable_mhz:.0f} MHz")
+        return "\n".join(lines)
+
 
 @dataclass(frozen=True)
 class LayerEstimate:
@@ -119,10 +169,12 @@ class LayerEstimate:
     cycles: int          # MAC-array cycles incl. fill, for the whole batch
     time_ms: float
     bound: str           # "compute" | "memory"
-    compute_ms: float
-    memory_ms: float
+    compute_ms: float    # the MAC array busy (cycles that stream data)
+    memory_ms: float     # DDR bytes / bandwidth
     ddr_bytes: int
     fused: tuple[str, ...] = ()
+    stall_ms: float = 0.0     # reader cycles that stream nothing: window reloads, restarts
+    overhead_ms: float = 0.0  # prologue, fill, launch
 
 
 @dataclass
@@ -136,6 +188,11 @@ class Estimate:
     layers: list[LayerEstimate]
     resources: Resources
     unmodelled: dict[str, int] = field(default_factory=dict)
+    fpga_design: FpgaDesign | None = None   # the bitstream record (None: PipeCNN's datapath)
+
+    @property
+    def stall_ms(self) -> float:
+        return sum(layer.stall_ms for layer in self.layers)
 
     @property
     def latency_ms(self) -> float:
@@ -187,13 +244,18 @@ class Estimate:
         lines.append(f"total: {self.latency_ms:.3f} ms for batch {self.batch} "
                      f"({self.per_image_ms:.3f} ms/image), {self.total_macs / 1e9:.2f} GMAC, "
                      f"{self.effective_gops:.0f} of {self.peak_gops:.0f} peak GOPS, "
-                     f"{self.memory_bound_layers}/{len(self.layers)} layers memory-bound")
+                     f"{self.memory_bound_layers}/{len(self.layers)} layers memory-bound, "
+                     f"{self.stall_ms:.3f} ms reader stalls")
         for key, use in self.resources.items():
             lines.append(f"{key.upper():>5}: {use.used:>7} / {use.available:<7} "
                          f"({100 * use.utilization:5.1f}%)")
         lines.append(f"fits: {'yes' if self.fits else 'NO'}; binding resource: "
                      f"{self.binding_resource}; achievable fmax at this size ~"
                      f"{self.resources.fmax_achievable_mhz:.0f} MHz")
+        if self.fpga_design is not None:
+            lines.append(f"bitstream modes: conv={'+'.join(self.fpga_design.conv_modes)}, "
+                         f"pool={'+'.join(self.fpga_design.pool_modes)} "
+                         f"(`accel fpga report` lists the resources by component)")
         if self.unmodelled:
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.unmodelled.items()))
             lines.append(f"not on the FPGA pipeline (host or not modelled): {ops}")
@@ -216,37 +278,114 @@ def _check_knobs(vec_size: int, lane_num: int, fmax_mhz: float | None, batch: in
         raise ValueError(f"fmax_mhz must be in (0, 1000] MHz, got {fmax_mhz!r}")
 
 
+def _m20k_blocks(board: Board, width_bytes: int, depth_bytes_total: int, copies: int = 1) -> int:
+    """M20Ks for a buffer read width_bytes per cycle holding depth_bytes_total."""
+    width = _ceil_div(width_bytes, board.m20k_port_bytes)
+    depth = _ceil_div(depth_bytes_total, width * board.m20k_bytes)
+    return copies * width * max(depth, 1)
+
+
+def _fifo(board: Board, design: Design, name: str, width_bits: int, depth: int) -> Component:
+    """A channel: registers when shallow (aoc keeps short FIFOs in registers), else M20K
+    blocks by width (40 bits per block in 512 x 40 mode) and depth."""
+    if depth <= design.register_fifo_depth:
+        return Component(name, alm=_ceil_div(width_bits * depth, 4),
+                         note=f"{width_bits} bits x {depth} in registers")
+    blocks = _ceil_div(width_bits, 40) * _ceil_div(depth, 512)
+    return Component(name, m20k=blocks, note=f"{width_bits} bits x {depth} in M20K")
+
+
+def design_record(vec_size: int, lane_num: int, fpga_design: FpgaDesign | None = None,
+                  modes: tuple | None = None) -> FpgaDesign:
+    """The record with these knobs: ``fpga_design`` (default: the bitstream default) at
+    VEC_SIZE / LANE_NUM, and ``modes`` = (conv modes, pool modes) if given."""
+    record = fpga_design or DEFAULT_DESIGN
+    record = replace(record, vec_size=vec_size, lane_num=lane_num)
+    if modes is not None:
+        record = record.with_modes(*modes)
+    return record
+
+
+def _kernel_components(board: Board, record: FpgaDesign, design: Design) -> list[Component]:
+    vec, lane, pixels = record.vec_size, record.lane_num, design.pixels_per_cycle
+    macs = vec * lane * pixels
+    conv_dsp, conv_alm = dict(design.conv_mode_dsp), dict(design.conv_mode_alm)
+    pool_dsp, pool_alm = dict(design.pool_mode_dsp), dict(design.pool_mode_alm)
+    switched = record.switched
+    comps = [
+        Component(f"MAC array {vec}x{lane}" + (f"x{pixels} px" if pixels > 1 else ""),
+                  dsp=_ceil_div(macs, board.int8_mults_per_dsp),
+                  alm=int(design.alm_per_mac * macs), note="two int8 products per DSP"),
+        Component("conv epilogue: " + "+".join(record.conv_modes),
+                  dsp=lane * pixels * sum(conv_dsp[m] for m in record.conv_modes),
+                  alm=int(lane * pixels * (design.alm_per_lane
+                                           + sum(conv_alm[m] for m in record.conv_modes))),
+                  note="per-layer mode select" if switched["conv"] else "one datapath"),
+        Component("pool: " + "+".join(record.pool_modes),
+                  dsp=vec * sum(pool_dsp[m] for m in record.pool_modes),
+                  m20k=_ceil_div(vec, 2) if "avg_f32" in record.pool_modes else 0,
+                  alm=int(vec * sum(pool_alm[m] for m in record.pool_modes)),
+                  note=("private 256-entry table per lane pair; " if "avg_f32" in
+                        record.pool_modes else "") +
+                       ("per-layer mode select" if switched["pool"] else "one datapath")),
+        Component("window buffer", m20k=_m20k_blocks(board, vec, record.win_buf_size, 2),
+                  note=f"2 x {record.win_buf_size} B, {vec} B per cycle"),
+        Component("weight buffer", m20k=lane * _m20k_blocks(board, vec, record.weight_buf_size, 2),
+                  note=f"{lane} lanes x 2 x {record.weight_buf_size} B"),
+        _fifo(board, design, "data_ch", 8 * vec * pixels, record.stream_depth),
+        _fifo(board, design, "weight_ch", 8 * vec * lane, record.stream_depth),
+        _fifo(board, design, "acc_ch", 32 * lane * pixels, record.result_depth),
+        _fifo(board, design, "result_ch", 8 * lane * pixels, record.result_depth),
+        _fifo(board, design, "pool_ch", 8 * vec, record.pool_depth),
+    ]
+    # global load/store sites: reader 6 (window prologue/prefetch/direct, weights x3),
+    # epilogue 3 (+1 residual), writer 1, pool 3 (+2 float average), pool writer 1
+    lsus = 6 + 3 + ("residual" in record.conv_modes) + 1 + 3 + \
+        2 * ("avg_f32" in record.pool_modes) + 1 + design.extra_lsus
+    comps.append(Component(f"load/store units ({lsus})", m20k=lsus * design.lsu_m20k,
+                           alm=lsus * design.lsu_alm, note="assumption per unit"))
+    comps.append(Component("address + control", dsp=design.fixed_dsp, alm=design.alm_fixed))
+    comps.append(Component("board support package", dsp=board.bsp_dsp, m20k=board.bsp_m20k,
+                           alm=board.bsp_alms, note="static region"))
+    return comps
+
+
+def _pipecnn_components(board: Board, vec: int, lane: int, design: Design) -> list[Component]:
+    """PipeCNN's datapath (calibration): its buffers, no channel or LSU accounting."""
+    macs = vec * lane
+    return [
+        Component("MAC array", dsp=_ceil_div(macs, board.int8_mults_per_dsp),
+                  alm=int(design.alm_per_mac * macs)),
+        Component("requantize", dsp=lane * (design.requant_dsp_per_lane
+                                            + design.residual_dsp_per_lane)
+                  + vec * design.pool_dsp_per_vec, alm=int(design.alm_per_lane * lane)),
+        Component("weight buffer", m20k=lane * _m20k_blocks(
+            board, vec, design.weight_buffer_bytes_per_lane, 2)),
+        Component("window buffer", m20k=_m20k_blocks(board, vec, design.window_buffer_bytes, 2)),
+        Component("address + control", dsp=design.fixed_dsp, alm=design.alm_fixed),
+        Component("board support package", dsp=board.bsp_dsp, m20k=board.bsp_m20k,
+                  alm=board.bsp_alms),
+    ]
+
+
 def resources(board: str | Board, vec_size: int, lane_num: int,
-              design: Design = ACCEL_DESIGN) -> Resources:
-    """DSP / M20K / ALM use of one bitstream configuration (independent of the model)."""
+              design: Design = ACCEL_DESIGN, fpga_design: FpgaDesign | None = None,
+              modes: tuple | None = None) -> Resources:
+    """DSP / M20K / ALM use of one bitstream configuration (independent of the model), by
+    component. ``fpga_design`` / ``modes``: see design_record."""
     board = get_board(board)
     _check_knobs(vec_size, lane_num, None, 1)
-    macs = vec_size * lane_num
-    dsp = (_ceil_div(macs, board.int8_mults_per_dsp)
-           + lane_num * (design.requant_dsp_per_lane + design.residual_dsp_per_lane)
-           + vec_size * design.pool_dsp_per_vec
-           + design.fixed_dsp + board.bsp_dsp)
-
-    def blocks(width_bytes: int, depth_bytes_total: int, copies: int = 2) -> int:
-        """M20Ks for a buffer read width_bytes per cycle holding depth_bytes_total."""
-        width = _ceil_div(width_bytes, board.m20k_port_bytes)
-        depth = _ceil_div(depth_bytes_total, width * board.m20k_bytes)
-        return copies * width * max(depth, 1)
-
-    weight_m20k = lane_num * blocks(vec_size, design.weight_buffer_bytes_per_lane)
-    window_m20k = blocks(vec_size, design.window_buffer_bytes)
-    # bias/multiplier/shift of a pass's LANE channels sit in registers; the table is narrow
-    param_m20k = blocks(board.m20k_port_bytes,
-                        design.param_table_channels * PARAM_BYTES_PER_CHANNEL, copies=1)
-    pool_m20k = blocks(lane_num, lane_num * design.pool_line_bytes_per_lane, copies=1)
-    m20k = weight_m20k + window_m20k + param_m20k + pool_m20k + board.bsp_m20k
-    alm = int(board.bsp_alms + design.alm_fixed + design.alm_per_mac * macs
-              + design.alm_per_lane * lane_num)
-    dsp_use = ResourceUse(dsp, board.dsp_blocks)
-    m20k_use = ResourceUse(m20k, board.m20k_blocks)
-    crowding = min(1.0, max(dsp_use.utilization, m20k_use.utilization))
-    fmax = board.fmax_ceiling_mhz * (1 - design.fmax_derate * crowding)
-    return Resources(dsp_use, m20k_use, ResourceUse(alm, board.alms), fmax)
+    if design.kernels:
+        comps = _kernel_components(board, design_record(vec_size, lane_num, fpga_design, modes),
+                                   design)
+    else:
+        comps = _pipecnn_components(board, vec_size, lane_num, design)
+    dsp = ResourceUse(sum(c.dsp for c in comps), board.dsp_blocks)
+    m20k = ResourceUse(sum(c.m20k for c in comps), board.m20k_blocks)
+    alm = ResourceUse(sum(c.alm for c in comps), board.alms)
+    use = max(dsp.utilization, m20k.utilization)
+    fmax = fmax_rule.achievable_mhz(board, design.style, use)
+    return Resources(dsp, m20k, alm, fmax, tuple(comps))
 
 
 def _layer_estimate(layer: Layer, vec: int, lane: int, fmax_hz: float, batch: int,
@@ -322,8 +461,92 @@ def _layer_estimate(layer: Layer, vec: int, lane: int, fmax_hz: float, batch: in
         fused=tuple(layer.fused))
 
 
+def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, batch: int,
+                           board: Board, design: Design) -> LayerEstimate:
+    """One pass of fpga_conv.cl / fpga_pool.cl as written (the module docstring)."""
+    vec, lane = record.vec_size, record.lane_num
+    bandwidth = board.ddr_bytes_per_s
+    prologue = restarts = 0
+    if layer.kind in ("conv", "fc"):
+        kh, kw = layer.kernel
+        cin_g, cout_g = layer.in_c // layer.groups, layer.out_c // layer.groups
+        passes = layer.groups * _ceil_div(cout_g, lane)
+        cvecs = _ceil_div(cin_g, vec)
+        kvecs = kh * kw * cvecs
+        if layer.kind == "fc":         # a 1x1 conv over a 1 x batch image (ops/fpga.dense)
+            rows, out_w, in_w = 1, batch, batch
+        else:
+            rows, out_w, in_w = batch * layer.out_h, layer.out_w, layer.in_w
+        stream = _ceil_div(out_w, design.pixels_per_cycle) * kvecs
+        win_cols = out_w if (kw == 1 and design.compact_window) else in_w
+        row_vecs = kh * win_cols * cvecs
+        window_on_chip = row_vecs * vec <= record.win_buf_size
+        # P pixels per cycle read P input vectors per cycle, so the window reloads P wide
+        reload = _ceil_div(row_vecs, design.pixels_per_cycle)
+        weights_on_chip = kvecs * vec <= record.weight_buf_size
+        row_steps = max(stream, reload if window_on_chip else 0,
+                        kvecs if weights_on_chip else 0)
+        cycles = passes * rows * row_steps
+        mac_cycles = passes * rows * stream
+        prologue = (kvecs if weights_on_chip else 0) + (row_vecs if window_on_chip else 0)
+        restarts = passes * rows * design.row_restart_cycles
+        if window_on_chip:
+            input_bytes = (passes * rows + 1) * row_vecs * vec
+        else:
+            input_bytes = passes * rows * stream * design.pixels_per_cycle * vec
+        if weights_on_chip:
+            weight_bytes = passes * kvecs * lane * vec
+        else:
+            weight_bytes = passes * rows * stream * lane * vec
+        pixels = batch * layer.out_h * layer.out_w if layer.kind == "conv" else batch
+        out_bytes = pixels * _align(layer.out_c) * (2 if layer.residual else 1)
+        ddr_bytes = input_bytes + weight_bytes + passes * lane * PARAM_BYTES_PER_CHANNEL + out_bytes
+    elif layer.kind == "pool":
+        kh, kw = layer.kernel
+        cycles = mac_cycles = batch * layer.out_h * layer.out_w * kh * kw * _ceil_div(layer.in_c, vec)
+        ddr_bytes = batch * (layer.out_h * layer.out_w * kh * kw * _align(layer.in_c)
+                             + layer.out_h * layer.out_w * _align(layer.out_c))
+    elif layer.kind == "eltwise":   # not a pipeline: the NDRange add beside it, one vector/cycle
+        cycles = mac_cycles = batch * layer.out_h * layer.out_w * _ceil_div(layer.in_c, vec)
+        ddr_bytes = batch * layer.out_h * layer.out_w * (_align(layer.in_c) + _align(layer.out_c))
+    else:
+        raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
+    fill = design.pipeline_depth_cycles
+    compute_s = mac_cycles / fmax_hz
+    loop_s = cycles / fmax_hz
+    memory_s = ddr_bytes / bandwidth
+    overhead_s = (prologue + fill) / fmax_hz + board.launch_overhead_us * 1e-6
+    body_s = max(loop_s, memory_s)
+    stall_s = body_s - max(compute_s, memory_s) + restarts / fmax_hz
+    time_s = body_s + restarts / fmax_hz + overhead_s
+    return LayerEstimate(
+        name=layer.name, type=layer.kind, shape=layer.shape_text, macs=layer.macs,
+        cycles=int(cycles + prologue + fill + restarts), time_ms=time_s * 1e3,
+        bound="compute" if loop_s >= memory_s else "memory",
+        compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3, ddr_bytes=int(ddr_bytes),
+        fused=tuple(layer.fused), stall_ms=stall_s * 1e3, overhead_ms=overhead_s * 1e3)
+
+
+def _space_to_depth(layer: Layer) -> Layer:
+    """The compiler's stem rewrite (accel/backend/schedule.py space_to_depth_stems): a conv
+    with stride s >= 2 on at most 4 channels becomes stride 1, kernel ceil(K / s), over
+    s x s x C channels of the folded (padded) input."""
+    sh, sw = layer.stride
+    if layer.kind != "conv" or layer.groups != 1 or layer.in_c > 4 or min(sh, sw) < 2 or \
+            layer.dilation != (1, 1):
+        return layer
+    kh, kw = layer.kernel
+    return replace(layer, in_c=layer.in_c * sh * sw,
+                   in_h=_ceil_div((layer.out_h - 1) * sh + kh, sh),
+                   in_w=_ceil_div((layer.out_w - 1) * sw + kw, sw),
+                   kernel=(_ceil_div(kh, sh), _ceil_div(kw, sw)), stride=(1, 1),
+                   fused=list(layer.fused) + ["SpaceToDepth"], useful_macs=layer.macs)
+
+
 def _passes(layers: list[Layer], design: Design) -> list[Layer]:
     """The layers as pipeline passes: a conv's pool becomes its own pass unless fused."""
+    if design.stem_space_to_depth:
+        layers = [_space_to_depth(layer) for layer in layers]
     if design.fuse_pool:
         return layers
     passes = []
@@ -353,7 +576,7 @@ def load_model(model) -> ExtractedModel:
             import onnx
             proto = onnx.load(text, load_external_data=False)
             return extract_layers(proto, name=os.path.basename(text))
-        from .calibration import CALIBRATION_NETS
+        from .nets import CALIBRATION_NETS
         if text in CALIBRATION_NETS:
             return extract_layers(CALIBRATION_NETS[text](), name=text)
         try:
@@ -377,26 +600,53 @@ def load_model(model) -> ExtractedModel:
                     f"ExtractedModel, got {type(model).__name__}")
 
 
+def model_modes(layers: list[Layer], requant: str = "fixed") -> tuple[tuple, tuple]:
+    """The (conv, pool) modes a model's bitstream needs: what accel.ops.fpga.config_for
+    derives from compiled layers, here from the ONNX graph (``requant``: "fixed" for fp32
+    models, "float32" for QDQ models, whose fused residual convs stay fixed)."""
+    from .design import conv_mode, pool_mode
+    conv, pool = set(), set()
+    for layer in layers:
+        if layer.kind in ("conv", "fc"):
+            conv.update(conv_mode("fixed" if layer.residual else requant, layer.residual))
+        spec = layer.pool if layer.kind == "pool" else None
+        if spec is not None or (layer.kind == "conv" and layer.pool is not None):
+            kind = (spec or layer.pool).kind
+            global_avg = layer.kind == "pool" and kind == "avg" and \
+                layer.kernel == (layer.in_h, layer.in_w)
+            pool.add(pool_mode(requant if kind == "avg" else "fixed", global_avg))
+    return tuple(conv) or ("fixed",), tuple(pool) or ("fixed",)
+
+
 def estimate(model, board: str | Board = "a10gx1150", vec_size: int = DEFAULT_VEC_SIZE,
              lane_num: int = DEFAULT_LANE_NUM, fmax_mhz: float | None = None, batch: int = 1,
-             design: Design = ACCEL_DESIGN) -> Estimate:
+             design: Design = ACCEL_DESIGN, fpga_design: FpgaDesign | None = None,
+             requant: str = "fixed") -> Estimate:
     """Modelled latency and resources of ``model`` on ``board`` (see the module docstring).
 
     ``fmax_mhz=None`` uses the clock the model expects this configuration to reach (whole MHz).
     ``batch`` > 1 processes a batch per layer pass (weights read once per batch, as PipeCNN's
     batched FC mode); ``latency_ms`` is then the batch's time and ``per_image_ms`` its share.
+    ``fpga_design``: the bitstream record (default accel/fpga/design.py's) at these knobs, with
+    the modes the model needs unless it is given (``requant`` as in model_modes).
     """
     _check_knobs(vec_size, lane_num, fmax_mhz, batch)
     board = get_board(board)
     extracted = load_model(model)
     if not extracted.layers:
         raise ValueError(f"model {extracted.name!r} has no conv, fc, pool or eltwise layer")
-    res = resources(board, vec_size, lane_num, design)
+    modes = None if fpga_design is not None else model_modes(extracted.layers, requant)
+    record = design_record(vec_size, lane_num, fpga_design, modes)
+    res = resources(board, vec_size, lane_num, design, record)
     fmax = float(fmax_mhz) if fmax_mhz is not None else float(math.floor(res.fmax_achievable_mhz))
-    rows = [_layer_estimate(layer, vec_size, lane_num, fmax * 1e6, batch, board, design)
-            for layer in _passes(extracted.layers, design)]
+    if design.kernels:
+        rows = [_kernel_layer_estimate(layer, record, fmax * 1e6, batch, board, design)
+                for layer in _passes(extracted.layers, design)]
+    else:
+        rows = [_layer_estimate(layer, vec_size, lane_num, fmax * 1e6, batch, board, design)
+                for layer in _passes(extracted.layers, design)]
     return Estimate(extracted.name, board.name, vec_size, lane_num, fmax, batch, rows, res,
-                    dict(extracted.unmodelled))
+                    dict(extracted.unmodelled), record if design.kernels else None)
 
 
 @dataclass
@@ -443,9 +693,10 @@ def choose_knobs(model="resnet50", board: str | Board = "a10gx1150",
     extracted = load_model(model)
     best: Estimate | None = None
     evaluated = rejected = 0
+    modes = model_modes(extracted.layers)
     for vec in vec_sizes:
         for lane in lane_nums:
-            res = resources(board, vec, lane, design)
+            res = resources(board, vec, lane, design, modes=modes)
             if not res.fits:
                 rejected += 1
                 continue

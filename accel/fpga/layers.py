@@ -59,9 +59,12 @@ class Layer:
     pool: PoolSpec | None = None   # conv: a fused pool stage; pool: this pool
     residual: bool = False         # conv: a fused residual Add read by the requantize stage
     fused: list[str] = field(default_factory=list)   # op types folded into this pass
+    useful_macs: int | None = None  # a rewritten layer (space-to-depth stem): the original's
 
     @property
     def macs(self) -> int:
+        if self.useful_macs is not None:
+            return self.useful_macs
         if self.kind in ("conv", "fc"):
             return (self.out_c * self.out_h * self.out_w * self.kernel[0] * self.kernel[1]
                     * (self.in_c // self.groups))

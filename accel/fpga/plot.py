@@ -1,11 +1,14 @@
-"""A per-layer bar chart of an Estimate (matplotlib, optional)."""
+"""A per-layer stacked bar chart of an Estimate (matplotlib, optional): where each layer's
+time goes."""
 
 from __future__ import annotations
 
 
 def plot_layers(result, path: str) -> str:
-    """Write a bar chart of per-layer time (compute vs DDR bound) to ``path``; returns a line
-    saying what happened (a clear message, not an error, when matplotlib is missing)."""
+    """Write a chart of per-layer time to ``path``: the MAC array busy (compute), DDR time
+    beyond it (memory), reader stalls (window reloads, restarts) and fixed overhead (prologue,
+    fill, launch). Returns a line saying what happened (a clear message, not an error, when
+    matplotlib is missing)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -13,12 +16,23 @@ def plot_layers(result, path: str) -> str:
     except ImportError:
         return (f"no plot written to {path}: matplotlib is not installed "
                 "(pip install matplotlib)")
-    times = [row.time_ms for row in result.layers]
-    colors = ["tab:blue" if row.bound == "compute" else "tab:red" for row in result.layers]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(times)), 4.0))
-    ax.bar(range(len(times)), times, color=colors)
-    ax.set_xlabel("layer (blue: compute-bound, red: DDR-bound)")
+    rows = result.layers
+    compute = [r.compute_ms for r in rows]
+    memory = [max(0.0, r.memory_ms - r.compute_ms - r.stall_ms) for r in rows]
+    stall = [r.stall_ms for r in rows]
+    overhead = [r.overhead_ms for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(rows)), 4.0))
+    bottom = [0.0] * len(rows)
+    for values, label, color in ((compute, "compute", "tab:blue"),
+                                 (memory, "memory (beyond compute)", "tab:red"),
+                                 (stall, "stalls", "tab:orange"),
+                                 (overhead, "prologue, fill, launch", "tab:gray")):
+        ax.bar(x, values, bottom=bottom, color=color, label=label)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_xlabel("layer")
     ax.set_ylabel("ms")
+    ax.legend(fontsize="small")
     ax.set_title(f"{result.model} on {result.board}: VEC {result.vec_size} x LANE "
                  f"{result.lane_num} @ {result.fmax_mhz:.0f} MHz, {result.latency_ms:.2f} ms")
     fig.tight_layout()

@@ -16,11 +16,18 @@ dilation, zero points, activation, fused residual, channel offsets/strides for c
 parameter checks and numpy entry point this module shares. Pooling layers use
 accel/ops/pool.py's PoolParams / GlobalAvgPoolParams.
 
-One FpgaConfig (VEC_SIZE, LANE_NUM, buffer sizes: the bitstream's knobs) serves every layer.
-All pipelines live in one program, kernels/fpga_bitstream.cl, built from source here (the
-emulator) or, on a board, passed in as the loaded .aocx (``program=ctx.load_binary(...)``).
-A program's own knobs (its ``fpga_config`` kernel reports them) must equal the FpgaConfig
-in use, or prepare/bind_pool refuse it: a mismatch would compute garbage, not fail.
+One FpgaConfig serves every layer of a model: the design record of accel/fpga/design.py
+(VEC_SIZE, LANE_NUM, buffer sizes, channel depths and the compiled-in requantize modes), the
+one source the kernels' -D options, this module and the estimator read. ``config_for(layers)``
+narrows it to the modes a model needs (the compiler's binding does this per model), so a
+bitstream carries no datapath its model does not use. All pipelines live in one program,
+kernels/fpga_bitstream.cl, built from source here (the emulator) or, on a board, passed in as
+the loaded .aocx (``program=ctx.load_binary(...)``). A program's own knobs and modes (its
+``fpga_config`` kernel reports them) must equal the FpgaConfig in use, or prepare/bind_pool
+refuse it: a mismatch would compute garbage, not fail. The pipelines read whole aligned
+VEC_SIZE-byte vectors, so channel strides and offsets must be multiples of VEC_SIZE (true of
+the CHANNEL_ALIGN=16 layout for VEC_SIZE up to 16; a larger VEC_SIZE needs activations padded
+to it, which the lowering does not do yet).
 """
 
 from __future__ import annotations
@@ -39,11 +46,15 @@ from accel.ops.checks import check_buffer, pair
 from accel.ops.conv import (ConvLayer, Residual, array_inputs, check_parameters,
                             layer_for_arrays, output_shape, padding_multiplier, wrap_int32)
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, run_on_device
+from accel.fpga import design
+from accel.fpga.design import DEFAULT_DESIGN, FpgaDesign
 from accel.runtime import Buffer, Context, Kernel, Program
 
 # One program holds every FPGA pipeline (a board holds one bitstream at a time).
 BITSTREAM_FILE = "fpga_bitstream.cl"
 FPGA_KINDS = ("fpga", "fpga-emulator")
+# The compiler's step ops that run as FPGA pipelines (the rest run as NDRange kernels).
+PIPELINE_OPS = ("conv", "pool", "global_avg_pool")
 DEFAULT_TIMEOUT_S = 300.0
 _PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1  # padded lanes: scale(0) = 0
 
@@ -63,38 +74,51 @@ def is_fpga(device) -> bool:
     return getattr(device, "kind", None) in FPGA_KINDS
 
 
-@dataclass(frozen=True)
-class FpgaConfig:
-    """The bitstream's knobs (fpga_conv.cl's banner). The defaults fit every conv layer of
-    the five models on chip; larger layers still run, reading from global memory."""
-    vec_size: int = 16          # input channels per cycle
-    lane_num: int = 16          # output channels per cycle
-    win_buf_size: int = 65536   # bytes of one half of the window double buffer
-    weight_buf_size: int = 9216  # reduction length (bytes per lane) of one weight buffer half
-
-    def __post_init__(self):
-        for name in ("vec_size", "lane_num", "win_buf_size", "weight_buf_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"FpgaConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("win_buf_size", "weight_buf_size"):
-            if getattr(self, name) % self.vec_size:
-                raise ValueError(f"FpgaConfig.{name} {getattr(self, name)} must be a multiple of "
-                                 f"vec_size {self.vec_size}")
-
-    def defines(self) -> dict:
-        return {"VEC_SIZE": self.vec_size, "LANE_NUM": self.lane_num,
-                "WIN_BUF_SIZE": self.win_buf_size, "WEIGHT_BUF_SIZE": self.weight_buf_size}
+# The bitstream's knobs, buffer sizes, channel depths and modes: one record, read by the
+# kernels (as -D options), this module and the estimator (accel/fpga/design.py).
+FpgaConfig = FpgaDesign
+DEFAULT_CONFIG = DEFAULT_DESIGN  # every mode: one bitstream for every model
 
 
-DEFAULT_CONFIG = FpgaConfig()
+def layer_modes(item) -> tuple[str, tuple, tuple]:
+    """(pipeline, conv modes, pool modes) one layer (ConvLayer, PoolParams or
+    GlobalAvgPoolParams) needs from the bitstream."""
+    if isinstance(item, ConvLayer):
+        return "conv", design.conv_mode(item.requant, item.residual is not None), ()
+    if isinstance(item, (pool_ops.PoolParams, pool_ops.GlobalAvgPoolParams)):
+        global_avg = isinstance(item, pool_ops.GlobalAvgPoolParams)
+        return "pool", (), (design.pool_mode(getattr(item, "requant", "fixed"), global_avg),)
+    raise TypeError(f"expected a ConvLayer, PoolParams or GlobalAvgPoolParams, got "
+                    f"{type(item).__name__}")
+
+
+def config_for(layers, base: FpgaConfig = DEFAULT_CONFIG) -> FpgaConfig:
+    """``base``'s knobs with only the modes ``layers`` need: the bitstream of a model (one
+    program for all its layers, no datapath it does not use)."""
+    conv, pool = set(), set()
+    for item in layers:
+        _, c, p = layer_modes(item)
+        conv.update(c)
+        pool.update(p)
+    return base.with_modes(conv_modes=tuple(conv) or ("fixed",),
+                           pool_modes=tuple(pool) or ("fixed",))
+
+
+def _check_modes(config: FpgaConfig, item) -> None:
+    pipeline, conv, pool = layer_modes(item)
+    have = config.conv_modes if pipeline == "conv" else config.pool_modes
+    missing = [m for m in (conv or pool) if m not in have]
+    if missing:
+        raise ValueError(f"the FPGA bitstream's {pipeline} pipeline has no {'/'.join(missing)} "
+                         f"mode (built with {'+'.join(have)}); rebuild it with "
+                         f"accel.ops.fpga.config_for(the model's layers)")
 
 
 def bitstream(ctx: Context, config: FpgaConfig = DEFAULT_CONFIG) -> Program:
     """The program holding every FPGA pipeline, built from source with these knobs (once
     per context)."""
     _check_fpga(ctx)
-    return ctx.program(BITSTREAM_FILE, config.defines())
+    return ctx.program(BITSTREAM_FILE, config.defines(emulator=ctx.device.kind == "fpga-emulator"))
 
 
 def _check_fpga(ctx: Context) -> None:
@@ -105,7 +129,7 @@ def _check_fpga(ctx: Context) -> None:
 
 # The bitstream's self-description (fpga_bitstream.cl): its knobs, read once per program.
 CONFIG_KERNEL = "fpga_config"
-CONFIG_WORDS = 4  # int32: VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE (FpgaConfig's order)
+CONFIG_WORDS = 5  # int32: VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE, modes (MODE_BITS)
 _built_configs: "weakref.WeakKeyDictionary[Program, FpgaConfig]" = weakref.WeakKeyDictionary()
 
 
@@ -120,8 +144,9 @@ def built_config(ctx: Context, program: Program) -> FpgaConfig:
     words = ctx.buffer(CONFIG_WORDS * np.dtype(np.int32).itemsize)
     ctx.launch(program, CONFIG_KERNEL, (1,), words, local_size=(1,))
     values = [int(v) for v in ctx.download(words, np.int32, (CONFIG_WORDS,))]
+    conv_modes, pool_modes = FpgaDesign.modes_from_word(values[4])
     try:
-        config = FpgaConfig(*values)
+        config = FpgaConfig(*values[:4], conv_modes=conv_modes, pool_modes=pool_modes)
     except ValueError as error:
         raise ValueError(f"the FPGA program reports impossible knobs {values}: {error}") from None
     _built_configs[program] = config
@@ -132,9 +157,10 @@ def check_program(ctx: Context, program: Program, config: FpgaConfig) -> None:
     """Refuse a bitstream built with other knobs than ``config``: the host packs weights and
     sizes loops for ``config``, so a mismatch would compute garbage, not fail."""
     built = built_config(ctx, program)
-    if built != config:
-        raise ValueError(f"the FPGA program was built with {built}, but the layer uses {config}: "
-                         f"pass config={built} or rebuild the bitstream with "
+    if built.layout_key() != config.layout_key():
+        raise ValueError(f"the FPGA program was built with {built.describe()}, but the layer "
+                         f"uses {config.describe()}: pass the program's own design "
+                         f"(accel.ops.fpga.built_config) or rebuild the bitstream with "
                          f"{config.defines()}")
 
 
@@ -180,8 +206,14 @@ class ConvGeometry:
         return self.layer.kernel_h * self.layer.kernel_w * self.in_vecs
 
     @property
+    def window_columns(self) -> int:
+        """Input columns the reader's window holds per tap row: all W, or for a 1x1 kernel
+        only the OW it reads (fpga_conv.cl's compact window)."""
+        return self.out_width if self.layer.kernel_w == 1 else self.layer.in_width
+
+    @property
     def window_on_chip(self) -> bool:
-        row_bytes = self.layer.kernel_h * self.layer.in_width * self.in_vecs * self.config.vec_size
+        row_bytes = self.layer.kernel_h * self.window_columns * self.in_vecs * self.config.vec_size
         return row_bytes <= self.config.win_buf_size
 
     @property
@@ -201,6 +233,22 @@ class ConvGeometry:
         # ConvLayer already refused an empty output.
         if self.mac_cycles >= 1 << 62 or self.groups * self.pixels >= 1 << 31:
             raise ValueError(f"layer too large for the pipeline's counters ({self.mac_cycles} steps)")
+        layer, vec = self.layer, self.config.vec_size
+        # The reader loads whole aligned VEC_SIZE-byte vectors (fpga_conv.cl): channels past
+        # in_channels are read too (their weights are zero) and must lie inside the pixel.
+        if layer.in_stride % vec or layer.in_channel_offset % vec or \
+                layer.in_channel_offset + self.in_vecs * vec > layer.in_stride:
+            raise ValueError(f"input channels at offset {layer.in_channel_offset}, stride "
+                             f"{layer.in_stride}: the FPGA reader needs both multiples of "
+                             f"VEC_SIZE {vec} and room for {self.in_vecs * vec} channels "
+                             f"(activations padded to {CHANNEL_ALIGN}; a VEC_SIZE above that "
+                             f"needs them padded to VEC_SIZE)")
+        if self.input_vecs >= 1 << 31:
+            raise ValueError(f"input too large for the reader's 32-bit vector addresses")
+
+    @property
+    def input_vecs(self) -> int:
+        return self.layer.input_bytes // self.config.vec_size
 
 
 @dataclass(frozen=True)
@@ -255,6 +303,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
         raise TypeError(f"layer must be an accel.ops.conv.ConvLayer, got {type(layer).__name__}")
     if dilation is not None:
         layer = replace(layer, dilation=pair(dilation, "dilation"))
+    _check_modes(config, layer)
     geometry = ConvGeometry(layer, config=config)
     geometry.check()
     folded, mult, shift = fold_parameters(layer, weights, bias, multipliers, shifts)
@@ -290,9 +339,10 @@ def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
         residual, res = prepared.no_residual, Residual(0, _PAD_MULTIPLIER, _PAD_SHIFT)
     program = prepared.program
     reader = Kernel(program, "fpga_conv_reader")
+    vec = g.config.vec_size  # the reader addresses whole vectors (ConvGeometry.check)
     reader.set_args(x, prepared.weights, i32(layer.batch), i32(layer.in_height),
-                    i32(layer.in_width), i32(layer.in_channels), i32(layer.in_stride),
-                    i32(layer.in_channel_offset), i32(g.out_height), i32(g.out_width),
+                    i32(layer.in_width), i32(layer.in_channels), i32(layer.in_stride // vec),
+                    i32(layer.in_channel_offset // vec), i32(g.out_height), i32(g.out_width),
                     i32(layer.kernel_h), i32(layer.kernel_w), i32(layer.stride[0]),
                     i32(layer.stride[1]), i32(g.dilation[0]), i32(g.dilation[1]),
                     i32(layer.pads[0]), i32(layer.pads[1]), i32(layer.input_zero_point),
@@ -327,10 +377,11 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
            multipliers: np.ndarray, shifts: np.ndarray, output_zero_point: int,
            activation: Activation = Activation(), residual: np.ndarray | None = None,
            residual_zero_point: int = 0, residual_multiplier: int | None = None,
-           residual_shift: int | None = None, config: FpgaConfig = DEFAULT_CONFIG,
+           residual_shift: int | None = None, config: FpgaConfig | None = None,
            timeout_s: float = DEFAULT_TIMEOUT_S, requant: str = "fixed") -> np.ndarray:
     """accel.reference.conv.conv2d on the FPGA pipeline: logical int8 NHWC in and out.
-    ``dilation``: one int or two."""
+    ``dilation``: one int or two. ``config`` None: the default knobs with only the mode
+    this layer needs (config_for)."""
     layer = layer_for_arrays(x, weights, stride=stride, pads=pads,
                              dilation=pair(dilation, "dilation"),
                              input_zero_point=input_zero_point,
@@ -338,6 +389,7 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
                              residual=residual, residual_zero_point=residual_zero_point,
                              residual_multiplier=residual_multiplier,
                              residual_shift=residual_shift, requant=requant)
+    config = config_for([layer]) if config is None else config
     prepared = prepare(ctx, layer, weights, bias, multipliers, shifts, config=config)
 
     def run(in_bufs, out_buf):  # in_bufs: x, then the residual if any
@@ -349,7 +401,7 @@ def conv2d(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
 def dense(ctx: Context, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *,
           input_zero_point: int, multipliers: np.ndarray, shifts: np.ndarray,
           output_zero_point: int, activation: Activation = Activation(),
-          config: FpgaConfig = DEFAULT_CONFIG, timeout_s: float = DEFAULT_TIMEOUT_S,
+          config: FpgaConfig | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
           requant: str = "fixed") -> np.ndarray:
     """accel.reference.conv.dense on the FPGA pipeline: a 1x1 conv over a [1, 1, N, K] image
     (the same layout as accel.ops.conv.dense_layer). x [N, K], weights [Cout, K] -> [N, Cout]."""
@@ -398,9 +450,15 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     _check_fpga(ctx)
     if not isinstance(params, (pool_ops.PoolParams, pool_ops.GlobalAvgPoolParams)):
         raise TypeError(f"params must be PoolParams or GlobalAvgPoolParams, got {type(params).__name__}")
+    _check_modes(config, params)
     n, h, w, c = params.input_shape
     _, oh, ow, _ = params.output_shape
     cp = padded_channels(c)
+    if cp % config.vec_size:
+        raise ValueError(f"{cp} padded channels are not a multiple of VEC_SIZE "
+                         f"{config.vec_size}: the FPGA pool reads whole aligned vectors "
+                         f"(activations padded to {CHANNEL_ALIGN}; a VEC_SIZE above that "
+                         f"needs them padded to VEC_SIZE)")
     out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
     check_buffer("input", x, n * h * w * cp)
     check_buffer("output", out, n * oh * ow * out_channel_stride)
@@ -428,7 +486,7 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     check_program(ctx, program, config)
     pool = Kernel(program, "fpga_pool")
     pool.set_args(x, ctx.upload(mult), ctx.upload(shift), i32(n), i32(h), i32(w), i32(cp),
-                  i32(cp), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),
+                  i32(cp // config.vec_size), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),
                   i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(is_max),
                   *(i32(v) for v in region), i32(params.input_zero_point),
                   i32(params.output_zero_point), i32(act.lo), i32(act.hi), i32(float32_mode),
@@ -440,10 +498,12 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     return [Launch(pool, one, one), Launch(writer, one, one)]
 
 
-def pool2d(ctx: Context, params, x: np.ndarray, *, config: FpgaConfig = DEFAULT_CONFIG,
+def pool2d(ctx: Context, params, x: np.ndarray, *, config: FpgaConfig | None = None,
            timeout_s: float = DEFAULT_TIMEOUT_S) -> np.ndarray:
-    """accel.reference.pool.pool2d on the FPGA pipeline: logical int8 (N, H, W, C) in and out."""
+    """accel.reference.pool.pool2d on the FPGA pipeline: logical int8 (N, H, W, C) in and out.
+    ``config`` None: the default knobs with only the mode this pool needs (config_for)."""
     x = pool_ops.check_int8_nhwc(x, params.input_shape)
+    config = config_for([params]) if config is None else config
 
     def run(in_bufs, out_buf):
         run_stage(ctx, bind_pool(ctx, params, in_bufs[0], out_buf, config=config), timeout_s)
