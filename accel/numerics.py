@@ -253,6 +253,20 @@ def add_f32(a, b, ratio_a, ratio_b, fixed, offset, lo=INT8_MIN, hi=INT8_MAX) -> 
     return clamp_i8(q - offset, lo, hi)
 
 
+def dq_add_f32(a, b, a_zero_point, a_scale, b_zero_point, b_scale, y_scale, y_zero_point,
+               lo=INT8_MIN, hi=INT8_MAX) -> np.ndarray:
+    """quant.h's accel_dq_add_f32: onnxruntime's float Add between DequantizeLinear and
+    QuantizeLinear (int8 tensors it leaves unfused), on our int8 values: each product and the
+    sum rounded to float32, then rint(y / y_scale) + y_zero_point, saturated, clamped."""
+    fa = ((np.asarray(a, np.int32) - a_zero_point).astype(np.float32)
+          * np.float32(a_scale)).astype(np.float32)
+    fb = ((np.asarray(b, np.int32) - b_zero_point).astype(np.float32)
+          * np.float32(b_scale)).astype(np.float32)
+    q = np.rint(((fa + fb).astype(np.float32) / np.float32(y_scale)).astype(np.float32))
+    q = np.clip(q, -128 - y_zero_point, 127 - y_zero_point).astype(np.int64) + y_zero_point
+    return clamp_i8(q, lo, hi)
+
+
 # --- float32 division and quantization (onnxruntime's QLinearAveragePool, QDQ models) -------
 
 

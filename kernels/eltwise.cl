@@ -14,6 +14,8 @@
  *
  * add_f32_i8 (ADD_F32=1 only): the same Add in onnxruntime's float32 QLinearAdd arithmetic
  * (quant.h's accel_add_f32), for QDQ models; same layout and global size as add_i8.
+ * add_dq_f32_i8 (ADD_F32=1 only): the Add onnxruntime runs in float between DQ and Q where
+ * it leaves int8 tensors unfused (quant.h's accel_dq_add_f32); same layout.
  * ================================================================================== */
 #include "quant.h"
 
@@ -60,6 +62,20 @@ __kernel void add_f32_i8(__global const char* restrict a, __global const char* r
   for (int v = 0; v < VEC; ++v) {
     out[i0 + v] = accel_add_f32(a[i0 + v], b[i0 + v], ratio_a, ratio_b, fixed, offset, lo,
                                  hi);
+  }
+}
+
+/* The Add onnxruntime runs in float between DQ and Q (quant.h's accel_dq_add_f32). */
+__kernel void add_dq_f32_i8(__global const char* restrict a, __global const char* restrict b,
+                            __global char* restrict out, const int a_zero_point,
+                            const float a_scale, const int b_zero_point, const float b_scale,
+                            const float y_scale, const float y_scale_recip,
+                            const int y_zero_point, const int lo, const int hi) {
+  const long i0 = (long)get_global_id(0) * VEC;
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) {
+    out[i0 + v] = accel_dq_add_f32(a[i0 + v], b[i0 + v], a_zero_point, a_scale, b_zero_point,
+                                   b_scale, y_scale, y_scale_recip, y_zero_point, lo, hi);
   }
 }
 #endif

@@ -13,6 +13,13 @@
  *                M * 2^-S covers [2^-32, 2^30). The product is taken in 64 bits, so nothing
  *                saturates before the final clamp; rounding is half up (add 2^(S-1), shift).
  *   ReLU/ReLU6   fold into [lo, hi]: lo = z_y for ReLU.
+ *   residual     accel_requantize_add: a residual Add fused into the conv epilogue.
+ *   L2 norm      accel_isqrt64, accel_inv_sqrt_q46, accel_l2_normalize_q30: integer only.
+ *   QDQ models   onnxruntime's float32 arithmetic, reproduced exactly: accel_requantize_f32
+ *                (QLinearConv's float32 multiplier, emulated in integers), accel_add_f32
+ *                (QLinearAdd), accel_div_f32 + accel_quantize_f32 (QLinearAveragePool),
+ *                accel_dq_add_f32 (an Add onnxruntime leaves in float between DQ and Q).
+ *   FPGA         ACCEL_FPGA selects the FPGA shape's syntax (channels, single work-item).
  * ================================================================================== */
 #ifndef ACCEL_QUANT_H
 #define ACCEL_QUANT_H
@@ -146,6 +153,21 @@ inline char accel_quantize_f32(float y, float scale, float scale_recip, int zero
   const float shifted = quotient + (float)(zero_point + offset);
   const float q = clamp(rint(shifted), (float)(offset - 128), (float)(offset + 127));
   return accel_clamp_i8((long)q - offset, lo, hi);
+}
+
+/* onnxruntime's float Add between DequantizeLinear and QuantizeLinear (the int8 QDQ tensors
+ * it leaves unfused on x86), opt-in for QDQ models: y = float32(a') + float32(b') with
+ * a' = float32((a - z_a) * s_a), b' likewise, then QuantizeLinear (accel_quantize_f32 with
+ * the zero point added after rounding). Every product and the sum round on their own
+ * (FP_CONTRACT OFF: no fma). numpy side: numerics.dq_add_f32. */
+inline char accel_dq_add_f32(int a, int b, int a_zero_point, float a_scale, int b_zero_point,
+                             float b_scale, float y_scale, float y_scale_recip, int y_zero_point,
+                             int lo, int hi) {
+#pragma OPENCL FP_CONTRACT OFF
+  const float fa = (float)(a - a_zero_point) * a_scale;
+  const float fb = (float)(b - b_zero_point) * b_scale;
+  const float y = fa + fb;
+  return accel_quantize_f32(y, y_scale, y_scale_recip, y_zero_point, -y_zero_point, lo, hi);
 }
 
 #endif /* ACCEL_QUANT_H */

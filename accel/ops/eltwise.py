@@ -10,7 +10,10 @@ a_scale_ratio is a's scale / the output's scale (likewise for b). Shapes are log
 channels last; on the device the last axis is padded to CHANNEL_ALIGN. requant="float32"
 (QDQ models) runs add_f32_i8, onnxruntime's float32 QLinearAdd (numerics.add_f32), with the
 ratios rounded to float32, on onnxruntime's stored values: ours + storage_offset (128 for a
-QDQ model's uint8 tensors, 0 for int8 ones); "fixed" (default) the fixed-point contract.
+QDQ model's uint8 tensors, 0 for int8 ones); "float32_dq" runs add_dq_f32_i8, the Add that
+onnxruntime runs in float between DQ and Q where it leaves int8 tensors unfused
+(numerics.dq_add_f32; needs a_scale, b_scale and output_scale themselves); "fixed"
+(default) the fixed-point contract.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .layout import launch_and_wait, padded_channels, run_on_device
 KERNEL_FILE = "eltwise.cl"
 # Elements per work-item: 1 lets both CPU runtimes vectorise across work-items (fastest).
 DEFAULT_VEC = 1
-REQUANT_MODES = ("fixed", "float32")
+REQUANT_MODES = ("fixed", "float32", "float32_dq")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class AddParams:
     activation: Activation = field(default_factory=Activation)
     requant: str = "fixed"  # one of REQUANT_MODES
     storage_offset: int = 128  # float32 mode: 128 if ORT stores the tensors as uint8, 0 int8
+    # float32_dq mode (the Add onnxruntime runs in float between DQ and Q): the scales
+    a_scale: float | None = None
+    b_scale: float | None = None
+    output_scale: float | None = None
 
     def __post_init__(self):
         shape = tuple(int(v) for v in self.shape)
@@ -59,8 +66,10 @@ class AddParams:
                              f"got {self.storage_offset!r}")
         if self.requant == "fixed":
             self.multipliers()
-        else:
+        elif self.requant == "float32":
             self.float32_constants()
+        else:
+            self.dq_scales()
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -75,6 +84,19 @@ class AddParams:
             except ValueError as error:
                 raise ValueError(f"{name}: {error}") from None
         return result[0], result[1]
+
+    def dq_scales(self) -> tuple[float, float, float, float]:
+        """(a_scale, b_scale, output_scale, float32(1 / output_scale)) of the float32_dq mode,
+        each a float32 value."""
+        scales = []
+        for name in ("a_scale", "b_scale", "output_scale"):
+            value = getattr(self, name)
+            value = None if value is None else float(np.float32(value))
+            if value is None or not 2.0 ** -64 <= value <= 2.0 ** 64:
+                raise ValueError(f"the float32_dq add needs {name} as a positive float32 in "
+                                 f"[2^-64, 2^64], got {getattr(self, name)!r}")
+            scales.append(value)
+        return (*scales, float(numerics.reciprocal_f32(scales[2])))
 
     def float32_constants(self) -> tuple[float, float, float]:
         """(ratio_a, ratio_b, fixed) of the float32 mode, each a float32 value."""
@@ -102,6 +124,14 @@ def bind(ctx, params: AddParams, in_bufs, out_buf, *, defines: dict | None = Non
                              f"tensor {params.padded_shape}")
     i32, f32 = np.int32, np.float32
     act = params.activation
+    if params.requant == "float32_dq":
+        a_scale, b_scale, y_scale, y_recip = params.dq_scales()
+        program = ctx.program(KERNEL_FILE, {**defines, "ADD_F32": 1})
+        kernel = ctx.kernel(program, "add_dq_f32_i8", in_bufs[0], in_bufs[1], out_buf,
+                            i32(params.a_zero_point), f32(a_scale), i32(params.b_zero_point),
+                            f32(b_scale), f32(y_scale), f32(y_recip),
+                            i32(params.output_zero_point), i32(act.lo), i32(act.hi))
+        return kernel, [count // defines["VEC"]], []
     if params.requant == "float32":
         ratio_a, ratio_b, fixed = params.float32_constants()
         program = ctx.program(KERNEL_FILE, {**defines, "ADD_F32": 1})

@@ -83,3 +83,22 @@ def apply(graph: ir.Graph, m: tuple) -> None:
             del graph.tensors[dq.output]
     graph.nodes.remove(q)
     del graph.tensors[q.output]
+
+
+def ort_keeps_int8(graph: ir.Graph, node: ir.Node) -> bool:
+    """Whether onnxruntime on x86 runs ``node`` of an annotated QDQ model in float
+    (DequantizeLinear -> float op -> QuantizeLinear) instead of a fused QLinear kernel.
+
+    Its QDQ selectors (qdq_selectors.cc) fuse int8 activations only on ARM or with the session
+    option session.qdqisint8allowed=1; on x86 a node is fused only where every activation it
+    touches was turned into uint8 by QDQS8ToU8Transformer (qdq_s8_to_u8.cc), which does that
+    to a Q -> DQ pair only where the Q has a single output edge. EnsureUniqueDQForNodeUnit
+    first gives every reader of a tensor its own DQ (a graph output its own as well), so a
+    tensor stays int8 where readers + graph output > 1: a ResNet block's input (first conv
+    and shortcut) and the convs and Adds touching it. uint8 models are fused throughout."""
+    names = [n for n in node.input_names() if not graph.tensors[n].is_const] + [node.output]
+    quants = [graph.tensors[n].quant for n in names]
+    if not any(q is not None and q.dtype == "int8" for q in quants):
+        return False
+    users = graph.consumers()
+    return any(len(users.get(n, [])) + (n in graph.outputs) != 1 for n in names)
