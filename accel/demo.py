@@ -1,14 +1,17 @@
 """The README's main job (``accel demo``) runs the command line's own path:
 
-    accel models build resnet50 -o DIR/resnet50.onnx
-    accel compile DIR/resnet50.onnx -o DIR/resnet50.accel     (calibrated on the bundled photos)
-    accel classify DIR/resnet50.accel accel/data/photos
+    accel models build efficientnet_lite0 -o DIR/efficientnet_lite0.onnx
+    accel compile DIR/efficientnet_lite0.onnx -o DIR/efficientnet_lite0.accel   (calibrated
+                                                                  on the bundled photos)
+    accel classify DIR/efficientnet_lite0.accel accel/data/photos
 
 and then checks the result against onnxruntime fp32 on the same ONNX file (``compare``):
 top-1 agreement on the photos, and batch-1 latency, the two taking turns on the same threads.
 
-The zoo's weights are deterministic placeholders (nothing is downloaded), so the labels it
-prints are not meaningful; the agreement with onnxruntime and the latency are.
+EfficientNet-Lite0 has its ImageNet-trained weights (the [pretrained] extra), so its labels
+are real; without the extra the demo runs ResNet-50, whose zoo weights are deterministic
+placeholders (nothing is downloaded): its labels are not meaningful, the agreement with
+onnxruntime and the latency are.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ class Comparison:
     onnxruntime_ms: float
     threads: int
     runs: int
+    labels: list[str] | None = None  # the artifact's class names, if it records them
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else str(index)
 
     @property
     def same_top1(self) -> int:
@@ -70,4 +77,4 @@ def compare(onnx_path, artifact, photo_files, *, device=None, runs: int = 20,
     return Comparison(device=model.device.short_name, photos=rows,
                       accel_ms=float(np.median(latencies["accel"])),
                       onnxruntime_ms=float(np.median(latencies["onnxruntime"])),
-                      threads=threads, runs=runs)
+                      threads=threads, runs=runs, labels=classifier.labels)

@@ -153,7 +153,7 @@ def test_models_lists_the_zoo_with_the_seed_names(capsys):
     code, out, _ = run_cli(capsys, "models", "--json")
     assert code == 0
     rows = json.loads(out)
-    assert [r["name"] for r in rows] == list(models.MODEL_NAMES)
+    assert [r["name"] for r in rows] == list(models.MODEL_NAMES + models.PRETRAINED_NAMES)
     by_name = {r["name"]: r for r in rows}
     assert by_name["resnet50"]["seed_names"] == ["QuantizedResnet50"]
     assert by_name["ssd_vgg300"]["task"] == "detection"
@@ -162,7 +162,8 @@ def test_models_lists_the_zoo_with_the_seed_names(capsys):
     code, out, _ = run_cli(capsys, "models")
     assert code == 0 and "placeholder" in out
     for row in rows:
-        assert row["name"] in out and row["seed_names"][0] in out
+        assert row["name"] in out and all(seed in out for seed in row["seed_names"])
+    assert by_name["efficientnet_lite0"]["weights"] == "pretrained"
 
 
 @pytest.mark.slow

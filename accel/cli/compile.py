@@ -52,8 +52,9 @@ def preprocessing_spec(proto, name: str | None):
               help="a folder of JPEG/PNG images to choose int8 scales on (default: the "
                    "bundled photos; not needed for an int8 QDQ model)")
 @device_option
-@click.option("--observer", type=click.Choice(["minmax", "percentile"]), default="minmax",
-              show_default=True, help="how activation ranges are chosen")
+@click.option("--observer", type=click.Choice(["minmax", "percentile", "mse"]),
+              default="minmax", show_default=True,
+              help="how activation ranges are chosen (mse: least int8 error)")
 @click.option("--preprocessing", type=click.Choice(PREPROCESSING), default=None,
               help="the images' preprocessing (default: what the model records, else "
                    "imagenet fitted to its input)")
@@ -61,8 +62,11 @@ def preprocessing_spec(proto, name: str | None):
               help="class names: a bundled set or a text file, one name a line")
 @click.option("--report", is_flag=True,
               help="measure every layer's int8 error against the float model")
+@click.option("--bias-correction", is_flag=True,
+              help="correct each conv's bias for its int8 weights' mean error on the "
+                   "calibration images (trained nets: EfficientNet-Lite0)")
 def compile_command(model, output, calibration, device, observer, preprocessing, labels,
-                    report) -> None:
+                    report, bias_correction=False) -> None:
     """Compile MODEL to int8 for a device. MODEL: an .onnx file, a zoo name (resnet50, ...,
     or a seed name such as QuantizedResnet50), or a TensorFlow SavedModel directory,
     .keras/.h5 file or frozen .pb. The output directory loads with accel.load and runs with
@@ -95,7 +99,8 @@ def compile_command(model, output, calibration, device, observer, preprocessing,
               f"{target.name}", markup=False)
     start = time.perf_counter()
     compiled = accel.compile(proto, calibration=inputs, device=target, observer=observer,
-                             report=report, preprocessing=spec, labels=labels,
+                             report=report, bias_correction=bias_correction,
+                             preprocessing=spec, labels=labels,
                              input_shapes=sources.static_input_shapes(proto, batch))
     path = compiled.save(output)
     size = compiled.device_bytes

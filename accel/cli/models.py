@@ -22,11 +22,13 @@ def zoo_rows() -> list[dict]:
     from .. import models, sources
     aliases = sources.zoo_aliases()
     rows = []
-    for name in models.MODEL_NAMES:
+    for name in models.MODEL_NAMES + models.PRETRAINED_NAMES:
         outputs = models.output_names(name)
         rows.append(dict(name=name, input_shape=list(models.input_shape(name)),
                          outputs=outputs, task=_task(name),
-                         seed_names=sorted(a for a, n in aliases.items() if n == name)))
+                         seed_names=sorted(a for a, n in aliases.items() if n == name),
+                         weights="pretrained" if name in models.PRETRAINED_NAMES
+                         else "placeholder"))
     return rows
 
 
@@ -37,7 +39,8 @@ def models_group(ctx: click.Context, as_json: bool) -> None:
     """The model zoo: ResNet-50/152, DenseNet-121, VGG-16 and SSD-VGG300 with the seed's
     tensor names. Their weights are deterministic placeholders (nothing is downloaded), so
     their predicted labels are not meaningful; for real weights bring an ONNX or TensorFlow
-    model (accel convert). With no subcommand: list them."""
+    model (accel convert). EfficientNet-Lite0 has its ImageNet-trained weights (the
+    [pretrained] extra). With no subcommand: list them."""
     if ctx.invoked_subcommand is not None:
         return
     rows = zoo_rows()
@@ -45,14 +48,16 @@ def models_group(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
-    table = Table(title="model zoo (deterministic placeholder weights)", title_justify="left")
-    for column in ("name", "seed name", "input (NCHW)", "outputs", "task"):
+    table = Table(title="model zoo", title_justify="left")
+    for column in ("name", "seed name", "input (NCHW)", "outputs", "task", "weights"):
         table.add_column(column)
     for row in rows:
         outputs = row["outputs"]
         shown = outputs[0] if len(outputs) == 1 else f"{len(outputs)} tensors ({outputs[0]}, ...)"
         table.add_row(row["name"], ", ".join(row["seed_names"]) or "-",
-                      "x".join(map(str, row["input_shape"])), shown, row["task"])
+                      "x".join(map(str, row["input_shape"])), shown, row["task"],
+                      "ImageNet-trained (\\[pretrained] extra)" if row["weights"] == "pretrained"
+                      else "deterministic placeholders")
     console().print(table)
 
 
@@ -68,10 +73,11 @@ def models_group(ctx: click.Context, as_json: bool) -> None:
 def build_command(name: str, output: str, seed: int, batch: int, input_layout: str) -> None:
     """Write zoo model NAME (or a seed name such as QuantizedResnet50) as an ONNX file, with
     deterministic placeholder weights; the classifiers' last layer is centred so that
-    different photos get different classes."""
+    different photos get different classes. efficientnet_lite0 has its ImageNet-trained
+    weights (the [pretrained] extra; --seed does not apply)."""
     import onnx
 
-    from .. import sources
+    from .. import models, sources
     canonical = sources.zoo_name(name)
     if canonical is None:
         known = ", ".join(sources.zoo_names() + tuple(sources.zoo_aliases()))
@@ -80,7 +86,8 @@ def build_command(name: str, output: str, seed: int, batch: int, input_layout: s
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, path)
-    click.echo(f"wrote {path} ({canonical}, batch {batch}, {input_layout}, seed {seed}, "
+    weights = "trained weights" if canonical in models.PRETRAINED_NAMES else f"seed {seed}"
+    click.echo(f"wrote {path} ({canonical}, batch {batch}, {input_layout}, {weights}, "
                f"{path.stat().st_size / 1e6:.1f} MB)")
 
 

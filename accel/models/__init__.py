@@ -3,6 +3,7 @@
     model = accel.models.build("resnet50")                    # onnx.ModelProto, input "images"
     model = accel.models.build("vgg16", weights="vgg16.npz")  # arrays keyed by initializer name
     model = accel.models.build("ssd_vgg300", batch=8, input_layout="NHWC")
+    model = accel.models.build("efficientnet_lite0", weights="pretrained")  # [pretrained] extra
     boxes = accel.models.ssd_postprocess(outputs)             # SSD-VGG300 detections
 
 Deterministic weights are random (He-normal convs, BatchNorm with non-trivial statistics),
@@ -17,7 +18,8 @@ from __future__ import annotations
 from .labels import imagenet_labels, label_set, voc_labels
 from .postprocess import Detection, ssd_anchors, ssd_postprocess
 
-_ZOO = ("MODEL_NAMES", "ALIASES", "build", "input_shape", "output_names", "canonical_name",
+_ZOO = ("MODEL_NAMES", "PRETRAINED_NAMES", "ALIASES", "build", "input_shape", "output_names",
+        "canonical_name",
         "preprocessing")
 
 
@@ -29,7 +31,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MODEL_NAMES", "ALIASES", "build", "input_shape", "output_names", "canonical_name",
+__all__ = ["MODEL_NAMES", "PRETRAINED_NAMES", "ALIASES", "build", "input_shape", "output_names",
+           "canonical_name",
            "preprocessing",
            "Detection", "ssd_anchors", "ssd_postprocess",
            "imagenet_labels", "voc_labels", "label_set"]

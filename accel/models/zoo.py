@@ -12,7 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .. import preprocess
-from . import ssd
+from . import efficientnet, ssd
 from ._graph import INPUT_NAME, INPUT_STD
 from .densenet import build_densenet121
 from .resnet import build_resnet
@@ -26,7 +26,10 @@ _BUILDERS: dict[str, Callable[[int, int], onnx.ModelProto]] = {
     "vgg16": build_vgg16,
     "ssd_vgg300": build_ssd_vgg300,
 }
-MODEL_NAMES = tuple(_BUILDERS)
+MODEL_NAMES = tuple(_BUILDERS)  # the seed's architectures, deterministic placeholder weights
+# networks with trained weights from an optional extra (efficientnet.py: [pretrained])
+PRETRAINED_NAMES = (efficientnet.NAME,)
+PRETRAINED = "pretrained"  # build(..., weights=PRETRAINED): the packaged trained weights
 # the seed's model names (azureml-accel-models' classes), accepted wherever a zoo name is
 ALIASES = {
     "QuantizedResnet50": "resnet50",
@@ -49,12 +52,13 @@ def canonical_name(name: str) -> str:
     """The zoo name ``name`` stands for: a zoo name or one of the seed's (ALIASES), in any
     case. ValueError for others."""
     if isinstance(name, str):
-        known = {n.lower(): n for n in MODEL_NAMES}
+        known = {n.lower(): n for n in MODEL_NAMES + PRETRAINED_NAMES}
         known.update({alias.lower(): target for alias, target in ALIASES.items()})
         canonical = known.get(name.strip().lower())
         if canonical is not None:
             return canonical
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)} "
+    raise ValueError(f"unknown model {name!r}; known models: "
+                     f"{', '.join(MODEL_NAMES + PRETRAINED_NAMES)} "
                      f"(or the seed's names: {', '.join(ALIASES)})")
 
 
@@ -74,6 +78,8 @@ def input_shape(name: str, *, batch: int = 1, input_layout: str = "NCHW"
 def output_names(name: str) -> list[str]:
     """The model's output tensor names (the seed's names, COMPAT.md), in graph order."""
     name = _check_name(name)
+    if name == efficientnet.NAME:
+        return [efficientnet.OUTPUT_NAME]
     return list(_OUTPUTS[name])
 
 
@@ -100,6 +106,10 @@ def build(name: str, *, weights: str | os.PathLike | None = None, seed: int = 0,
     input; with it, photos get different classes, which makes top-1 agreement a real test.
     It runs the float interpreter on four images (seconds: ResNet-152 is the slowest).
 
+    ``efficientnet_lite0`` (PRETRAINED_NAMES) always has its ImageNet-trained weights
+    (``weights="pretrained"``, the default for it; the [pretrained] extra, else
+    efficientnet.MissingExtraError), exported with torch.onnx; ``seed`` does not apply.
+
     The model's metadata_props record its preprocessing, label set and task ("accel.*" keys,
     which accel.compile saves with the compiled model). The seed's names (ALIASES, e.g.
     "QuantizedResnet50") are accepted too.
@@ -111,7 +121,16 @@ def build(name: str, *, weights: str | os.PathLike | None = None, seed: int = 0,
         raise ValueError(f"input_layout must be 'NCHW' or 'NHWC', got {input_layout!r}")
     if center_head and name not in _HEADS:
         raise ValueError(f"center_head applies to {sorted(_HEADS)}, not {name!r}")
-    model = _BUILDERS[name](seed, batch)
+    pretrained = isinstance(weights, str) and weights == PRETRAINED
+    if pretrained and name not in PRETRAINED_NAMES:
+        raise ValueError(f"{name} has no pretrained weights (those with: "
+                         f"{', '.join(PRETRAINED_NAMES)}); give an .npz or .onnx weights file")
+    if pretrained:
+        weights = None
+    if name in PRETRAINED_NAMES:  # trained weights always (seed unused), MissingExtraError
+        model = efficientnet.build_efficientnet_lite0(batch)
+    else:
+        model = _BUILDERS[name](seed, batch)
     if center_head:
         _center_head(model, _HEADS[name], seed)
     if input_layout == "NHWC":
@@ -123,8 +142,11 @@ def build(name: str, *, weights: str | os.PathLike | None = None, seed: int = 0,
 
 
 def preprocessing(name: str, *, input_layout: str = "NCHW") -> preprocess.PreprocessSpec:
-    """The preprocessing a zoo model's input wants (the seed's, COMPAT.md)."""
-    spec = preprocess.SSD300 if _check_name(name) == "ssd_vgg300" else preprocess.IMAGENET
+    """The preprocessing a zoo model's input wants (the seed's, COMPAT.md; EfficientNet-Lite0
+    its training recipe's, efficientnet.PREPROCESSING)."""
+    name = _check_name(name)
+    spec = {"ssd_vgg300": preprocess.SSD300,
+            efficientnet.NAME: efficientnet.PREPROCESSING}.get(name, preprocess.IMAGENET)
     return dataclasses.replace(spec, layout=input_layout)
 
 

@@ -1,4 +1,5 @@
-"""Activation ranges from representative inputs: min/max or a percentile of |x|."""
+"""Activation ranges from representative inputs: min/max, a percentile of each tail, or the
+range of least quantization error (MSE)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from .params import QParams, qparams_from_range
+from .params import QParams, dequantize, qparams_from_range, quantize
 
 
 class MinMaxObserver:
@@ -52,6 +53,37 @@ class PercentileObserver:
         lo = np.percentile(values, 100.0 - self.percentile)
         hi = np.percentile(values, self.percentile)
         return qparams_from_range(lo, hi)
+
+
+class MSEObserver(PercentileObserver):
+    """The range with the least mean squared int8 quantization error over a bounded random
+    sample of the values: [lo * t, hi * t] for t on a grid in [MIN_SHRINK, 1], where
+    rounding error (wider ranges) and clipping error (narrower ones) balance. Unlike a fixed
+    percentile it clips only where the tail is thin enough to pay, which keeps the many
+    narrow channels of depthwise layers' inputs apart from a few outliers."""
+
+    MIN_SHRINK = 0.1
+    STEPS = 60
+    MAX_VALUES = 1 << 18  # values searched over (a seeded subsample of all seen)
+
+    def __init__(self, sample_per_batch: int = 1 << 15, seed: int = 0):
+        super().__init__(100.0, sample_per_batch, seed)
+
+    def qparams(self) -> QParams:
+        if not self._samples:
+            raise ValueError("observer saw no values")
+        values = np.concatenate(self._samples)
+        if values.size > self.MAX_VALUES:
+            values = self._rng.choice(values, self.MAX_VALUES, replace=False)
+        values = values.astype(np.float32)
+        lo, hi = float(values.min()), float(values.max())
+        best, best_error = qparams_from_range(lo, hi), np.inf
+        for shrink in np.linspace(1.0, self.MIN_SHRINK, self.STEPS):
+            q = qparams_from_range(lo * shrink, hi * shrink)
+            error = float(np.mean((dequantize(quantize(values, q), q) - values) ** 2))
+            if error < best_error:  # ties keep the wider range
+                best, best_error = q, error
+        return best
 
 
 def calibrate(run: Callable[[object], Mapping[str, np.ndarray]], inputs: Iterable,

@@ -9,6 +9,7 @@ import numpy as np
 from ..numerics import INT8_MAX, INT8_MIN, WEIGHT_MAX, quantize_multipliers
 
 _TINY = np.finfo(np.float32).tiny
+CHANNEL_SCALE_FLOOR_BITS = 12  # per-channel weight scales span at most 2^12 in a layer
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,19 @@ def dequantize(x: np.ndarray, q: QParams) -> np.ndarray:
 
 def quantize_weights_per_channel(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 in [-127, 127] with one scale per output channel (axis 0).
-    Returns (int8 weights, float32 scales); an all-zero channel gets scale 1."""
+    Returns (int8 weights, float32 scales); an all-zero channel gets scale 1, and no
+    channel's scale is below the layer's largest / 2^CHANNEL_SCALE_FLOOR_BITS."""
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim < 1 or w.shape[0] == 0 or w.size == 0:
         raise ValueError(f"weights must have at least one output channel, got shape {w.shape}")
     peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    scales = np.where(peak > 0, peak / WEIGHT_MAX, 1.0).astype(np.float32)
+    # A channel that is nearly dead next to its layer's largest (trained nets have them:
+    # EfficientNet-Lite0's folded BatchNorms leave channels at 1e-10 of the peak) keeps a
+    # scale of at least the largest / 2^CHANNEL_SCALE_FLOOR_BITS: its weights round to ~0,
+    # an error far below the output's step, instead of a requantization multiplier (and
+    # an int32 bias) out of range.
+    floor = peak.max() / WEIGHT_MAX * 2.0 ** -CHANNEL_SCALE_FLOOR_BITS
+    scales = np.where(peak > 0, np.maximum(peak / WEIGHT_MAX, floor), 1.0).astype(np.float32)
     shape = (-1,) + (1,) * (w.ndim - 1)
     q = np.clip(np.rint(w / scales.reshape(shape)), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
     return q, scales

@@ -1,0 +1,187 @@
+"""EfficientNet-Lite0's int8 agreement with its PyTorch fp32 network on real photos, for
+accel's calibrations and onnxruntime's own int8 side by side (issue 14).
+
+    .venv/bin/python tools/lite0_accuracy.py                      # 152 images, PoCL
+    .venv/bin/python tools/lite0_accuracy.py --images 64 --device intel-cpu --json out.json
+
+Evaluation images: accel.models.efficientnet_eval.photo_variants (scikit-image's photos,
+mirrored, cropped, halved, JPEG re-encoded; seed 0). Calibration images: crops of the same
+photos drawn with another seed (so no evaluation image is a calibration image, though they
+share the base photos). Each row: the share of images whose top-1 equals PyTorch fp32's, the
+share where fp32's top-1 is within the int8 top-5, the mean and largest KL(fp32 || int8)
+of the softmax. The last block compiles onnxruntime's QDQ model with accel and counts how
+many of its int8 outputs equal onnxruntime's (the QDQ bit-exactness claim).
+Needs the [pretrained] extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from accel.models.efficientnet_eval import logits_tensor, qdq_bit_match, with_output
+
+
+def _inputs(images, spec):
+    from accel.preprocess import preprocess, to_model_input
+    return [to_model_input(preprocess(data, spec), spec) for _, data in images]
+
+
+def _calibration_images(count: int):
+    from accel.models.efficientnet_eval import photo_variants
+    crops = [item for item in photo_variants(seed=1) if "/crop" in item[0]]
+    return crops[:count]
+
+
+def _torch_probs(inputs):
+    import torch
+    from accel.models import efficientnet
+    net = efficientnet.torch_model()
+    with torch.no_grad():
+        return np.concatenate([torch.softmax(net(torch.from_numpy(x)), 1).numpy()
+                               for x in inputs])
+
+
+def _ort_probs(proto, inputs):
+    """onnxruntime's probabilities: the softmax, in float, of the logits it computes (an int8
+    model's own Softmax output is quantized to uint8, 1/256 steps, which would make
+    probabilities of 0 and the KL meaningless)."""
+    from accel import bench
+    logits = logits_tensor(proto)
+    session = bench.ort_session(with_output(proto, logits), os.cpu_count() or 1)
+    name = session.get_inputs()[0].name
+    out = np.concatenate([session.run([logits], {name: x})[0] for x in inputs])
+    out = np.exp(out - out.max(axis=1, keepdims=True))
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def _ort_qdq(proto, calibration, reduce_range: bool, activation: str = "QUInt8"):
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    name = proto.graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{name: x} for x in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
+        onnx.save(proto, src)
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=getattr(QuantType, activation),
+                        weight_type=QuantType.QInt8, per_channel=True,
+                        reduce_range=reduce_range)
+        return onnx.load(dst)
+
+
+def _accel_probs(compiled, inputs):
+    return np.concatenate([compiled.run(x)["probabilities"] for x in inputs])
+
+
+CONFIDENT = 0.05  # the second table: images where fp32's top-1 leads by >= 0.05
+CONFIGS = ("minmax", "minmax+bc", "percentile+bc", "mse+bc")  # observer, +bias correction
+
+
+def measure(images: int = 152, calibration: int = 32, device=None,
+            configs=CONFIGS, qdq: bool = True, log=print) -> dict:
+    import accel
+    from accel.isa import host_isa
+    from accel.models import build, efficientnet
+    from accel.models.efficientnet_eval import agreement, photo_variants
+
+    spec = efficientnet.PREPROCESSING
+    proto = build("efficientnet_lite0", weights="pretrained")
+    evaluation = photo_variants(images)
+    inputs = _inputs(evaluation, spec)
+    calib = _inputs(_calibration_images(calibration), spec)
+    reference = _torch_probs(inputs)
+    rows, details = {}, {}
+    all_probs = {"onnxruntime fp32": _ort_probs(proto, inputs)}
+    rows["onnxruntime fp32"] = agreement(reference, all_probs["onnxruntime fp32"])
+    for config in configs:
+        observer, _, corrected = config.partition("+")
+        start = time.perf_counter()
+        compiled = accel.compile(proto, calibration=calib, device=device, observer=observer,
+                                 bias_correction=corrected == "bc", progress=False)
+        seconds = time.perf_counter() - start
+        probs = _accel_probs(compiled, inputs)
+        label = f"accel int8 ({observer}{', bias correction' if corrected else ''})"
+        rows[label] = agreement(reference, probs)
+        all_probs[label] = probs
+        details[config] = {"compile_s": round(seconds, 1), "device": compiled.device.name}
+        log(f"{label}: {rows[label]} ({seconds:.0f} s compile)")
+    saturates = not host_isa().has_vnni
+    qdq_models = {}
+    for reduce_range in (False, True):
+        model = _ort_qdq(proto, calib, reduce_range)
+        qdq_models[reduce_range] = model
+        label = "onnxruntime int8 (quantize_static u8/s8 per-channel" + (
+            ", reduce_range)" if reduce_range else ")")
+        all_probs[label] = _ort_probs(model, inputs)
+        rows[label] = agreement(reference, all_probs[label])
+        log(f"{label}: {rows[label]}")
+    result = {"device": details, "host_ort_u8s8_saturates": saturates,
+              "rows": {k: v.to_dict() for k, v in rows.items()},
+              "confident_rows": {k: agreement(reference, probs, CONFIDENT).to_dict()
+                                 for k, probs in all_probs.items()}}
+    if qdq:
+        result["qdq"] = {}
+        for reduce_range, model in qdq_models.items():
+            result["qdq"][f"reduce_range={reduce_range}"] = qdq_bit_match(model, inputs, device)
+            log(f"accel on onnxruntime's QDQ model (reduce_range={reduce_range}): "
+                f"{result['qdq'][f'reduce_range={reduce_range}']}")
+    return result
+
+
+def _table(result: dict, key: str = "rows") -> str:
+    lines = ["| model | images | top-1 = fp32 | fp32 top-1 in top-5 | mean KL | max KL |",
+             "|---|---|---|---|---|---|"]
+    for label, row in result[key].items():
+        lines.append(f"| {label} | {row['images']} | {100 * row['top1']:.1f}% | "
+                     f"{100 * row['in_top5']:.1f}% | {row['mean_kl']:.4f} | "
+                     f"{row['max_kl']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=152)
+    parser.add_argument("--calibration", type=int, default=32)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="observer[+bc] list: +bc adds bias correction")
+    parser.add_argument("--no-qdq", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    result = measure(args.images, args.calibration, args.device,
+                     tuple(o for o in args.configs.split(",") if o), not args.no_qdq,
+                     log=lambda text: print(text, file=sys.stderr))
+    print(_table(result))
+    print(f"\nimages where PyTorch fp32's top-1 leads its second by >= {CONFIDENT}:")
+    print(_table(result, "confident_rows"))
+    if "qdq" in result:
+        for key, value in result["qdq"].items():
+            print(f"accel compiling onnxruntime's QDQ model ({key}): logits equal "
+                  f"{100 * value['logits_equal']:.2f}%, within 1 LSB "
+                  f"{100 * value['logits_within_1lsb']:.2f}%, same top-1 "
+                  f"{100 * value['same_top1']:.1f}%")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
