@@ -1,5 +1,8 @@
 """Shared fixtures: every test that takes ``device`` or ``ctx`` runs once per OpenCL device
-present (PoCL, Intel's CPU runtime, the FPGA emulator, a GPU where there is one)."""
+present (PoCL, Intel's CPU runtime, the FPGA emulator, a GPU where there is one), or once
+per device ACCEL_TEST_DEVICES chooses (tests/chosen_devices.py); ``fastest_cpu`` is the
+CPU device accel would pick, ``emulator`` the FPGA emulator (missing: skipped, or failed
+under ACCEL_REQUIRE_FULL_SETUP=1)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import pytest
 # The suite keeps its own program cache (under build/, which git ignores), never the user's.
 BUILD = Path(__file__).resolve().parent.parent / "build"
 os.environ.setdefault("ACCEL_CACHE_DIR", str(BUILD / "test-program-cache"))
+# ... and the shipped tuning (kernels/tuning.json), never the user's `accel tune` file.
+os.environ.setdefault("ACCEL_TUNING_FILE", "off")
 # Under pytest-xdist each worker gets its own PoCL kernel cache: PoCL compiles a kernel for
 # its work-group size at first launch, and two processes finishing the same entry at once
 # must not share one.
@@ -20,14 +25,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
                           str(BUILD / f"pocl-cache-{os.environ['PYTEST_XDIST_WORKER']}"))
 
 import accel  # noqa: E402
+from chosen_devices import emulator as _emulator  # noqa: E402
+from chosen_devices import fastest_cpu as _fastest_cpu  # noqa: E402
+from chosen_devices import chosen  # noqa: E402
+from full_setup import missing_setup  # noqa: E402
 
-DEVICES = accel.devices()
+DEVICES = chosen()
 
 
 def pytest_generate_tests(metafunc):
     if "device" in metafunc.fixturenames:
         metafunc.parametrize("device", DEVICES, ids=[d.short_name for d in DEVICES],
                              scope="session")
+
+
+@pytest.fixture(scope="session")
+def fastest_cpu():
+    device = _fastest_cpu()
+    if device is None:
+        pytest.skip("ACCEL_TEST_DEVICES chooses no device")
+    return device
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    device = _emulator()
+    if device is None:
+        missing_setup("no Intel FPGA emulator among the test devices")
+    return device
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from accel.numerics import Activation
 from accel.ops import conv as conv_ops
 from accel.ops import winograd as ops
 from accel.ops.layout import pad_channels
-from accel.backend import api, schedule
+from accel.backend import api, binding
 from accel.ops import fpga as fpga_ops
 from accel.reference import conv as reference
 
@@ -283,12 +283,12 @@ def test_scheduler_runs_eligible_convs_as_winograd(device):
     images = [rng.normal(0, 1, (1, 3, 32, 32)).astype(np.float32) for _ in range(3)]
     compiled = {}
     for flag in (True, False):
-        saved, schedule.WINOGRAD = schedule.WINOGRAD, flag
+        saved, binding.WINOGRAD = binding.WINOGRAD, flag
         try:
             compiled[flag] = api.compile(model, calibration=images[:2], device=device,
                                          progress=False)
         finally:
-            schedule.WINOGRAD = saved
+            binding.WINOGRAD = saved
     kernels = [kernel.name for launches in compiled[True]._bound.step_launches
                for kernel, _, _ in launches]
     uses = device.kind not in fpga_ops.FPGA_KINDS and ops.enabled_on(device.tuning_key)
@@ -335,11 +335,11 @@ def _layer(**changes) -> conv_ops.ConvLayer:
     (dict(kernel_h=5, kernel_w=5), "kernel 5x5 is not 3x3"),
     (dict(dilation=(2, 2)), "dilation (2, 2) is not (1, 1)"),
 ], ids=str)
-def test_ineligible_layers_are_refused(changes, reason):
+def test_ineligible_layers_are_refused(changes, reason, fastest_cpu):
     layer = _layer(**changes)
     assert ops.ineligibility(layer) == reason
     weights = np.ones(layer.weight_shape, dtype=np.int8)
-    ctx = accel.Context(accel.devices()[0])
+    ctx = accel.Context(fastest_cpu)
     with pytest.raises(ValueError, match=re.escape(f"not eligible for Winograd F(2x2, 3x3): "
                                                    f"{reason}")):
         ops.prepare(ctx, layer, weights, np.zeros(layer.out_channels, np.int32),
@@ -366,8 +366,8 @@ def test_overflowing_weights_are_refused():
     ({"HAS_RESIDUAL": 1}, "HAS_RESIDUAL is not a caller's knob"),
     ({"REQUANT_F32": 1}, "REQUANT_F32 is not a caller's knob"),
 ], ids=str)
-def test_bad_knobs_are_refused(knobs, words):
-    ctx = accel.Context(accel.devices()[0])
+def test_bad_knobs_are_refused(knobs, words, fastest_cpu):
+    ctx = accel.Context(fastest_cpu)
     x, weights, bias, kwargs = make_case(np.random.default_rng(14), 1, 4, 4, 16, 16)
     with pytest.raises(ValueError, match=re.escape(words)):
         ops.conv2d(ctx, x, weights, bias, knobs=knobs, **kwargs)
@@ -380,16 +380,16 @@ def test_bad_knobs_are_refused(knobs, words):
     ({"REQUANT_F32": 2}, "REQUANT_F32 must be 0 or 1"),
     ({"REQUANT_F32": 1, "HAS_RESIDUAL": 1}, "REQUANT_F32 has no fused residual add"),
 ], ids=str)
-def test_kernel_refuses_impossible_knobs(knobs, words):
+def test_kernel_refuses_impossible_knobs(knobs, words, fastest_cpu):
     """winograd.cl itself fails to build (#error) with a knob value it cannot run."""
-    ctx = accel.Context(accel.devices()[0])
+    ctx = accel.Context(fastest_cpu)
     with pytest.raises(accel.BuildError) as error:
         ctx.build_file(ops.KERNEL_FILE, knobs, cache=False)
     assert words in error.value.log
 
 
-def test_bad_arrays_are_refused():
-    ctx = accel.Context(accel.devices()[0])
+def test_bad_arrays_are_refused(fastest_cpu):
+    ctx = accel.Context(fastest_cpu)
     x, weights, bias, kwargs = make_case(np.random.default_rng(15), 1, 4, 4, 16, 16)
     with pytest.raises(TypeError, match="x must be int8"):
         ops.conv2d(ctx, x.astype(np.int16), weights, bias, **kwargs)

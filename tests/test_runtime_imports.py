@@ -20,8 +20,10 @@ buffer = io.BytesIO()
 Image.new("RGB", (40, 30), (200, 20, 20)).save(buffer, format="JPEG")
 top = accel.Classifier(model).classify(buffer.getvalue(), top=1)[0][0]
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "tensorflow", "torch")
-               or m.startswith(("accel.compiler.frontend", "accel.compiler.passes",
-                                "accel.backend.api", "accel.backend.quantize")))
+               or m.startswith(("accel.compiler.frontend", "accel.compiler.passes"))
+               or m in ("accel.backend.api", "accel.backend.quantize", "accel.backend.lower",
+                        "accel.backend.op_lowering", "accel.backend.partition",
+                        "accel.backend.placement"))
 print(json.dumps({"heavy": heavy, "outputs": sorted(out), "label": top.label}))
 """
 

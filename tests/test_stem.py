@@ -1,4 +1,4 @@
-"""Space-to-depth of stem convs (accel.backend.schedule.space_to_depth_stems): a strided conv
+"""Space-to-depth of stem convs (accel.backend.stem.space_to_depth_stems): a strided conv
 with few input channels on a model input becomes host padding + an s x s fold into channels
 + a stride-1 conv, bit-identical to the plain lowering on every device (the FPGA
 emulator's pipelines included), through save/load too."""
@@ -12,9 +12,10 @@ import pytest
 
 import accel
 from accel import models
-from accel.backend import api, schedule
+from accel.backend import api
+from accel.backend import stem as stem_rewrite
 from accel.backend.compiled import ModelLoadError, load
-from accel.backend.schedule import Placement, Step
+from accel.backend.lowered import Placement, Step
 from accel.reference.conv import conv2d_accumulators, output_size
 from test_compile import Net
 
@@ -39,12 +40,12 @@ def compile_both(model, calibration, device=FASTEST):
     """(rewritten, plain) compilations of the same model and calibration."""
     compiled = {}
     for flag in (True, False):
-        saved, schedule.SPACE_TO_DEPTH = schedule.SPACE_TO_DEPTH, flag
+        saved, stem_rewrite.SPACE_TO_DEPTH = stem_rewrite.SPACE_TO_DEPTH, flag
         try:
             compiled[flag] = api.compile(model, calibration=calibration, device=device,
                                          progress=False)
         finally:
-            schedule.SPACE_TO_DEPTH = saved
+            stem_rewrite.SPACE_TO_DEPTH = saved
     return compiled[True], compiled[False]
 
 
@@ -80,12 +81,12 @@ def test_rewritten_conv_has_the_same_accumulators(kernel, stride, pads, height, 
                  output_zero_point=0, activation=[-128, 127], in_channel_offset=0,
                  in_channel_stride=16, out_channel_offset=0, out_channel_stride=16)
     step = Step("conv", "stem", ["x"], "y", {"layer": layer}, {"weights": weights})
-    s2d, shape = schedule.space_to_depth_conv(
+    s2d, shape = stem_rewrite.space_to_depth_conv(
         step, Placement("x", 0, 16, (n, height, width, channels)))
-    folded = schedule.apply_space_to_depth(x, s2d, zero_point)
+    folded = stem_rewrite.apply_space_to_depth(x, s2d, zero_point)
     assert folded.shape == shape == (n, s2d.height // stride, s2d.width // stride,
                                      stride * stride * channels)
-    padded = schedule.apply_space_to_depth(x, s2d, zero_point, channels=shape[3] + 16)
+    padded = stem_rewrite.apply_space_to_depth(x, s2d, zero_point, channels=shape[3] + 16)
     np.testing.assert_array_equal(padded[..., :shape[3]], folded)
     assert np.all(padded[..., shape[3]:] == zero_point)
     new_weights = step.arrays["weights"]

@@ -1,6 +1,12 @@
-"""The back half of the compiler: quantize an optimized IR graph, lower it to kernel launches
-on one device, and run it as one C++ Plan.
+"""The back half of the compiler: quantize an optimized IR graph, lower it to kernel steps,
+and run it on one device as one C++ Plan.
 
-    graph -> quantize.assign(graph, calibration) -> schedule.lower(graph, qparams) -> Lowered
-    CompiledModel(lowered, device).run(x)        # binds buffers and builds the Plan once
+    graph -> quantize.assign(graph, calibration) -> lower.lower(graph, qparams) -> Lowered
+    CompiledModel(lowered, device).run(x)        # binding.bind: buffers and the Plan, once
+
+Modules, one job each: lowered (the data model and its saved format), partition (host head
+/ device / host tail), placement (where device tensors live; concats), op_lowering (one
+lowering per IR node type), stem (the space-to-depth rewrite of stem convs), steps (the
+step kinds: parameters, NDRange and FPGA binding), allocate (liveness-based buffer reuse),
+binding (kernel choice and the Plan), compiled (CompiledModel, save/load), api (compile).
 """

@@ -11,7 +11,6 @@ a SHA-256 of the arrays before trusting anything.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -30,9 +29,9 @@ from ..ops.layout import pad_channels
 from ..preprocess import PreprocessSpec
 from ..quantization import QParams, dequantize, quantize
 from ..runtime import Context
-from . import schedule
-from .schedule import (HostNode, Lowered, Placement, SpaceToDepth, Step, TensorSpec,
-                       run_host_node)
+from .binding import bind
+from .lowered import Lowered, from_document, run_host_node, to_document
+from .stem import apply_space_to_depth
 
 FORMAT = "accel-compiled-model"
 VERSION = 1
@@ -72,7 +71,7 @@ class CompiledModel:
         # an accel.Context as it is (e.g. Context.from_pyopencl: run_device's arrays live there)
         self._ctx = device if isinstance(device, Context) else Context(device)
         self._device_plan = None  # run_device's launches, without the Plan's host copies
-        self._bound = schedule.bind(self._ctx, lowered, fpga_pipelines)
+        self._bound = bind(self._ctx, lowered, fpga_pipelines)
         self._ops = [s.op for s in lowered.steps]
         self.layer_errors = None  # set by compile(..., report=True)
         self.source = None  # the ONNX model (proto or path) compile() was given; None if loaded
@@ -179,7 +178,7 @@ class CompiledModel:
             q = quantize(env[spec.name], spec.qparams)
             nhwc = q.transpose(0, 2, 3, 1) if q.ndim == 4 else q.reshape(q.shape[0], 1, 1, -1)
             if spec.space_to_depth is not None:  # a stem conv rewritten at lowering
-                nhwc = schedule.apply_space_to_depth(
+                nhwc = apply_space_to_depth(
                     nhwc, spec.space_to_depth, spec.qparams.zero_point,
                     self._lowered.placements[spec.name].stride)
             arrays.append(pad_channels(nhwc, fill=spec.qparams.zero_point))
@@ -377,7 +376,8 @@ class CompiledModel:
         """Write the model to directory ``path`` (created; files in it overwritten)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        doc, arrays = _to_document(self._lowered)
+        doc, arrays = to_document(self._lowered)
+        doc = {"format": FORMAT, "version": VERSION, **doc}
         doc["preprocessing"] = None if self.preprocessing is None else self.preprocessing.to_dict()
         doc["labels"] = self.labels
         doc["task"] = self.task
@@ -411,47 +411,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _spec(t: TensorSpec) -> dict:
-    q = None if t.qparams is None else [t.qparams.scale, t.qparams.zero_point]
-    doc = {"name": t.name, "shape": list(t.shape), "qparams": q}
-    if t.space_to_depth is not None:
-        doc["space_to_depth"] = dataclasses.asdict(t.space_to_depth)
-    return doc
-
-
-def _to_document(lowered: Lowered) -> tuple[dict, dict[str, np.ndarray]]:
-    arrays: dict[str, np.ndarray] = {}
-    steps = []
-    for i, step in enumerate(lowered.steps):
-        keys = {}
-        for key, value in step.arrays.items():
-            keys[key] = f"s{i}_{key}"
-            arrays[keys[key]] = np.asarray(value)
-        steps.append({"op": step.op, "name": step.name, "inputs": step.inputs,
-                      "output": step.output, "attrs": step.attrs, "arrays": keys})
-    doc = {
-        "format": FORMAT, "version": VERSION, "name": lowered.name,
-        "inputs": [_spec(t) for t in lowered.inputs],
-        "outputs": [_spec(t) for t in lowered.outputs],
-        "head": [dataclasses.asdict(n) for n in lowered.head],
-        "device_inputs": [_spec(t) for t in lowered.device_inputs],
-        "steps": steps,
-        "device_outputs": [_spec(t) for t in lowered.device_outputs],
-        "tail": [dataclasses.asdict(n) for n in lowered.tail],
-        "placements": {k: dataclasses.asdict(p) for k, p in lowered.placements.items()},
-    }
-    return doc, arrays
-
-
-def _from_spec(d: dict) -> TensorSpec:
-    q = d["qparams"]
-    s2d = d.get("space_to_depth")  # absent from models without a rewritten stem
-    if s2d is not None:
-        s2d = SpaceToDepth(**{k: int(v) for k, v in dict(s2d).items()})
-    return TensorSpec(d["name"], tuple(d["shape"]),
-                      None if q is None else QParams(float(q[0]), int(q[1])), s2d)
-
-
 def load(path, device=None) -> CompiledModel:
     """A model saved by CompiledModel.save, bound to ``device`` (default: the best present)."""
     path = Path(path)
@@ -477,18 +436,7 @@ def load(path, device=None) -> CompiledModel:
     try:
         with np.load(params_file, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        lowered = Lowered(
-            name=doc["name"],
-            inputs=[_from_spec(d) for d in doc["inputs"]],
-            outputs=[_from_spec(d) for d in doc["outputs"]],
-            head=[HostNode(**n) for n in doc["head"]],
-            device_inputs=[_from_spec(d) for d in doc["device_inputs"]],
-            steps=[Step(s["op"], s["name"], list(s["inputs"]), s["output"], s["attrs"],
-                        {k: arrays[v] for k, v in s["arrays"].items()}) for s in doc["steps"]],
-            device_outputs=[_from_spec(d) for d in doc["device_outputs"]],
-            tail=[HostNode(**n) for n in doc["tail"]],
-            placements={k: Placement(p["root"], p["offset"], p["stride"], tuple(p["shape"]))
-                        for k, p in doc["placements"].items()})
+        lowered = from_document(doc, arrays)
         # absent from artifacts saved before they were recorded
         metadata = {key: doc.get(key) for key in ("preprocessing", "labels", "task")}
         return CompiledModel(lowered, device, **metadata)

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "accel.cli.serve",
     "accel.cli.score",
     "accel.cli.kernel",
+    "accel.cli.tune",
     "accel.fpga.cli",
 )
 

@@ -346,7 +346,8 @@ class Affine(Node):
 @dataclass
 class Pad(Node):
     """Constant padding of the two spatial dims of an NCHW tensor (Keras' ZeroPadding2D).
-    Mostly fused into the reader's padding; one left over is a copy into a filled buffer."""
+    Mostly fused into the reader's padding (passes/pad_fusion.py); a zero Pad left over
+    becomes a 1x1 identity Conv (passes/pad_to_conv.py); the back end lowers no Pad."""
 
     x: str = _tensor_field(default="")
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right

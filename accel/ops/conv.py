@@ -20,7 +20,6 @@ pad 6) without zero-inflating the kernel. A dense layer is a 1x1 conv over a [1,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from accel.numerics import WEIGHT_MAX, Activation
 from accel.ops import tuning
 from accel.ops.checks import (check_activation, check_array, check_buffer, check_knob_names,
                               check_zero_point)
+from accel.ops.launch import Launch
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, round_up, run_on_device
 from accel.reference.conv import output_size
 from accel.runtime import Buffer, Context, Event, Kernel, Program
@@ -75,7 +75,8 @@ class Residual:
 class ConvLayer:
     """Everything about one conv layer except its weights: shapes, stride, pads, dilation,
     zero points, the fused epilogue and where its tensors sit in (possibly wider) device
-    buffers. ``dilation`` is the last field so that positional construction stays valid."""
+    buffers. ``dilation`` and ``requant`` come after the older fields so that positional
+    construction stays valid."""
     batch: int
     in_height: int
     in_width: int
@@ -222,10 +223,7 @@ class PreparedConv:
         return (blocks, -(-layer.out_width // tile), layer.batch * layer.out_height)
 
 
-class Binding(NamedTuple):
-    kernel: Kernel
-    global_size: tuple[int, ...]
-    local_size: tuple[int, ...]
+Binding = Launch  # the older name of accel.ops.launch.Launch
 
 
 def wrap_int32(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""Binding a lowered model to one device: buffers (accel.backend.allocate), the kernel
+each step runs (its step kind's NDRange or FPGA binding; Winograd or the direct conv), and
+one C++ Plan recording every launch with its arguments set once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ops import conv as conv_ops
+from ..ops import fpga as fpga_ops
+from ..ops import winograd as winograd_ops
+from .allocate import allocate
+from .errors import compile_errors
+from .lowered import Lowered
+from .steps import step_kind
+
+# Run eligible 3x3 stride-1 convs as Winograd where the device's tuning enables it (see
+# ndrange_conv_ops); tests turn it off to compare against the direct conv.
+WINOGRAD = True
+
+
+def ndrange_conv_ops(ctx, layer: conv_ops.ConvLayer, weights):
+    """The op module that runs a conv step as an NDRange kernel: accel.ops.winograd (same
+    bits, fewer multiplies) for the 3x3 stride-1 layers it can run where the device's
+    kernels/tuning.json entry for winograd.cl says it is faster (winograd_ops.use_for),
+    never on an FPGA; accel.ops.conv otherwise. WINOGRAD = False turns it off (tests)."""
+    if (WINOGRAD and not fpga_ops.is_fpga(ctx)
+            and winograd_ops.use_for(ctx.device.tuning_key, layer, weights)):
+        return winograd_ops
+    return conv_ops
+
+
+@dataclass
+class BoundPlan:
+    plan: object
+    input_buffers: list
+    output_buffers: list
+    buffers: list          # every device buffer (kept alive with the plan)
+    launch_names: list[str]
+    launch_counts: list[int]  # kernels per step (an FPGA pipeline stage has several)
+    device_bytes: int
+    step_launches: list = field(default_factory=list)  # per step: [(kernel, global, local)]
+    buffer_of: dict = field(default_factory=dict)      # root tensor -> Buffer
+
+
+class Binder:
+    """What a step kind's binder needs: the context, the buffer of a tensor, somewhere to
+    keep prepared objects alive, and the NDRange conv kernel choice."""
+
+    def __init__(self, ctx, buffer_of_tensor):
+        self.ctx = ctx
+        self.buf = buffer_of_tensor
+        self.kept: list = []
+        self.fpga_config = fpga_ops.DEFAULT_CONFIG  # the model's bitstream (bind sets it)
+
+    def keep(self, obj):
+        self.kept.append(obj)
+        return obj
+
+    def conv_ops(self, layer, weights):
+        return ndrange_conv_ops(self.ctx, layer, weights)
+
+
+def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan:
+    """Prepare every step on ``ctx``, allocate the buffers and record one Plan.
+
+    ``fpga_pipelines`` (default: when the device is an FPGA or the FPGA emulator) runs the
+    steps whose kind has an FPGA binding (conv, dense, pooling) as the FPGA pipelines of
+    accel.ops.fpga (concurrent single-work-item kernels joined by channels); every other
+    op, and everything on other devices, runs as NDRange kernels. Both shapes are bit-exact
+    against the same reference."""
+    fpga = fpga_ops.is_fpga(ctx) if fpga_pipelines is None else bool(fpga_pipelines)
+    assignment, sizes = allocate(lowered)
+    buffers = [ctx.buffer(max(size, 1)) for size in sizes]
+
+    def buf(name):
+        return buffers[assignment[lowered.placements[name].root]]
+
+    plan = ctx.plan()
+    input_buffers = [buf(t.name) for t in lowered.device_inputs]
+    output_buffers = [buf(t.name) for t in lowered.device_outputs]
+    for b in input_buffers:
+        plan.add_input(b)
+    for b in output_buffers:
+        plan.add_output(b)
+    binder = Binder(ctx, buf)
+    if fpga:  # one bitstream for the model, carrying only the modes its layers use
+        binder.fpga_config = fpga_ops.config_for(
+            [step_kind(s.op).params(s) for s in lowered.steps if step_kind(s.op).bind_fpga])
+    names, counts, step_launches = [], [], []
+    for step in lowered.steps:
+        with compile_errors(f"{step.op} {step.name!r}", (ValueError, TypeError)):
+            kind = step_kind(step.op)
+            params = kind.params(step)
+            binds = kind.bind_fpga if fpga and kind.bind_fpga is not None else kind.bind
+            launches = [(k, list(g), list(lo)) for k, g, lo in binds(binder, step, params)]
+        if len(launches) == 1:
+            plan.add_launch(*launches[0])
+        else:  # an FPGA stage: its kernels run at the same time, one queue each
+            plan.add_concurrent(launches)
+        binder.keep(launches)
+        step_launches.append(launches)
+        names.append(step.name)
+        counts.append(len(launches))
+    buffer_of = {root: buffers[index] for root, index in assignment.items()}
+    return BoundPlan(plan, input_buffers, output_buffers, buffers + binder.kept, names, counts,
+                     sum(sizes), step_launches, buffer_of)
