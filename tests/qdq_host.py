@@ -27,3 +27,31 @@ def ort_u8s8_saturates() -> bool:
 def host_reduce_range() -> bool:
     """The ``reduce_range`` that makes onnxruntime's int8 arithmetic exact on this host."""
     return ort_u8s8_saturates()
+
+
+def quantize_qdq(model, calibration, tmp_path, activation_type: str, *,
+                 reduce_range: bool | None = None, **options):
+    """onnxruntime's quantize_static QDQ model of ``model`` as the tests make them: s8
+    per-channel weights, ``activation_type`` ("QUInt8" or "QInt8") activations, calibrated
+    on ``calibration`` (arrays for the first input), ``reduce_range`` the host's
+    (host_reduce_range) unless given, and quantize_static's other ``options``."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            name = model.graph.input[0].name
+            self.items = iter([{name: x} for x in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    src, dst = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=getattr(QuantType, activation_type),
+                    weight_type=QuantType.QInt8, per_channel=True,
+                    reduce_range=host_reduce_range() if reduce_range is None else reduce_range,
+                    **options)
+    return onnx.load(dst)

@@ -21,7 +21,7 @@ from accel.backend.compiled import ModelLoadError
 from accel.compiler.errors import CompileError
 from accel.ops import fpga as fpga_ops
 from chosen_devices import fastest_cpu
-from qdq_host import host_reduce_range
+from qdq_host import host_reduce_range, quantize_qdq
 
 FASTEST = fastest_cpu()  # the conftest fixture's device, for module-level use
 
@@ -488,24 +488,8 @@ def test_model_zoo_fidelity(name):
 
 
 def quantize_with_onnxruntime(model, calibration, tmp_path, activation_type):
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            name = model.graph.input[0].name
-            self.items = iter([{name: x} for x in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    src, dst = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
-    onnx.save(model, src)
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=getattr(QuantType, activation_type),
-                    weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=host_reduce_range())  # exact ORT arithmetic: qdq_host.py
-    return onnx.load(dst)
+    """onnxruntime's QDQ model, exact on this host class (qdq_host.py)."""
+    return quantize_qdq(model, calibration, tmp_path, activation_type)
 
 
 def output_scale(compiled, name: str) -> float:

@@ -16,22 +16,30 @@ from accel import kernel_source
 from accel.isa import LEVEL_CODES, host_isa
 from full_setup import missing_setup
 
-# 0: portable (no pair path), 1: emulated in plain C, 2: AVX2 vpmaddwd ymm, 3: AVX-512BW zmm
 PROBE = """
 __kernel void variant(__global int* out) {
-  out[0] = ACCEL_PAIR_MAC_VARIANT;
-  out[1] = ACCEL_PAIR_MAC;
+  out[0] = ACCEL_%s_MAC_VARIANT;
+  out[1] = %s;
 }
 """
 
 
-def built_variant(ctx, defines=None) -> int:
-    program = ctx.build(kernel_source.load("conv_knobs.h") + PROBE, defines or {}, cache=False)
+def probed(ctx, path: str, defines) -> int:
+    """conv_knobs.h's variant number of the pair or quad path, built with ``defines``."""
+    switch = "ACCEL_PAIR_MAC" if path == "PAIR" else "ACCEL_QUAD_MAC_AVAILABLE"
+    program = ctx.build(kernel_source.load("conv_knobs.h") + PROBE % (path, switch),
+                        defines or {}, cache=False)
     out = ctx.buffer(8)
     ctx.launch(program, "variant", [1], out)
     got = ctx.download(out, np.int32, (2,))
     assert got[1] == (got[0] != 0)
     return int(got[0])
+
+
+def built_variant(ctx, defines=None) -> int:
+    """0: portable (no pair path), 1: emulated in plain C, 2: AVX2 vpmaddwd ymm, 3: AVX-512BW
+    zmm."""
+    return probed(ctx, "PAIR", defines)
 
 
 def test_the_emulated_pair_path_builds_on_every_device(ctx):
@@ -64,24 +72,11 @@ def test_pocl_takes_the_avx2_pair_path_when_the_isa_is_capped_at_avx2():
     assert built_variant(ctx, {"ACCEL_CPU_ISA": LEVEL_CODES["avx2"]}) == 2
 
 
-# --- the quad (VNNI) path: 0 none, 1 emulated in plain C, 2 vpdpbusd by the LLVM intrinsic
-# (Intel's CPU runtime) -------------------------------------------------------------------------
-QUAD_PROBE = """
-__kernel void variant(__global int* out) {
-  out[0] = ACCEL_QUAD_MAC_VARIANT;
-  out[1] = ACCEL_QUAD_MAC_AVAILABLE;
-}
-"""
-
-
+# --- the quad (VNNI) path ---------------------------------------------------------------------
 def built_quad_variant(ctx, defines=None) -> int:
-    program = ctx.build(kernel_source.load("conv_knobs.h") + QUAD_PROBE, defines or {},
-                        cache=False)
-    out = ctx.buffer(8)
-    ctx.launch(program, "variant", [1], out)
-    got = ctx.download(out, np.int32, (2,))
-    assert got[1] == (got[0] != 0)
-    return int(got[0])
+    """0: no quad path, 1: emulated in plain C, 2: vpdpbusd by the LLVM intrinsic (Intel's CPU
+    runtime)."""
+    return probed(ctx, "QUAD", defines)
 
 
 def test_the_emulated_quad_path_builds_on_every_device(ctx):

@@ -32,6 +32,8 @@ import accel
 from accel.backend import api
 from accel.isa import host_isa
 
+from qdq_host import quantize_qdq
+
 DATA = Path(__file__).resolve().parent / "data" / "recorded_outputs.json"
 RECORD = os.environ.get("ACCEL_RECORD_OUTPUTS") == "1"
 SMALL = 64  # the zoo's input side where the architecture allows it
@@ -97,22 +99,7 @@ def _net(builder, activation_type: str | None = None, pre_processed: bool = Fals
 
 def _qdq(model, calibration, tmp_path, activation_type):
     """onnxruntime's quantize_static as the tests use it, with 7-bit weights on every host."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{model.graph.input[0].name: x} for x in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    src, dst = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
-    onnx.save(model, src)
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=getattr(QuantType, activation_type),
-                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
-    return onnx.load(dst)
+    return quantize_qdq(model, calibration, tmp_path, activation_type, reduce_range=True)
 
 
 def _zoo_qdq(name: str):

@@ -27,9 +27,8 @@ from accel import compiler
 from accel.backend import api
 from accel.compiler import ir
 from accel.compiler.errors import DynamicBatchWarning
-from qdq_host import host_reduce_range
-from test_compile import (FASTEST, Net, cosine, inputs_for, ort_outputs, output_scale,
-                          quantize_with_onnxruntime)
+from qdq_host import quantize_qdq
+from test_compile import FASTEST, Net, cosine, inputs_for, ort_outputs, output_scale
 
 ACTIVATION_TYPES = ["QUInt8", "QInt8"]
 
@@ -58,27 +57,9 @@ def assert_calibrated_matches_onnxruntime(model: onnx.ModelProto) -> None:
 
 def quantize(model: onnx.ModelProto, calibration, tmp_path, activation_type: str,
              **options) -> onnx.ModelProto:
-    """test_compile.quantize_with_onnxruntime with quantize_static's other ``options``
-    (nodes_to_exclude, ...)."""
-    if not options:
-        return quantize_with_onnxruntime(model, calibration, tmp_path, activation_type)
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{model.graph.input[0].name: x} for x in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    src, dst = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
-    onnx.save(model, src)
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=getattr(QuantType, activation_type),
-                    weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=host_reduce_range(), **options)  # qdq_host.py
-    return onnx.load(dst)
+    """The tests' QDQ model (qdq_host.quantize_qdq) with quantize_static's other
+    ``options`` (nodes_to_exclude, ...)."""
+    return quantize_qdq(model, calibration, tmp_path, activation_type, **options)
 
 
 def assert_qdq_within_one_lsb(model: onnx.ModelProto, activation_type: str, tmp_path,
