@@ -39,6 +39,11 @@ def configure_opencl_environment() -> None:
             os.environ.pop("CL_CONFIG_CPU_TARGET_ARCH", None)
 
 
+# Targets of Intel's CPU runtime whose instruction set has AVX-512 VNNI (conv.cl's quad path
+# is built only for these: on another, the intrinsic fails instruction selection).
+INTEL_VNNI_TARGETS = ("cascadelake", "icelake-server")
+
+
 def intel_cpu_target(isa) -> str | None:
     """The target Intel's CPU runtime is asked for on this host (None: its own choice).
     skx and cascadelake are the names its compiler accepts and that select the same vector

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _runtime, kernel_source
 from ._compiler_output import quiet_compiler
+from ._icd import INTEL_VNNI_TARGETS
 from .devices import Device, select_device
 from .isa import LEVEL_CODES
 
@@ -56,6 +57,10 @@ def host_defines(device: Device) -> dict[str, int]:
         return {}
     defines = {"ACCEL_CPU_ISA": LEVEL_CODES[device.isa]}
     if device.platform == INTEL_CPU_PLATFORM:
+        # Intel's runtime compiles for CL_CONFIG_CPU_TARGET_ARCH, not for the host: VNNI
+        # variants only where that target has VNNI (a user may have chosen e.g. skx).
+        if os.environ.get("CL_CONFIG_CPU_TARGET_ARCH") not in INTEL_VNNI_TARGETS:
+            defines["ACCEL_CPU_ISA"] = min(defines["ACCEL_CPU_ISA"], LEVEL_CODES["avx512"])
         defines["ACCEL_LLVM_X86"] = 1
     return defines
 

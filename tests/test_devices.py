@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -122,6 +123,22 @@ def test_intel_cpu_target_follows_the_host_class(flags, target):
     hosts Skylake-server, AVX2 hosts the runtime's own choice."""
     from accel._icd import intel_cpu_target
     assert intel_cpu_target(HostISA(*flags)) == target
+
+
+@pytest.mark.parametrize("target, code", [("cascadelake", 4), ("icelake-server", 4),
+                                          ("skx", 3), (None, 3)])
+def test_intel_runtime_gets_vnni_variants_only_for_a_vnni_target(monkeypatch, target, code):
+    """On a VNNI host, Intel's CPU runtime builds the VNNI variants only when the target it
+    compiles for has VNNI (a user's CL_CONFIG_CPU_TARGET_ARCH=skx would fail to build them)."""
+    from accel.runtime import INTEL_CPU_PLATFORM, host_defines
+    if target is None:
+        monkeypatch.delenv("CL_CONFIG_CPU_TARGET_ARCH", raising=False)
+    else:
+        monkeypatch.setenv("CL_CONFIG_CPU_TARGET_ARCH", target)
+    device = types.SimpleNamespace(isa="avx512-vnni", platform=INTEL_CPU_PLATFORM)
+    assert host_defines(device) == {"ACCEL_CPU_ISA": code, "ACCEL_LLVM_X86": 1}
+    pocl = types.SimpleNamespace(isa="avx512-vnni", platform="Portable Computing Language")
+    assert host_defines(pocl) == {"ACCEL_CPU_ISA": 4}
 
 
 @pytest.mark.parametrize("level, first", [("avx2", "Intel(R) OpenCL"),

@@ -18,6 +18,7 @@ import numpy as np
 from .. import numerics
 from ..compiler import ir
 from ..compiler.errors import CompileError
+from ..compiler.passes.qdq_annotation import ort_keeps_int8
 from ..numerics import INT8_MAX, INT8_MIN, Activation
 from ..ops import affine as affine_ops
 from ..quantization import (QParams, quantize_bias, quantize_weights_per_channel,
@@ -71,14 +72,6 @@ def storage_offset(graph: ir.Graph, name: str) -> int:
     Q/DQ pair, else 128 (uint8, quantize_static's default)."""
     quant = graph.tensors[name].quant
     return 0 if quant is not None and quant.dtype == "int8" else 128
-
-
-def ort_int8_stays(graph: ir.Graph, node: ir.Node) -> bool:
-    """Whether onnxruntime on x86 runs this QDQ op in float between DQ and Q (int8 tensors
-    it does not fuse): qdq_annotation.ort_keeps_int8 (imported here: loading a saved model
-    must not import the compiler's passes)."""
-    from ..compiler.passes.qdq_annotation import ort_keeps_int8
-    return ort_keeps_int8(graph, node)
 
 
 def _what(node: ir.Node) -> str:
@@ -225,7 +218,7 @@ def _lower_conv(node: ir.Conv, cx: LoweringContext) -> Step:
         raise CompileError(f"Conv {node.name!r}: grouped convolution (groups={node.groups}, "
                            f"{channels} input channels) has no kernel; only depthwise "
                            "(groups == input channels == output channels) has one")
-    if cx.requant == "float32" and node.residual is None and ort_int8_stays(graph, node):
+    if cx.requant == "float32" and node.residual is None and ort_keeps_int8(graph, node):
         return _conv_f32_step(node, cx)
     weights = graph.const(node.weight)
     residual = None
@@ -288,9 +281,9 @@ def _lower_pool(node: ir.Pool, cx: LoweringContext) -> Step:
     if cx.requant == "float32" and kind == "avg":
         # onnxruntime's QLinearAveragePool adds the zero point before rounding, in uint8
         # (our int8 + 128). Where it leaves int8 tensors it runs a float AveragePool and a
-        # QuantizeLinear instead, which rounds first: an offset of -z_y (ort_int8_stays).
+        # QuantizeLinear instead, which rounds first: an offset of -z_y (ort_keeps_int8).
         # Checked in test_qdq.py, test_tf_graphs.py, test_tf_models.py (DenseNet-121).
-        offset = -qy.zero_point if ort_int8_stays(cx.graph, node) else 128
+        offset = -qy.zero_point if ort_keeps_int8(cx.graph, node) else 128
         params.update(requant=cx.requant, input_scale=qx.scale, output_scale=qy.scale,
                       storage_offset=offset)
     return Step("pool", node.name, [node.x], node.output, {"params": params, **placement})
@@ -307,7 +300,7 @@ def _lower_add(node: ir.Add, cx: LoweringContext) -> Step:
                   b_scale_ratio=qb.scale / qy.scale, output_zero_point=qy.zero_point,
                   activation=[act.lo, act.hi], requant=cx.requant,
                   storage_offset=storage_offset(cx.graph, node.output))
-    if cx.requant == "float32" and ort_int8_stays(cx.graph, node):
+    if cx.requant == "float32" and ort_keeps_int8(cx.graph, node):
         # onnxruntime's float Add between DQ and Q: eltwise.cl add_dq_f32_i8
         params.update(requant="float32_dq", a_scale=qa.scale, b_scale=qb.scale,
                       output_scale=qy.scale)
