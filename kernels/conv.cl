@@ -21,7 +21,7 @@
  *     whatever the target has). Both paths give the same bits.
  * The input is read as x + 128 (x ^ 0x80: unsigned, which is what lets LLVM use vpmaddwd);
  * the host folds the extra 128*sum(w) into the bias. The epilogue applies quant.h's
- * requantization 16 lanes at a time (quant_vec.h; the float32 mode lane by lane).
+ * requantization 16 lanes at a time (quant_vec.h, both modes).
  *
  *   x        NHWC int8: pixel (n, y, x) starts at ((n*H + y)*W + x)*in_stride + in_offset
  *            and holds cin_pad (a multiple of 16) channels; the kernel reads the first
@@ -249,13 +249,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
 #pragma unroll
   for (int b = 0; b < COUT_BLOCKS; ++b) {
     const int cout0 = (block0 + b) * COUT_BLOCK;
-#if REQUANT_F32
-    int m[16], s[16];
-    vstore16(vload16(0, multipliers + cout0), 0, m);
-    vstore16(vload16(0, shifts + cout0), 0, s);
-#else
     const int16 m = vload16(0, multipliers + cout0), s = vload16(0, shifts + cout0);
-#endif
     for (int p = 0; p < TILE_W; ++p) {
       const int ox = ox0 + p;
       if (ox >= out_width) break;
@@ -267,13 +261,7 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
                                       residual_multiplier, residual_shift, output_zero_point,
                                       lo, hi), 0, o);
 #elif REQUANT_F32
-      int a[16];
-      vstore16(acc[b][p], 0, a);
-      char result[16];
-#pragma unroll
-      for (int i = 0; i < 16; ++i)
-        result[i] = accel_requantize_f32(a[i], m[i], s[i], output_zero_point, lo, hi);
-      vstore16(vload16(0, result), 0, o);
+      vstore16(accel_requantize_f32_16(acc[b][p], m, s, output_zero_point, lo, hi), 0, o);
 #else
       vstore16(accel_requantize16(acc[b][p], m, s, output_zero_point, lo, hi), 0, o);
 #endif

@@ -9,7 +9,7 @@
  * channels: a depthwise layer does K*K MACs per output, so it is bound by memory, not MACs).
  * The input is read as x + 128 (x ^ 0x80, unsigned, as conv.cl does); the host folds the
  * extra 128*sum(w) into the bias. The epilogue applies quant.h's requantization, 16 lanes
- * at a time (quant_vec.h; accel_requantize_f32 lane by lane).
+ * at a time (quant_vec.h, both requantize modes).
  *
  *   x        NHWC int8: pixel (n, y, x) starts at ((n*H + y)*W + x)*in_stride + in_offset
  *            and holds c_pad (a multiple of 16) channels.
@@ -105,26 +105,14 @@ __kernel void depthwise2d_nhwc(__global const char* restrict x,
 
   /* Epilogue: requantize, clamp, store 16 channels per pixel; in vector types (quant_vec.h):
    * with K*K MACs per output, a scalar epilogue took most of the layer's time. */
-#if REQUANT_F32
-  int m[16], s[16];
-  vstore16(vload16(0, multipliers + c0), 0, m);
-  vstore16(vload16(0, shifts + c0), 0, s);
-#else
   const int16 m = vload16(0, multipliers + c0), s = vload16(0, shifts + c0);
-#endif
   for (int p = 0; p < TILE_W; ++p) {
     const int ox = ox0 + p;
     if (ox >= out_width) break;
     const size_t pixel = ((size_t)n * out_height + oy) * out_width + ox;
     __global char* o = out + pixel * out_stride + out_offset + c0;
 #if REQUANT_F32
-    int a[16];
-    vstore16(acc[p], 0, a);
-    char result[16];
-#pragma unroll
-    for (int i = 0; i < 16; ++i)
-      result[i] = accel_requantize_f32(a[i], m[i], s[i], output_zero_point, lo, hi);
-    vstore16(vload16(0, result), 0, o);
+    vstore16(accel_requantize_f32_16(acc[p], m, s, output_zero_point, lo, hi), 0, o);
 #else
     vstore16(accel_requantize16(acc[p], m, s, output_zero_point, lo, hi), 0, o);
 #endif

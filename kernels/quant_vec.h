@@ -41,4 +41,20 @@ inline char16 accel_requantize_add16(int16 acc, int16 multiplier, int16 shift, c
   return (char16)(accel_clamp8_i8(a, lo, hi), accel_clamp8_i8(b, lo, hi));
 }
 
+/* accel_requantize_f32 on 16 lanes, in float32 itself: convert_float16_rte rounds acc to 24
+ * significant bits half to even, the float32 product is correctly rounded (OpenCL requires
+ * it of `*`), rint rounds half to even: the integer emulation's three steps, so the same bits.
+ * m = mantissa * 2^-shift lies in [2^-39, 2^23): a normal float32, built exactly from its bit
+ * fields (exponent 150 - shift); products stay below 2^54, far from overflow and from
+ * subnormals. The clamp happens in float32 (lo - z, hi - z are small integers) so that no
+ * conversion overflows. CPU compilers vectorize this; the integer emulation (for FPGA
+ * boards, where float costs DSPs and logic) they leave lane by lane. */
+inline char16 accel_requantize_f32_16(int16 acc, int16 mantissa, int16 shift, int zero_point,
+                                      int lo, int hi) {
+  const float16 m = as_float16(((150 - shift) << 23) | (mantissa & 0x7FFFFF));
+  const float16 y = rint(convert_float16_rte(acc) * m);
+  const float16 bounded = clamp(y, (float)(lo - zero_point), (float)(hi - zero_point));
+  return convert_char16(convert_int16(bounded) + zero_point);
+}
+
 #endif /* ACCEL_QUANT_VEC_H */

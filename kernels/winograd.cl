@@ -208,16 +208,9 @@ __kernel void winograd_conv3x3_nhwc(__global const char* restrict x,
   }
 
   /* Epilogue: Y' / 4 + bias, then conv.cl's requantize (+ residual), clamp, store 16
-   * channels per output pixel inside the image; 16 lanes at a time (quant_vec.h), the
-   * float32 mode lane by lane. */
+   * channels per output pixel inside the image; 16 lanes at a time (quant_vec.h). */
   const uint16 bias_vec = as_uint16(vload16(0, bias + cout0));
-#if REQUANT_F32
-  int mult[16], shift[16];
-  vstore16(vload16(0, multipliers + cout0), 0, mult);
-  vstore16(vload16(0, shifts + cout0), 0, shift);
-#else
   const int16 mult = vload16(0, multipliers + cout0), shift = vload16(0, shifts + cout0);
-#endif
 #pragma unroll
   for (int t = 0; t < TILES; ++t) {
 #pragma unroll
@@ -234,13 +227,7 @@ __kernel void winograd_conv3x3_nhwc(__global const char* restrict x,
                                       residual_multiplier, residual_shift, output_zero_point,
                                       lo, hi), 0, o);
 #elif REQUANT_F32
-      int a[16];
-      vstore16(acc, 0, a);
-      char result[16];
-#pragma unroll
-      for (int i = 0; i < 16; ++i)
-        result[i] = accel_requantize_f32(a[i], mult[i], shift[i], output_zero_point, lo, hi);
-      vstore16(vload16(0, result), 0, o);
+      vstore16(accel_requantize_f32_16(acc, mult, shift, output_zero_point, lo, hi), 0, o);
 #else
       vstore16(accel_requantize16(acc, mult, shift, output_zero_point, lo, hi), 0, o);
 #endif

@@ -136,3 +136,44 @@ def test_quant_h_requantize_f32_matches_numerics(ctx):
                                   emulated(acc.astype(np.int64), mantissa, shift))
     np.testing.assert_array_equal(ctx.download(out, np.int8, acc.shape),
                                   numerics.requantize_f32(acc, mantissa, shift, zero_point, lo, hi))
+
+
+VECTOR_KERNEL = """
+__kernel void requantize_f32_16_test(__global const int* acc, __global const int* mantissa,
+                                     __global const int* shift, __global char* out,
+                                     const int zero_point, const int lo, const int hi) {
+  const int i = get_global_id(0);
+  vstore16(accel_requantize_f32_16(vload16(i, acc), vload16(i, mantissa), vload16(i, shift),
+                                   zero_point, lo, hi), i, out);
+}
+"""
+
+
+@pytest.mark.parametrize("zero_point, lo, hi", [(3, -120, 127), (-128, -128, 127), (100, 100, 127)])
+def test_quant_vec_h_float_requantize_matches_the_integer_emulation(ctx, zero_point, lo, hi):
+    """quant_vec.h's float32 form (the NDRange kernels' epilogue) against numerics'
+    integer emulation on the adversarial values above, 16 lanes of mixed multipliers."""
+    rng = np.random.default_rng(11)
+    acc_parts, mantissas, shifts = [], [], []
+    for multiplier in multipliers_under_test(rng):
+        mantissa, shift = numerics.float32_multiplier(multiplier)
+        acc = accumulators_under_test(rng, multiplier)[::3]
+        acc_parts.append(acc)
+        mantissas.append(np.full(acc.size, mantissa))
+        shifts.append(np.full(acc.size, shift))
+    order = rng.permutation(sum(part.size for part in acc_parts))  # mix multipliers per vector
+    count = order.size - order.size % 16
+    acc = np.concatenate(acc_parts).astype(np.int32)[order][:count]
+    mantissa = np.concatenate(mantissas).astype(np.int32)[order][:count]
+    shift = np.concatenate(shifts).astype(np.int32)[order][:count]
+    program = ctx.build(kernel_source.load("quant_vec.h") + VECTOR_KERNEL)
+    out = ctx.buffer(count)
+    ctx.launch(program, "requantize_f32_16_test", (count // 16,), ctx.upload(acc),
+               ctx.upload(mantissa), ctx.upload(shift), out, np.int32(zero_point), np.int32(lo),
+               np.int32(hi))
+    expected = numerics.requantize_f32(acc, mantissa, shift, zero_point, lo, hi)
+    got = ctx.download(out, np.int8, acc.shape)
+    mismatch = np.flatnonzero(got != expected)
+    assert mismatch.size == 0, (f"acc {acc[mismatch[:4]]} m {mantissa[mismatch[:4]]} "
+                                f"s {shift[mismatch[:4]]}: {got[mismatch[:4]]} != "
+                                f"{expected[mismatch[:4]]}")
