@@ -179,3 +179,12 @@ def test_serve_takes_a_registry_reference(home, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+    # NAME:VERSION and NAME resolve as NAME:TAG did: to the registry's verified copy
+    from accel.cli._common import InputError
+    from accel.cli.serve import resolve_model
+    with Registry(home) as reg:
+        copy = reg.resolve("tiny:1")
+    assert resolve_model("tiny:1") == ("tiny", copy, 1)
+    assert resolve_model("tiny")[:2] == ("tiny", copy)
+    with pytest.raises(InputError, match="has no version 7"):
+        resolve_model("tiny:7")

@@ -234,6 +234,13 @@ def test_manifest_contents(variants):
                    "limits": {"cpu": "3", "memory": "2Gi"}}
     assert _yaml(cm / "service.yaml")["spec"]["type"] == "LoadBalancer"
 
+    cpu = variants["default"].path
+    assert "pocl-opencl-icd" in (cpu / "Dockerfile").read_text()  # OpenCL on the CPU
+    resources = _yaml(cpu / "kubernetes/deployment.yaml")["spec"]["template"]["spec"][
+        "containers"][0]["resources"]
+    for side in ("requests", "limits"):
+        assert set(resources[side]) == {"cpu", "memory"}, resources  # no FPGA asked for
+
     plain = variants["no-auth"].path / "kubernetes"
     assert sorted(p.name for p in plain.iterdir()) == ["deployment.yaml", "hpa.yaml",
                                                       "pdb.yaml", "service.yaml"]

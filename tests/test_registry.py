@@ -55,6 +55,15 @@ def test_register_versions_tags_and_resolve(reg, tiny):
     assert first.device_kind == kind and first.source_name == "tiny.onnx"
     assert first.artifact_sha256 == second.artifact_sha256  # content-addressed: stored once
     assert first.info["inputs"] == [{"name": "images", "shape": [1, 3, SIDE, SIDE]}]
+    # checksum, size and created time recorded: the blob is what its record says it is
+    import hashlib
+    blob = reg.blobs.path(first.artifact_sha256)
+    assert first.artifact_size == blob.stat().st_size
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == first.artifact_sha256
+    assert first.source_size == Path(source).stat().st_size
+    assert first.source_sha256 == hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    assert time.time() - 600 < first.created <= second.created <= time.time()
+    assert reg._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert [m.ref for m in reg.list()] == ["other:1", "tiny:1", "tiny:2"]
     assert reg.get("tiny").version == 2 and reg.get("tiny:latest").version == 2
     assert reg.get("tiny:prod").version == 1 and reg.get("tiny:1").description == "first"
@@ -78,6 +87,19 @@ def test_register_versions_tags_and_resolve(reg, tiny):
         reg.register(artifact, "bad name")
     with pytest.raises(InvalidReferenceError, match="lacks model.json"):
         reg.register(Path(source).parent, "tiny")
+
+
+def test_home_defaults_to_the_user_data_dir(tmp_path, monkeypatch):
+    from accel.registry.store import default_home
+    monkeypatch.delenv("ACCEL_HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert default_home() == tmp_path / "user" / ".local" / "share" / "accel"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_home() == tmp_path / "data" / "accel"
+    monkeypatch.setenv("ACCEL_HOME", str(tmp_path / "home"))
+    with Registry() as reg:
+        assert reg.home == tmp_path / "home" and (reg.home / "registry.db").is_file()
 
 
 def test_cli(tmp_path, tiny, capsys, monkeypatch):

@@ -72,11 +72,17 @@ def bits(array) -> bytes:
 
 
 # --- the seed's client: official stubs, empty model_spec, its metadata, 10 s deadline -----------
-def test_official_tf_serving_stub(server, images, expected):
+def test_official_tf_serving_stub(server, images, expected, request):
+    """The seed's calls over plain gRPC to a server without keys, then (same process: TF
+    starts once) over TLS to a server with keys."""
     if importlib.util.find_spec("tensorflow_serving") is None:
         missing_setup("the official tensorflow-serving-api stubs are not installed")
     args = {"target": server.grpc_target, "images": [str(p) for p in images],
             "service": "some-service", "token": ""}
+    tls = request.getfixturevalue("tls_server") if shutil.which("openssl") else None
+    if tls is not None:
+        args["secure"] = {"target": tls.grpc_target, "root_cert": str(tls.cert),
+                          "token": "s3cret", "service": "secure"}
     done = subprocess.run([sys.executable, str(Path(__file__).parent / "tf_serving_client.py"),
                            json.dumps(args)], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -98,6 +104,13 @@ def test_official_tf_serving_stub(server, images, expected):
     assert result["signatures"]["tensors"]["inputs"] == {"images": ["DT_FLOAT", [-1, 3, 32, 32]]}
     assert result["codes"] == {"undecodable": "INVALID_ARGUMENT",
                                "unknown_input": "INVALID_ARGUMENT"}
+    if tls is not None:
+        secure = result["secure"]
+        assert set(secure["outputs"]) == {OUTPUT, "output_alias"}
+        for value in secure["outputs"].values():
+            assert base64.b64decode(value) == bits(expected[:1])
+        assert secure["codes"] == {"empty_key": "UNAUTHENTICATED",
+                                   "wrong_key": "UNAUTHENTICATED"}
 
 
 # --- accel's client -------------------------------------------------------------------------
@@ -221,7 +234,15 @@ def test_rest_kserve_v2(server, images, expected):
     assert bits(out["data"]) == bits(expected.ravel())
 
 
-def test_rest_docs_and_metrics(server):
+def test_rest_docs_and_metrics(server, images):
+    # one answer and one error over each protocol, whatever ran before
+    image = images[0].read_bytes()
+    assert _grpc_predict(server.grpc_target, {"images": (7, [1], [image])}) == "OK"
+    assert _grpc_predict(server.grpc_target, {"images": (7, [1], [b"junk"])}) == \
+        "INVALID_ARGUMENT"
+    url = f"{server.url}/v1/models/tiny:predict"
+    assert httpx.post(url, json={"instances": [{"b64": _b64(images[0])}]}).status_code == 200
+    assert httpx.post(url, json={"instances": [{"b64": "AAAA"}]}).status_code == 400
     schema = httpx.get(f"{server.url}/openapi.json").json()
     for path in ("/v1/models/{name}:predict", "/v2/models/{name}/infer", "/v2/health/ready"):
         assert path in schema["paths"]
@@ -231,7 +252,21 @@ def test_rest_docs_and_metrics(server):
                  "accel_preprocess_seconds", "accel_device_seconds",
                  "accel_postprocess_seconds", "accel_queue_depth"):
         assert name in text
-    assert _metric(server, 'accel_device_seconds_count{model="tiny"}') > 0
+    # every stage of the split latency saw the requests answered so far, and the queue depth
+    # is back to 0 between requests
+    for stage in ("queue", "preprocess", "device", "postprocess"):
+        assert _metric(server, f'accel_{stage}_seconds_count{{model="tiny"}}') > 0, stage
+    assert 'accel_queue_depth{model="tiny"} 0.0' in text.splitlines()
+    # requests and errors by model, protocol and code (the calls above made both)
+    for protocol, ok in (("grpc", "OK"), ("rest", "200")):
+        assert _metric(server, f'accel_requests_total{{code="{ok}",model="tiny",'
+                               f'protocol="{protocol}"}}') > 0
+        assert _metric(server, f'accel_request_seconds_count{{model="tiny",'
+                               f'protocol="{protocol}"}}') > 0
+    assert _metric(server, 'accel_request_errors_total{code="INVALID_ARGUMENT",model="tiny",'
+                           'protocol="grpc"}') > 0
+    assert _metric(server, 'accel_request_errors_total{code="400",model="tiny",'
+                           'protocol="rest"}') > 0
 
 
 def _metric(server, name: str) -> float:
@@ -261,8 +296,14 @@ def test_grpc_health_and_reflection(server):
 
 
 # --- status codes ---------------------------------------------------------------------------
-def _grpc_predict(target, inputs, *, name="", metadata=(), timeout=10, credentials=None):
+def _grpc_predict(target, inputs, **kwargs) -> str:
     """Predict with accel's generated stubs; returns the gRPC status code name."""
+    return _grpc_call(target, inputs, **kwargs)[0]
+
+
+def _grpc_call(target, inputs, *, name="", metadata=(), timeout=10, credentials=None
+               ) -> tuple[str, str]:
+    """Predict with accel's generated stubs; returns (status code name, details)."""
     from accel.serving.protos import tf_serving_pb2, tf_serving_pb2_grpc
     request = tf_serving_pb2.PredictRequest()
     request.model_spec.name = name
@@ -281,44 +322,64 @@ def _grpc_predict(target, inputs, *, name="", metadata=(), timeout=10, credentia
         stub = tf_serving_pb2_grpc.PredictionServiceStub(channel)
         try:
             stub.Predict(request, timeout=timeout, metadata=metadata)
-            return "OK"
+            return "OK", ""
         except grpc.RpcError as error:
-            return error.code().name
+            return error.code().name, error.details() or ""
 
 
 def test_status_codes_bad_requests(server, images):
     image = images[0].read_bytes()
-    cases = {  # what is wrong: (gRPC request, REST request, gRPC code, HTTP status)
+    cases = {  # what is wrong: (gRPC request, REST request, gRPC code, HTTP status, and what
+               # the one-line message must name, over gRPC and over REST)
         "unknown model": (dict(inputs={"images": (7, [1], [image])}, name="nope"),
                           ("/v1/models/nope:predict", {"instances": [{"b64": _b64(images[0])}]}),
-                          "INVALID_ARGUMENT", 404),
+                          "INVALID_ARGUMENT", 404, ("unknown model 'nope'",) * 2),
         "unknown tensor": (dict(inputs={"pixels": (7, [1], [image])}),
                            ("/v1/models/tiny:predict",
                             {"instances": [{"pixels": {"b64": "AA=="}}]}),
-                           "INVALID_ARGUMENT", 400),
+                           "INVALID_ARGUMENT", 400, ("unknown input 'pixels'",) * 2),
         "undecodable image": (dict(inputs={"images": (7, [1], [b"GIF89a..."])}),
                               ("/v2/models/tiny/infer", {"inputs": [{
                                   "name": "images", "shape": [1], "datatype": "BYTES",
                                   "data": [base64.b64encode(image[:40]).decode()]}]}),
-                              "INVALID_ARGUMENT", 400),
+                              "INVALID_ARGUMENT", 400,
+                              ("only JPEG and PNG are accepted", "corrupt JPEG")),
         "wrong dtype": (dict(inputs={"images": (3, [1, 3, 32, 32], b"\0" * 4 * 3072)}),
                         ("/v2/models/tiny/infer", {"inputs": [{
                             "name": "images", "shape": [1], "datatype": "INT32", "data": [1]}]}),
-                        "INVALID_ARGUMENT", 400),
+                        "INVALID_ARGUMENT", 400, ("is DT_INT32", "is INT32")),
         "wrong shape": (dict(inputs={"images": (1, [1, 3, 31, 32], b"\0" * 4 * 2976)}),
                         ("/v2/models/tiny/infer", {"inputs": [{
                             "name": "images", "shape": [1, 3, 2, 2], "datatype": "FP32",
                             "data": [0.0] * 12}]}),
-                        "INVALID_ARGUMENT", 400),
+                        "INVALID_ARGUMENT", 400,
+                        ("has shape [1, 3, 31, 32]", "has shape [1, 3, 2, 2]")),
     }
-    for what, (grpc_request, (path, body), code, http) in cases.items():
-        assert _grpc_predict(server.grpc_target, **grpc_request) == code, what
+    for what, (grpc_request, (path, body), code, http, (says_grpc, says_rest)) in cases.items():
+        got, details = _grpc_call(server.grpc_target, **grpc_request)
+        assert got == code, what
+        assert says_grpc in details and "\n" not in details, (what, details)
         answer = httpx.post(server.url + path, json=body)
         assert answer.status_code == http, (what, answer.text)
         message = answer.json()["error"]
-        assert message and "\n" not in message, what
+        assert says_rest in message and "\n" not in message, (what, message)
     # the server still answers correctly afterwards
     assert _grpc_predict(server.grpc_target, {"images": (7, [1], [image])}) == "OK"
+
+
+def test_auth_off_takes_any_authorization_header(server, images, expected):
+    """Without --auth-key the header is ignored: the seed's client sends ``Bearer `` with no
+    key, older clients a bare key."""
+    inputs = {"images": (7, [1], [images[0].read_bytes()])}
+    for value in ("Bearer ", "Bearer some-key", "bare-key", ""):
+        assert _grpc_predict(server.grpc_target, inputs,
+                             metadata=(("authorization", value),)) == "OK", value
+        value = value.strip()  # HTTP header values carry no trailing space
+        answer = httpx.post(f"{server.url}/v1/models/tiny:predict",
+                            json={"instances": [{"b64": _b64(images[0])}]},
+                            headers={"Authorization": value})
+        assert answer.status_code == 200, value
+        assert bits(answer.json()["predictions"]) == bits(expected[:1])
 
 
 def test_access_log_is_json(server):
@@ -395,8 +456,9 @@ def test_tls_and_keys_rest(tls_server, images, expected):
 # --- limits: size, queue, deadline ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def slow_server(model_dir, tmp_path_factory):
-    """A device that takes 400 ms a run, two requests in flight at most, 64 KiB requests."""
-    srv = Server([model_dir, "--max-queue", "2", "--simulate-device-ms", "400",
+    """A device that takes 1 s a run (wide windows for the queue and deadline cases on a
+    loaded machine), two requests in flight at most, 64 KiB requests."""
+    srv = Server([model_dir, "--max-queue", "2", "--simulate-device-ms", "1000",
                   "--max-request-mb", "0.0625"], tmp_path_factory.mktemp("slow") / "log")
     yield srv
     assert srv.stop() == 0
@@ -431,16 +493,17 @@ def test_queue_full_and_deadline(slow_server, images):
         assert _grpc_predict(slow_server.grpc_target, inputs) == "RESOURCE_EXHAUSTED"
         answer = httpx.post(url, json=body)
         assert answer.status_code == 429, answer.text
+        assert "queue limit" in answer.json()["error"]
         assert [f.result() for f in busy] == ["OK", "OK"]
-        # one slow request ahead: a 150 ms deadline passes while queued
+        # one slow request ahead: a 300 ms deadline passes while queued
         ahead = pool.submit(_grpc_predict, slow_server.grpc_target, inputs)
         _wait_in_flight(slow_server, 1)
-        assert _grpc_predict(slow_server.grpc_target, inputs, timeout=0.15) == \
+        assert _grpc_predict(slow_server.grpc_target, inputs, timeout=0.3) == \
             "DEADLINE_EXCEEDED"
         assert ahead.result() == "OK"
         ahead = pool.submit(_grpc_predict, slow_server.grpc_target, inputs)
         _wait_in_flight(slow_server, 1)
-        answer = httpx.post(url, json=body, headers={"X-Request-Timeout": "0.15"})
+        answer = httpx.post(url, json=body, headers={"X-Request-Timeout": "0.3"})
         assert answer.status_code == 504 and "deadline" in answer.json()["error"]
         assert ahead.result() == "OK"
     assert _metric(slow_server, 'accel_request_errors_total{code="DEADLINE_EXCEEDED",'
@@ -451,26 +514,40 @@ def test_queue_full_and_deadline(slow_server, images):
 # --- loading: UNAVAILABLE / 503, the client retries ------------------------------------------
 def test_unavailable_while_loading(model_dir, images, expected, tmp_path):
     from accel.client import PredictionClient
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
     srv = Server([model_dir, "--load-delay", "4"], tmp_path / "log", ready=False)
+    image = images[0].read_bytes()
+    client = PredictionClient(srv.grpc_target, backoff=0.1, retries=10)
     try:
-        image = images[0].read_bytes()
-        assert _grpc_predict(srv.grpc_target, {"images": (7, [1], [image])}) == "UNAVAILABLE"
-        answer = httpx.post(f"{srv.url}/v1/models/tiny:predict",
-                            json={"instances": [{"b64": _b64(images[0])}]})
-        assert answer.status_code == 503 and "loading" in answer.json()["error"]
-        assert httpx.get(f"{srv.url}/v2/health/ready").status_code == 503
-        assert httpx.get(f"{srv.url}/v2/health/live").status_code == 200
-        assert httpx.get(f"{srv.url}/v1/models/tiny").json()["model_version_status"][0][
-            "state"] == "LOADING"
-        with grpc.insecure_channel(srv.grpc_target) as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                              timeout=5)
-            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        with PredictionClient(srv.grpc_target, backoff=0.25, retries=8) as client:  # until loaded
-            assert bits(client.score_image(image)) == bits(expected[0])
+        # our client, from the start: it retries UNAVAILABLE with back-off until loaded
+        with ThreadPoolExecutor(1) as pool:
+            scored = pool.submit(client.score_image, image)
+            check_loading(srv, images)
+            assert bits(scored.result(timeout=120)) == bits(expected[0])
+        unavailable = [e for e in srv.log() if e.get("event") == "request"
+                       and e["protocol"] == "grpc" and e["code"] == "UNAVAILABLE"]
+        assert len(unavailable) >= 3  # check_loading's call and the client's first tries
     finally:
+        client.close()
         assert srv.stop() == 0
+
+
+def check_loading(srv, images):
+    """While the model loads: UNAVAILABLE / 503 for calls, NOT_SERVING / 503 for health
+    checks, live all the same."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    image = images[0].read_bytes()
+    assert _grpc_predict(srv.grpc_target, {"images": (7, [1], [image])}) == "UNAVAILABLE"
+    answer = httpx.post(f"{srv.url}/v1/models/tiny:predict",
+                        json={"instances": [{"b64": _b64(images[0])}]})
+    assert answer.status_code == 503 and "loading" in answer.json()["error"]
+    assert httpx.get(f"{srv.url}/v2/health/ready").status_code == 503
+    assert httpx.get(f"{srv.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{srv.url}/v1/models/tiny").json()["model_version_status"][0][
+        "state"] == "LOADING"
+    with grpc.insecure_channel(srv.grpc_target) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                          timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def test_sigterm_while_loading(model_dir, tmp_path):
@@ -514,7 +591,14 @@ def test_sigterm_mid_load_drains(model_dir, images, tmp_path):
     threads = [threading.Thread(target=f) for f in [grpc_caller] * 4 + [rest_caller] * 4]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60  # mid-load: both protocols answered, callers still busy
+    while True:
+        with lock:
+            answered = "OK" in results and "OK" in grpc_results
+        if answered or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
     with lock:
         answered_before = len(results) + len(grpc_results)
     start = time.monotonic()
@@ -562,6 +646,11 @@ def test_two_models_routing_and_batching(model_dir, images, expected, tmp_path):
         from accel.client import PredictionClient
         with PredictionClient(srv.grpc_target, model_name="tiny") as client:
             assert bits(client.score_image(images[1].read_bytes())) == bits(expected[1])
+        # the client's service_name goes into the route header, as the seed's did
+        with PredictionClient(srv.grpc_target, service_name="pair") as client:
+            assert bits(client.score_image(images[0].read_bytes())) == bits(want[0])
+        with PredictionClient(srv.grpc_target, service_name="tiny") as client:
+            assert bits(client.score_image(images[0].read_bytes())) == bits(expected[0])
         runs_before = _metric(srv, 'accel_device_seconds_count{model="pair"}')
         with PredictionClient(srv.grpc_target, model_name="pair") as client, \
                 ThreadPoolExecutor(4) as pool:
@@ -573,6 +662,31 @@ def test_two_models_routing_and_batching(model_dir, images, expected, tmp_path):
         assert runs < 4  # queued requests were batched two to a run
     finally:
         assert srv.stop() == 0
+
+
+def test_server_imports_no_tensorflow_nor_compiler(model_dir, images, tmp_path):
+    """`accel serve` answering gRPC and REST imports neither TensorFlow, onnx, torch nor the
+    compiler (Python's import-time report lists every module the process imported)."""
+    srv = Server([model_dir, "--no-access-log"], tmp_path / "stderr",
+                 env={"PYTHONPROFILEIMPORTTIME": "1"})
+    try:
+        assert _grpc_predict(srv.grpc_target, {"images": (7, [1], [images[0].read_bytes()])}) \
+            == "OK"
+        assert httpx.post(f"{srv.url}/v2/models/tiny/infer", json={"inputs": [{
+            "name": "images", "shape": [1], "datatype": "BYTES",
+            "data": [_b64(images[0])]}]}).status_code == 200
+    finally:
+        assert srv.stop() == 0
+    modules = {line.rsplit("|", 1)[1].strip() for line in srv.log_path.read_text().splitlines()
+               if line.startswith("import time:") and "|" in line}
+    assert {"grpc", "fastapi", "accel.serving.server", "accel.backend.compiled"} <= modules
+    heavy = sorted(m for m in modules if m.split(".")[0] in ("onnx", "tensorflow", "torch",
+                                                             "tensorflow_serving")
+                   or m.startswith(("accel.compiler.frontend", "accel.compiler.passes"))
+                   or m in ("accel.backend.api", "accel.backend.quantize", "accel.backend.lower",
+                            "accel.backend.op_lowering", "accel.backend.partition",
+                            "accel.backend.placement"))
+    assert heavy == []
 
 
 def test_bad_artifact_exits_2(tmp_path):

@@ -4,7 +4,8 @@ did (run as a subprocess by tests/test_serving.py: TensorFlow stays out of the t
     python tests/tf_serving_client.py '{"target": "127.0.0.1:50051", "images": ["a.jpg"]}'
 
 Prints one JSON object: per input name the outputs (dtype, shape, float32 bytes in base64),
-the signature map from GetModelMetadata, the status codes of bad requests, and whether
+the signature map from GetModelMetadata, the status codes of bad requests, with "secure":
+{"target", "root_cert", "token"} the answers of a TLS server with keys, and whether
 accel's own generated messages match TensorFlow's field by field (in this same process, which
 also shows the two sets of descriptors coexist).
 """
@@ -88,7 +89,9 @@ def compare_descriptors() -> list[str]:
     return problems
 
 
-def main(args: dict) -> dict:
+def seed_stub(args: dict):
+    """(stub, metadata) as the seed's client made them: TLS with the given root certificate
+    when ``root_cert`` is set, ``authorization: Bearer <token>`` and the service route."""
     metadata = [("authorization", f"Bearer {args.get('token', '')}"),
                 ("x-ms-aml-grpc-service-route", f"/api/v1/service/{args.get('service', '')}")]
     if args.get("root_cert"):
@@ -97,7 +100,31 @@ def main(args: dict) -> dict:
         channel = grpc.secure_channel(args["target"], credentials)
     else:
         channel = grpc.insecure_channel(args["target"])
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel), metadata
+
+
+def secure(args: dict, image: str) -> dict:
+    """One image to a TLS server with keys: with the right key (the outputs), then with the
+    seed's empty ``Bearer `` and a wrong key (the status codes)."""
+    with open(image, "rb") as f:
+        request = request_like_the_seed(f.read(), "images")
+    result = {"codes": {}}
+    stub, metadata = seed_stub(args)
+    response = stub.Predict(request, 10.0, metadata=metadata)
+    result["outputs"] = {key: base64.b64encode(tf.make_ndarray(t).astype("<f4").tobytes())
+                         .decode() for key, t in response.outputs.items()}
+    for case, token in (("empty_key", ""), ("wrong_key", "wrong")):
+        stub, metadata = seed_stub({**args, "token": token})
+        try:
+            stub.Predict(request, 10.0, metadata=metadata)
+            result["codes"][case] = "OK"
+        except grpc.RpcError as error:
+            result["codes"][case] = error.code().name
+    return result
+
+
+def main(args: dict) -> dict:
+    stub, metadata = seed_stub(args)
     result = {"predict": {}, "codes": {}}
     for input_name in ("images", "Placeholder:0"):
         answers = []
@@ -130,6 +157,8 @@ def main(args: dict) -> dict:
         except grpc.RpcError as error:
             result["codes"][case] = error.code().name
     result["descriptor_problems"] = compare_descriptors()
+    if args.get("secure"):
+        result["secure"] = secure(args["secure"], args["images"][0])
     return result
 
 
