@@ -18,6 +18,7 @@
 #ifndef VEC
 #define VEC 1
 #endif
+#include "vec_check.h"
 
 __kernel void affine_i8(__global const char* restrict x, __global char* restrict out,
                         __global const int* restrict weights, __global const int* restrict bias,

@@ -78,6 +78,15 @@ __kernel void conv_f32_i8(__global const char* restrict x, __global const float*
 #ifndef CONV1X1_PIXELS
 #define CONV1X1_PIXELS 1
 #endif
+/* the constraints kernels/tuning.json declares (its "_knobs"), which the host checks first */
+#if CONV1X1_CHANNELS != 1 && CONV1X1_CHANNELS != 2 && CONV1X1_CHANNELS != 4 && \
+    CONV1X1_CHANNELS != 8 && CONV1X1_CHANNELS != 16
+#error "CONV1X1_CHANNELS must be 1, 2, 4, 8 or 16"
+#endif
+#if CONV1X1_PIXELS != 1 && CONV1X1_PIXELS != 2 && CONV1X1_PIXELS != 4 && \
+    CONV1X1_PIXELS != 8 && CONV1X1_PIXELS != 16
+#error "CONV1X1_PIXELS must be 1, 2, 4, 8 or 16"
+#endif
 #define CONV1X1_CP (CONV1X1_CHANNELS * CONV1X1_PIXELS)
 __kernel void conv1x1_f32_i8(__global const char* restrict x, __global const float* restrict w,
                              __global const float* restrict bias, __global char* restrict out,

@@ -15,16 +15,32 @@ import accel
 ENV = "ACCEL_TEST_DEVICES"
 
 
+def _wanted() -> list[str]:
+    return [w.strip().lower() for w in os.environ.get(ENV, "").split(",") if w.strip()]
+
+
 def _matches(device, wanted: list[str]) -> bool:
-    text = f"{device.short_name} {device.name} {device.platform}".lower()
-    return any(w in text for w in wanted)
+    return allows(f"{device.short_name} {device.name} {device.platform}", wanted)
+
+
+def allows(description: str, wanted: list[str] | None = None) -> bool:
+    """Whether ACCEL_TEST_DEVICES lets tests run on a device so described (its short name,
+    name, platform), e.g. oclgrind's simulator, which accel.devices() lists only inside an
+    oclgrind run. Everything is allowed when it is unset."""
+    wanted = _wanted() if wanted is None else wanted
+    return not wanted or any(w in description.lower() for w in wanted)
 
 
 def chosen() -> list:
     """Every device present, narrowed by ACCEL_TEST_DEVICES."""
-    present = accel.devices()
-    wanted = [w.strip().lower() for w in os.environ.get(ENV, "").split(",") if w.strip()]
-    return [d for d in present if _matches(d, wanted)] if wanted else present
+    return [d for d in accel.devices() if _matches(d, _wanted())]
+
+
+def find(kind: str, platform: str | None = None):
+    """The first chosen device of this kind (and platform, e.g. "Portable Computing
+    Language"), or None."""
+    return next((d for d in chosen() if d.kind == kind
+                 and (platform is None or d.platform == platform)), None)
 
 
 def fastest_cpu():
@@ -40,4 +56,4 @@ def fastest_cpu():
 
 def emulator():
     """The Intel FPGA emulator among the chosen devices, or None."""
-    return next((d for d in chosen() if d.kind == "fpga-emulator"), None)
+    return find("fpga-emulator")

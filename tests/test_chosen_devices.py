@@ -27,3 +27,16 @@ def test_fastest_cpu_is_a_chosen_cpu(monkeypatch):
     for cpu in [d for d in accel.devices() if d.kind == "cpu"]:
         monkeypatch.setenv(chosen_devices.ENV, cpu.short_name)
         assert chosen_devices.fastest_cpu() == cpu  # also where accel would pick another
+
+
+def test_find_and_allows_follow_the_filter(monkeypatch):
+    monkeypatch.delenv(chosen_devices.ENV, raising=False)
+    assert chosen_devices.allows("oclgrind-simulator Oclgrind Simulator")
+    for device in accel.devices():
+        assert chosen_devices.find(device.kind, device.platform).kind == device.kind
+        monkeypatch.setenv(chosen_devices.ENV, "no-such-device")
+        assert chosen_devices.find(device.kind, device.platform) is None
+        monkeypatch.delenv(chosen_devices.ENV)
+    monkeypatch.setenv(chosen_devices.ENV, "pocl")
+    assert not chosen_devices.allows("oclgrind-simulator Oclgrind Simulator")
+    assert chosen_devices.allows("pocl-cpu cpu Portable Computing Language")

@@ -45,9 +45,6 @@ from accel import compiler  # noqa: E402
 from accel.compiler import ir  # noqa: E402
 from accel.compiler.errors import DynamicBatchWarning  # noqa: E402
 
-DEVICES = accel.devices()
-FASTEST = accel.select_device()
-
 
 # --- the nets, in PyTorch -------------------------------------------------------------------
 
@@ -246,22 +243,23 @@ def exported(request, export_dir) -> Exported:
 
 
 @pytest.fixture
-def compiled(request, exported) -> accel.CompiledModel:
-    """The export compiled; a dynamic batch is made static with input_shapes=."""
+def compiled(request, exported, fastest_cpu) -> accel.CompiledModel:
+    """The export compiled (on the CPU device accel would choose, tests/conftest.py); a
+    dynamic batch is made static with input_shapes=."""
     case = request.node.callspec.params["exported"]
     if case not in _COMPILED:
         _COMPILED[case] = accel.compile(exported.model, calibration=inputs(exported.net, 8, seed=0),
-                                        device=FASTEST, progress=False,
+                                        device=fastest_cpu, progress=False,
                                         input_shapes={"image": exported.net.input_shape})
     return _COMPILED[case]
 
 
 @pytest.mark.parametrize("exported", [("resnet_view", "dynamo_raw_dynamic")], indirect=True)
-def test_a_dynamic_batch_becomes_the_calibration_batch_with_a_notice(exported):
+def test_a_dynamic_batch_becomes_the_calibration_batch_with_a_notice(exported, fastest_cpu):
     """Without input_shapes= the dynamic batch is the calibration inputs' (a notice says so)."""
     with pytest.warns(DynamicBatchWarning, match=r"'image'.*batch 1 .*input_shapes=\{'image'"):
         compiled = accel.compile(exported.model, calibration=inputs(exported.net, 2, seed=0),
-                                 device=FASTEST, progress=False)
+                                 device=fastest_cpu, progress=False)
     assert compiled.inputs[0].shape == exported.net.input_shape
 
 

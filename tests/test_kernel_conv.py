@@ -18,6 +18,7 @@ from accel.ops import conv as ops
 from accel.ops.layout import pad_channels
 from accel.reference import conv as reference
 
+import chosen_devices
 from conv_shapes import densenet121_convs, resnet50_convs, vgg16_convs
 
 
@@ -387,12 +388,13 @@ def _layer(shape, **extra) -> ops.ConvLayer:
 
 
 def fast_cpu_device():
-    """PoCL if present (the fastest CPU runtime here), else the first CPU, else any device."""
-    present = accel.devices()
-    for wanted in (lambda d: "Portable" in d.platform, lambda d: d.kind == "cpu", lambda d: True):
-        chosen = [d for d in present if wanted(d)]
-        if chosen:
-            return chosen[0]
+    """Among the test devices (tests/chosen_devices.py): PoCL if chosen (the fastest CPU
+    runtime here), else the first CPU, else any device."""
+    device = (chosen_devices.find("cpu", "Portable Computing Language")
+              or chosen_devices.find("cpu") or next(iter(chosen_devices.chosen()), None))
+    if device is None:
+        pytest.skip(f"{chosen_devices.ENV} chooses no device")
+    return device
 
 
 # Each distinct layer configuration of the three models, spatial size aside:

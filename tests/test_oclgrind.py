@@ -40,7 +40,15 @@ from pathlib import Path
 
 import pytest
 
+from chosen_devices import ENV as DEVICES_ENV
+from chosen_devices import allows
+
 TESTS = Path(__file__).resolve().parent
+# oclgrind's device as accel describes it (short name, name, platform); ACCEL_TEST_DEVICES
+# must allow it, and inside the run it is the one device the fixtures choose.
+OCLGRIND = "oclgrind-simulator Oclgrind Simulator Oclgrind"
+pytestmark = pytest.mark.skipif(not allows(OCLGRIND),
+                                reason=f"{DEVICES_ENV} does not choose oclgrind's device")
 ROOT = TESTS.parent
 CHECKS = ["--check-api", "--data-races"]
 UNINITIALIZED = "--uninitialized"
@@ -79,7 +87,8 @@ def run_under_oclgrind(log: Path, checks: list[str],
     oclgrind = shutil.which("oclgrind")
     if oclgrind is None:
         pytest.fail("oclgrind is not installed (tools/setup-opencl.sh installs the Debian package)")
-    env = {**os.environ, "ACCEL_CACHE_DIR": "off"}  # build every program under oclgrind
+    env = {**os.environ, "ACCEL_CACHE_DIR": "off",  # build every program under oclgrind
+           DEVICES_ENV: "oclgrind"}  # the fixtures choose the simulator
     env.pop("ACCEL_DEVICE", None)
     command = [oclgrind, *checks, "--log", str(log),
                sys.executable, "-c", KEEP_BUFFERS, "-p", "no:cacheprovider", "-v", *pytest_args]
@@ -114,8 +123,11 @@ def test_kernel_tests_read_no_uninitialised_memory(tmp_path, test_file):
 
 
 BAD_KERNEL_TEST = '''
+import sys
 import numpy as np
 import accel
+sys.path.insert(0, TESTS_DIR)  # the tests' one place that chooses devices
+from chosen_devices import chosen
 
 SOURCE = """
 __kernel void copy_one_too_far(__global const char* in, __global char* out) {
@@ -131,7 +143,7 @@ __kernel void sign_of_unwritten(__global const char* in, __global char* out) {
 
 
 def test_out_of_bounds():
-    (device,) = accel.devices()
+    (device,) = chosen()
     assert device.platform == "Oclgrind"
     ctx = accel.Context(device)
     x = np.arange(16, dtype=np.int8)
@@ -141,7 +153,8 @@ def test_out_of_bounds():
 
 
 def test_uninitialised():
-    ctx = accel.Context(accel.devices()[0])
+    (device,) = chosen()
+    ctx = accel.Context(device)
     out = ctx.upload(np.zeros(16, np.int8))
     ctx.launch(ctx.build(SOURCE, cache=False), "sign_of_unwritten", [16], ctx.buffer(16), out)
 '''
@@ -155,7 +168,7 @@ def test_the_harness_catches_a_bad_kernel(tmp_path, case, checks, message):
     """The checks above can fail: these kernels pass their own (value) tests, but oclgrind's
     log reports them."""
     test_file = tmp_path / "test_bad_kernel.py"
-    test_file.write_text(BAD_KERNEL_TEST)
+    test_file.write_text(BAD_KERNEL_TEST.replace("TESTS_DIR", repr(str(TESTS))))
     log = tmp_path / "oclgrind.log"
     result = run_under_oclgrind(log, checks, [f"{test_file}::test_{case}"])
     assert result.returncode == 0, result.stdout + result.stderr  # the values are right...

@@ -14,7 +14,22 @@ import pytest
 import accel
 from accel import kernel_source
 from accel.isa import LEVEL_CODES, host_isa
+from chosen_devices import ENV as DEVICES_ENV
+from chosen_devices import find
 from full_setup import missing_setup
+
+POCL_PLATFORM = "Portable Computing Language"
+INTEL_PLATFORM = "Intel(R) OpenCL"
+
+
+def chosen_or_skip(kind: str, platform: str):
+    """The chosen device of this kind and platform; skipped where one is present but
+    ACCEL_TEST_DEVICES leaves it out, None where there is none at all."""
+    device = find(kind, platform)
+    if device is None and any(d.kind == kind and d.platform == platform
+                              for d in accel.devices()):
+        pytest.skip(f"{DEVICES_ENV} leaves out the {platform} {kind} device")
+    return device
 
 PROBE = """
 __kernel void variant(__global int* out) {
@@ -66,9 +81,9 @@ def test_a_cpu_device_never_gets_a_variant_above_its_isa(ctx):
 
 @pytest.mark.skipif(not host_isa().avx2, reason="the host has no AVX2: no pair builtin to pick")
 def test_pocl_takes_the_avx2_pair_path_when_the_isa_is_capped_at_avx2():
-    pocl = [d for d in accel.devices() if "Portable Computing Language" in d.platform]
+    pocl = chosen_or_skip("cpu", POCL_PLATFORM)
     assert pocl, "PoCL is not present: the pair builtins go untested"
-    ctx = accel.Context(pocl[0])
+    ctx = accel.Context(pocl)
     assert built_variant(ctx, {"ACCEL_CPU_ISA": LEVEL_CODES["avx2"]}) == 2
 
 
@@ -100,19 +115,18 @@ VNNI_BUILD = """
 import json, sys
 import accel
 from accel.isa import LEVEL_CODES
-device = [d for d in accel.devices() if d.platform == "Intel(R) OpenCL" and d.kind == "cpu"][0]
-ctx = accel.Context(device)
+ctx = accel.Context(accel.select_device(sys.argv[2]))  # the parent's device, "platform:device"
 ctx.build_file("conv.cl", {"ACCEL_CPU_ISA": int(sys.argv[1]), "TILE_W": 4, "COUT_BLOCKS": 2},
                cache=False)  # built, never launched: this host may lack the instructions
 """
 
 
-def intel_conv_assembly(tmp_path, isa_code: int) -> str:
+def intel_conv_assembly(tmp_path, device, isa_code: int) -> str:
     env = dict(os.environ, CL_CONFIG_CPU_TARGET_ARCH="cascadelake", CL_CONFIG_DUMP_ASM="True",
                CL_CONFIG_DUMP_FILE_NAME_PREFIX=str(tmp_path / f"isa{isa_code}_"),
                ACCEL_CACHE_DIR="off")
-    subprocess.run([sys.executable, "-c", VNNI_BUILD, str(isa_code)], env=env, check=True,
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run([sys.executable, "-c", VNNI_BUILD, str(isa_code), device.index], env=env,
+                   check=True, capture_output=True, text=True, timeout=300)
     files = sorted(tmp_path.glob(f"isa{isa_code}_*.s"))
     assert files, "Intel's CPU runtime wrote no assembly"
     return "\n".join(f.read_text(errors="replace") for f in files)
@@ -122,10 +136,11 @@ def test_intel_runtime_builds_conv_with_vpdpbusd_for_a_vnni_target(tmp_path):
     """On any host: conv.cl compiled for a VNNI target (as a VNNI host asks) does its MACs
     with vpdpbusd zmm, and with the cap below VNNI it has none. Bit-exactness of the same
     operands is what the QUAD_MAC_EMULATE tests check on every device."""
-    if not any(d.platform == "Intel(R) OpenCL" and d.kind == "cpu" for d in accel.devices()):
+    intel = chosen_or_skip("cpu", INTEL_PLATFORM)
+    if intel is None:
         missing_setup("Intel's CPU runtime is not installed")
-    vnni = intel_conv_assembly(tmp_path, LEVEL_CODES["avx512-vnni"])
+    vnni = intel_conv_assembly(tmp_path, intel, LEVEL_CODES["avx512-vnni"])
     dpbusd = re.findall(r"vpdpbusd\s+[^\n]*zmm", vnni)
     assert len(dpbusd) >= 4 * 2, f"{len(dpbusd)} vpdpbusd zmm"  # TILE_W x COUT_BLOCKS per quad
-    capped = intel_conv_assembly(tmp_path, LEVEL_CODES["avx512"])
+    capped = intel_conv_assembly(tmp_path, intel, LEVEL_CODES["avx512"])
     assert "vpdpbusd" not in capped

@@ -32,6 +32,7 @@ import accel
 from accel.backend import api
 from accel.isa import host_isa
 
+from chosen_devices import chosen, find
 from qdq_host import quantize_qdq
 
 DATA = Path(__file__).resolve().parent / "data" / "recorded_outputs.json"
@@ -158,10 +159,10 @@ _COMPILED: dict[str, tuple] = {}
 
 
 def compiled_case(name: str, tmp_path_factory):
-    """(CompiledModel on the first CPU device, evaluation inputs), once per process."""
+    """(CompiledModel on the first chosen CPU device, evaluation inputs), once per process."""
     if name not in _COMPILED:
         model, calibration, inputs = CASES[name](tmp_path_factory.mktemp(name.replace("/", "_")))
-        cpu = next((d for d in accel.devices() if d.kind == "cpu"), accel.devices()[0])
+        cpu = find("cpu") or chosen()[0]
         compiled = api.compile(model, calibration=calibration, device=cpu, progress=False)
         _COMPILED[name] = (compiled, inputs)
     return _COMPILED[name]

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from ..ops import tuning
 from ..ops.layout import padded_channels
 from .lowered import Lowered, Placement, SpaceToDepth, Step
 from .steps import conv_layer
@@ -16,7 +17,9 @@ from .steps import conv_layer
 # Rewrite a strided few-channel conv on a model input (see space_to_depth_stems); tests
 # turn it off to compare against the plain one.
 SPACE_TO_DEPTH = True
-SPACE_TO_DEPTH_MAX_CHANNELS = 4  # e.g. RGB: the conv kernel's slow few-channel path
+# e.g. RGB: the conv kernel's slow few-channel path (a rule in kernels/tuning.json; the
+# lowering is the same for every device, so it is read at the "default" key)
+SPACE_TO_DEPTH_MAX_CHANNELS = tuning.rule("conv.cl", "SPACE_TO_DEPTH_MAX_CHANNELS")
 
 
 def space_to_depth_stems(lowered: Lowered) -> None:
@@ -99,9 +102,16 @@ def apply_space_to_depth(x: np.ndarray, s2d: SpaceToDepth, zero_point: int,
     top, left = s2d.pad_top, s2d.pad_left
     inside_h, inside_w = min(h, s2d.height - top), min(w, s2d.width - left)
     canvas[:, top:top + inside_h, left:left + inside_w] = x[:, :inside_h, :inside_w]
-    out = np.full((n, rows, cols, folded if channels is None else channels), zero_point,
-                  dtype=x.dtype)
+    fold = s2d.fold_width
+    out = np.full((n, rows, cols, folded if channels is None or fold > 1 else channels),
+                  zero_point, dtype=x.dtype)
     # Splitting the folded channels into (dy, dx, c) is a view of out: one strided copy.
     out[..., :folded].reshape(n, rows, cols, b, b, c)[...] = \
         canvas.reshape(n, rows, b, cols, b, c).transpose(0, 1, 3, 2, 4, 5)
-    return out
+    if fold == 1:
+        return out
+    width = cols - fold + 1  # each pixel carries its next fold - 1 neighbours' channels
+    wide = np.full((n, rows, width, max(fold * folded, channels or 0)), zero_point, x.dtype)
+    for j in range(fold):
+        wide[..., j * folded:(j + 1) * folded] = out[:, :, j:j + width]
+    return wide

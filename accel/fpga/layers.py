@@ -1,11 +1,11 @@
 """Layer descriptors for the FPGA model, read from any ONNX image model.
 
-``extract_layers(model)`` runs ONNX shape inference (batch fixed to 1, big initializers swapped
-for typed inputs so it is quick) and returns one ``Layer`` per pipeline pass: conv, fc, pool or
-eltwise. It folds what the FPGA pipeline fuses into a conv pass, as the compiler does:
-BatchNorm/ReLU/Clip and constant scales (free) and a residual Add (the requantize stage reads
-the residual). A MaxPool/AveragePool that alone consumes a conv's output is recorded on the
-conv (``Layer.pool``); the estimate runs it as its own pass or in the conv's writer, as
+``extract_layers(model)`` takes every tensor's shape from the compiler's frontend (the IR
+shapes the lowering uses, batch fixed to 1) and returns one ``Layer`` per pipeline pass: conv,
+fc, pool or eltwise. It folds what the FPGA pipeline fuses into a conv pass, as the compiler
+does: BatchNorm/ReLU/Clip and constant scales (free) and a residual Add (the requantize stage
+reads the residual). A MaxPool/AveragePool that alone consumes a conv's output is recorded on
+the conv (``Layer.pool``); the estimate runs it as its own pass or in the conv's writer, as
 ``Design.fuse_pool`` says. Concat is free (a write at a channel offset). Ops the pipeline does
 not run (Softmax, SSD box maths, depthwise convs: NDRange kernels beside the pipeline) are
 counted in ``ExtractedModel.unmodelled``.
@@ -13,6 +13,7 @@ counted in ``ExtractedModel.unmodelled``.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,8 +28,8 @@ FREE_OPS = {
 RELABEL_OPS = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg", "GlobalAveragePool": "global_avg",
             "GlobalMaxPool": "global_max"}
-# Constant initializers up to this many elements stay in the shape-inference copy (Reshape
-# targets, Clip bounds); bigger ones become typed graph inputs so no weight data is copied.
+# Constant values read (a ReduceMean's axes): initializers and folded results up to this many
+# elements; weights are never copied.
 _KEEP_INITIALIZER_ELEMENTS = 64
 
 
@@ -103,59 +104,29 @@ class ExtractedModel:
         return sum(layer.macs for layer in self.layers)
 
 
-def _light_copy(model, folded: dict[str, np.ndarray] | None = None):
-    """The model's graph with batch 1 and big initializers replaced by shaped inputs; the
-    nodes computing ``folded`` values (small constants) replaced by those values, so shape
-    inference reads them (a ReduceMean's axes, a Reshape's target)."""
-    import onnx
-    from onnx import helper, numpy_helper
+def _compiler_shapes(model) -> dict[str, tuple]:
+    """Every tensor's shape as the compiler sees it: the IR graph accel's frontend builds
+    (accel.compiler.frontend, batch fixed to 1: the shapes the lowering uses), over the
+    frontend's own ONNX shape inference, which it checks each IR shape against, for the
+    tensors the IR does not keep or where the frontend refuses the model (an op accel does
+    not run, e.g. AlexNet's LRN: it is counted as unmodelled here)."""
+    from ..compiler.errors import CompileError, DynamicBatchWarning
+    from ..compiler.frontend import Frontend
 
-    graph = model.graph
-    init_names = {init.name for init in graph.initializer}
-    inputs = []
-    for value in graph.input:
-        if value.name in init_names:
-            continue
-        value = onnx.ValueInfoProto.FromString(value.SerializeToString())
-        dims = value.type.tensor_type.shape.dim
-        # a symbolic batch becomes 1; concrete sizes stay (only C, H, W are used)
-        if len(dims) >= 1 and not dims[0].HasField("dim_value"):
-            dims[0].Clear()
-            dims[0].dim_value = 1
-        inputs.append(value)
-    kept = []
-    for init in graph.initializer:
-        count = int(np.prod(init.dims)) if len(init.dims) else 1
-        if count <= _KEEP_INITIALIZER_ELEMENTS:
-            kept.append(init)
-        else:
-            inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    folded = {name: value for name, value in (folded or {}).items() if name not in init_names}
-    kept += [numpy_helper.from_array(np.asarray(value), name) for name, value in folded.items()]
-    nodes = [node for node in graph.node if not set(node.output) <= set(folded)]
-    light = helper.make_graph(nodes, graph.name or "model", inputs,
-                              list(graph.output), initializer=kept)
-    copy = helper.make_model(light, opset_imports=list(model.opset_import))
-    copy.ir_version = model.ir_version
-    return copy
-
-
-def _shape_map(model) -> dict[str, tuple]:
-    import onnx
-
-    # data_prop: shapes computed by shape arithmetic (an unoptimised torch export's view)
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    shapes: dict[str, tuple] = {}
-    graph = inferred.graph
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if not value.type.tensor_type.HasField("shape"):
-            continue   # a declared output without a shape must not hide an inferred one
-        dims = value.type.tensor_type.shape.dim
-        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-        if value.name not in shapes or None not in shape:
-            shapes[value.name] = shape
-    for init in graph.initializer:
-        shapes[init.name] = tuple(init.dims)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DynamicBatchWarning)
+        try:
+            frontend = Frontend(model, None, batch=1)
+        except CompileError as e:
+            raise ValueError(f"the model's shapes are unknown: {e}") from None
+        shapes = {name: tuple(shape) for name, shape in frontend.onnx_shapes.items()
+                  if shape is not None}
+        shapes.update({name: tuple(t.shape) for name, t in frontend.graph.tensors.items()})
+        try:
+            graph = frontend.run()
+        except CompileError:
+            graph = frontend.graph  # what was converted before the refusal
+    shapes.update({name: tuple(int(d) for d in t.shape) for name, t in graph.tensors.items()})
     return shapes
 
 
@@ -168,8 +139,8 @@ def _chw(shapes: dict, tensor: str, node) -> tuple[int, int, int]:
     shape = shapes.get(tensor)
     if shape is None or None in shape or len(shape) not in (2, 4):
         raise ValueError(f"node {node.name or node.op_type!r} ({node.op_type}): shape of "
-                         f"{tensor!r} unknown after ONNX shape inference ({shape}); give the "
-                         "model a fixed input shape")
+                         f"{tensor!r} unknown to the compiler's shape inference ({shape}); "
+                         "give the model a fixed input shape")
     if len(shape) == 2:
         return shape[1], 1, 1
     return shape[1], shape[2], shape[3]
@@ -226,7 +197,7 @@ def extract_layers(model, name: str = "model") -> ExtractedModel:
     if len(model.graph.node) == 0:
         raise ValueError("the ONNX model has no nodes")
     values = _small_constants(model)
-    shapes = _shape_map(_light_copy(model, values))
+    shapes = _compiler_shapes(model)
     # constants: initializers and whatever is computed from them alone (DequantizeLinear of
     # int8 weights in QDQ models, Constant nodes), so a bias Add is not an eltwise pass
     constants = {init.name for init in model.graph.initializer}

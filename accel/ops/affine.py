@@ -26,21 +26,16 @@ from .pool import check_activation, check_int8_nhwc, check_shape, check_zero_poi
 
 KERNEL_FILE = "affine.cl"
 KERNEL_NAME = "affine_i8"
-# Channels per work-item, measured on DenseNet-121's transition1 (56x56x256): PoCL 0.36 ms
-# at VEC=1, 0.105 at 4, 0.107 at 16; Intel's CPU runtime 0.57, 0.68, 0.32. An entry for
-# affine.cl in kernels/tuning.json wins over these.
-DEFAULT_VEC = 4
-DEVICE_VEC = {"pocl-cpu": 4, "intel-cpu": 16}
+# VEC (channels per work-item) per device is kernels/tuning.json's (its affine.cl entries say
+# what was measured); this is its "default" entry's.
+DEFAULT_VEC = tuning.knobs(KERNEL_FILE, "default")["VEC"]
 _PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1
 
 
 def _knobs(ctx, defines: dict | None) -> dict:
-    """The -D knobs: the caller's, else kernels/tuning.json's for the device, else
-    DEVICE_VEC / DEFAULT_VEC. VEC (channels per work-item) must divide CHANNEL_ALIGN."""
-    device = ctx.device
-    defines = {"VEC": DEVICE_VEC.get(device.short_name, DEFAULT_VEC),
-               **tuning.knobs(KERNEL_FILE, device.tuning_key),
-               **(defines or {})}
+    """The -D knobs: the caller's, else kernels/tuning.json's for the device (over its
+    "default" entry). VEC (channels per work-item) must divide CHANNEL_ALIGN."""
+    defines = {**tuning.knobs(KERNEL_FILE, ctx.device.tuning_key), **(defines or {})}
     vec = int(defines["VEC"])
     if vec <= 0 or CHANNEL_ALIGN % vec:
         raise ValueError(f"VEC={vec} must divide the channel alignment {CHANNEL_ALIGN}")

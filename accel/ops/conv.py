@@ -36,21 +36,16 @@ from accel.runtime import Buffer, Context, Event, Kernel, Program
 KERNEL_FILE = "conv.cl"
 KERNEL_NAME = "conv2d_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
-SMALL_CIN_STEP = 4  # CIN_STEP for layers with at most this many input channels
 # The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
 USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "PAIR_MAC_EMULATE", "X86_QUAD_MAC",
               "QUAD_MAC_EMULATE", "COUT_BLOCKS")
-# COUT_BLOCKS 2 (two blocks of output channels per work-item, each input broadcast feeding
-# both) with TILE_W 7: measured on PoCL 1.07-1.35x faster than 1 block x TILE_W 8 on every
-# ResNet-50 layer shape tried; 0.8-0.9x on batch-1 dense layers (a GEMV wants every
-# work-item it can get). TILE_W x COUT_BLOCKS accumulators of 16 lanes: above 14 they no
-# longer fit the 32 vector registers with the weights and inputs (2 x 8 measured 10-25%
-# slower than 2 x 7).
-COUT_BLOCKS_MIN_PIXELS = 49
-MAX_ACCUMULATORS = 14
-# Channel pairs per step, and dividing CHANNEL_ALIGN so cin rounded up to CIN_STEP never
-# passes the padded channel count (the kernel would read past the pixel and pad row).
-CIN_STEPS = (2, 4, 8, 16)
+# The selection rules that adapt the tuned knobs to a layer (MAX_ACCUMULATORS,
+# COUT_BLOCKS_MIN_PIXELS, SMALL_CIN_STEP: layer_knobs) are data: kernels/tuning.json's
+# conv.cl entries, their reasons in its "_rules". The shipped defaults, for reference:
+SMALL_CIN_STEP = tuning.rule(KERNEL_FILE, "SMALL_CIN_STEP")
+# CIN_STEP (channel pairs per step) divides CHANNEL_ALIGN (kernels/tuning.json's "_knobs")
+# so cin rounded up to CIN_STEP never passes the padded channel count (the kernel would read
+# past the pixel and pad row).
 _PAD_MULTIPLIER, _PAD_SHIFT = numerics.MULTIPLIER_MIN, 1  # padded channels: scale(0) = 0
 _PAD_F32_MANTISSA = numerics.F32_MANTISSA_MIN  # the same in the float32 mode
 # Requantization modes: "fixed", the numerics contract's fixed point (multipliers, shifts);
@@ -288,57 +283,63 @@ def padded_requantization(layer: ConvLayer, multipliers: np.ndarray,
 
 
 def check_conv_knobs(knobs: dict, user_knobs, kernel_file: str) -> dict:
-    """The checks conv.cl and winograd.cl share (conv_knobs.h): the epilogue knobs follow
-    the layer, not the caller; only ``user_knobs``, each an integer; X86_PAIR_MAC and
-    PAIR_MAC_EMULATE 0 or 1."""
+    """The checks conv.cl and winograd.cl share: the epilogue knobs follow the layer, not the
+    caller; only ``user_knobs``, each an integer within the constraints kernels/tuning.json
+    declares for ``kernel_file`` (mirrored by conv_knobs.h's and the kernel's #error guards)."""
     for name in ("HAS_RESIDUAL", "REQUANT_F32"):
         if name in knobs:
             raise ValueError(f"{name} is not a caller's knob: it follows the layer")
     check_knob_names(knobs, user_knobs, kernel_file)
-    for name, value in knobs.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"knob {name} must be an integer, got {value!r}")
-    for name in ("X86_PAIR_MAC", "PAIR_MAC_EMULATE"):
-        if name in knobs and knobs[name] not in (0, 1):
-            raise ValueError(f"{name}={knobs[name]} must be 0 or 1")
-    return {name: int(value) for name, value in knobs.items()}
+    return tuning.check(kernel_file, knobs)
 
 
 def check_knobs(knobs: dict) -> dict:
-    """conv.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
-    knobs = check_conv_knobs(knobs, USER_KNOBS, KERNEL_FILE)
-    if "CIN_STEP" in knobs and knobs["CIN_STEP"] not in CIN_STEPS:
-        raise ValueError(f"CIN_STEP={knobs['CIN_STEP']} must be one of {CIN_STEPS}")
-    if "TILE_W" in knobs and knobs["TILE_W"] < 1:
-        raise ValueError(f"TILE_W={knobs['TILE_W']} must be at least 1")
-    if "COUT_BLOCKS" in knobs and knobs["COUT_BLOCKS"] not in (1, 2):
-        raise ValueError(f"COUT_BLOCKS={knobs['COUT_BLOCKS']} must be 1 or 2")
-    for name in ("X86_QUAD_MAC", "QUAD_MAC_EMULATE"):
-        if name in knobs and knobs[name] not in (0, 1):
-            raise ValueError(f"{name}={knobs[name]} must be 0 or 1")
-    return knobs
+    """conv.cl knobs, checked: only USER_KNOBS, each an integer in its declared range."""
+    return check_conv_knobs(knobs, USER_KNOBS, KERNEL_FILE)
 
 
-def layer_knobs(layer: ConvLayer, tuned: dict) -> dict:
-    """The device's tuned knobs adapted to one layer: COUT_BLOCKS 2 only where it pays, at
-    most MAX_ACCUMULATORS accumulators, TILE_W fitted to the row, CIN_STEP 4 for a stem."""
-    chosen = dict(tuned)
-    if chosen.get("COUT_BLOCKS", 1) == 2 and not pairs_of_blocks_pay(layer):
+def layer_knobs(layer: ConvLayer, tuned: dict, rules: dict | None = None) -> dict:
+    """The device's tuned knobs adapted to one layer by the device's selection rules
+    (``rules``, default the shipped default ones; rule names in ``tuned`` are taken as rules):
+    COUT_BLOCKS 2 only where it pays, at most MAX_ACCUMULATORS accumulators, TILE_W fitted
+    to the row, SMALL_CIN_STEP for a stem."""
+    rule_names = tuning.declared(KERNEL_FILE, "_rules")
+    rules = {**tuning.rules(KERNEL_FILE), **(rules or {}),
+             **{k: v for k, v in tuned.items() if k in rule_names}}
+    chosen = {k: v for k, v in tuned.items() if k not in rule_names}
+    if chosen.get("COUT_BLOCKS", 1) == 2 and not pairs_of_blocks_pay(
+            layer, rules["COUT_BLOCKS_MIN_PIXELS"]):
         chosen["COUT_BLOCKS"] = 1
     if "TILE_W" in chosen:
-        tile = min(chosen["TILE_W"], MAX_ACCUMULATORS // chosen.get("COUT_BLOCKS", 1))
+        tile = min(chosen["TILE_W"], rules["MAX_ACCUMULATORS"] // chosen.get("COUT_BLOCKS", 1))
         chosen["TILE_W"] = fitted_tile_width(layer.out_width, tile)
-    if layer.in_channels <= SMALL_CIN_STEP:  # e.g. an RGB stem: skip the zero channels
-        chosen["CIN_STEP"] = SMALL_CIN_STEP
+    if layer.in_channels <= rules["SMALL_CIN_STEP"]:  # e.g. an RGB stem: skip the zero channels
+        chosen["CIN_STEP"] = rules["SMALL_CIN_STEP"]
     return chosen
 
 
-def pairs_of_blocks_pay(layer: ConvLayer) -> bool:
+def pairs_of_blocks_pay(layer: ConvLayer, min_pixels: int | None = None) -> bool:
     """Whether the tuned COUT_BLOCKS 2 applies to this layer: its padded outputs split into
-    pairs of blocks, and it is not a GEMV (see COUT_BLOCKS_MIN_PIXELS)."""
+    pairs of blocks, and it is not a GEMV (at least ``min_pixels`` output pixels, default the
+    shipped rule COUT_BLOCKS_MIN_PIXELS)."""
+    if min_pixels is None:
+        min_pixels = tuning.rule(KERNEL_FILE, "COUT_BLOCKS_MIN_PIXELS")
     pixels = layer.batch * layer.out_height * layer.out_width
-    return layer.out_channels_padded % (2 * COUT_BLOCK) == 0 and \
-        pixels >= COUT_BLOCKS_MIN_PIXELS
+    return layer.out_channels_padded % (2 * COUT_BLOCK) == 0 and pixels >= min_pixels
+
+
+def shape_class(layer: ConvLayer) -> str:
+    """The class a layer's per-shape tuning is kept under (accel.ops.tuning.conv_shape_class)."""
+    return tuning.conv_shape_class(layer.kernel_h, layer.kernel_w, tuple(layer.stride),
+                                   layer.in_channels, layer.out_channels, layer.in_height,
+                                   layer.in_width)
+
+
+def tuned_knobs(tuning_key: str, layer: ConvLayer) -> dict:
+    """The knobs a compiled model runs ``layer`` with on a device: the device's entry (with
+    the layer's shape class's, where the tuning has one) adapted by the device's rules."""
+    return layer_knobs(layer, tuning.knobs(KERNEL_FILE, tuning_key, shape_class(layer)),
+                       tuning.rules(KERNEL_FILE, tuning_key))
 
 
 def fitted_tile_width(out_width: int, tuned: int) -> int:
@@ -356,7 +357,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     """Pack and upload a layer's parameters and build its program (once per layer).
     ``knobs`` overrides the device's tuned -D values (kernels/tuning.json)."""
     packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
-    chosen = layer_knobs(layer, tuning.knobs(KERNEL_FILE, ctx.device.tuning_key))
+    chosen = tuned_knobs(ctx.device.tuning_key, layer)
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)  # the tuned values and the caller's
     if layer.out_channels_padded % (chosen.get("COUT_BLOCKS", 1) * COUT_BLOCK):

@@ -23,17 +23,16 @@ import numpy as np
 from .. import numerics
 from ..numerics import Activation
 from . import tuning
-from .checks import check_activation, check_shape, check_zero_point
+from .checks import check_activation, check_int8_nhwc, check_shape, check_zero_point
 from .layout import launch_and_wait, padded_channels, run_on_device
 
 KERNEL_FILE = "conv_f32.cl"
 MLAS_SGEMM_STRIDE = 128  # MLAS_SGEMM_STRIDEN and MLAS_SGEMM_STRIDEK (mlasi.h)
-# Output channels and pixels per work-item of conv1x1_f32_i8 where kernels/tuning.json has
-# no entry for conv_f32.cl. Measured on ResNet-152's 1x1 shapes (AVX2 EPYC, 2 cores):
-# Intel's CPU runtime 14 GMAC/s with 8 x 1 (8-10 with 1 x 4 or 4 x 4), PoCL 3-4 with 8 x 1
-# and 5-7 with 8 x 2.
-DEFAULT_KNOBS = {"CONV1X1_CHANNELS": 8, "CONV1X1_PIXELS": 1}
-KNOB_CHOICES = (1, 2, 4, 8, 16)
+# Output channels and pixels per work-item of conv1x1_f32_i8: kernels/tuning.json's entries
+# for conv_f32.cl (its "default": 8 x 1), read by accel.ops.tuning. Measured on ResNet-152's
+# 1x1 shapes (AVX2 EPYC, 2 cores): Intel's CPU runtime 14 GMAC/s with 8 x 1 (8-10 with 1 x 4
+# or 4 x 4), PoCL 3-4 with 8 x 1 and 5-7 with 8 x 2.
+DEFAULT_KNOBS = tuning.knobs(KERNEL_FILE, "default")
 
 
 def mlas_block_k(n: int, k: int) -> int:
@@ -135,13 +134,10 @@ class ConvF32Params:
 
 def knobs(ctx, defines: dict | None = None) -> dict:
     """CONV1X1_CHANNELS and CONV1X1_PIXELS: the caller's, else the device's
-    kernels/tuning.json entry, else DEFAULT_KNOBS."""
-    chosen = {**DEFAULT_KNOBS, **tuning.knobs(KERNEL_FILE, ctx.device.tuning_key),
-              **(defines or {})}
-    if set(chosen) != set(DEFAULT_KNOBS) or any(v not in KNOB_CHOICES for v in chosen.values()):
-        raise ValueError(f"{KERNEL_FILE} takes CONV1X1_CHANNELS and CONV1X1_PIXELS in "
-                         f"{KNOB_CHOICES}, got {chosen}")
-    return chosen
+    kernels/tuning.json entry (over its "default" one), checked against the knobs it
+    declares."""
+    return tuning.check(KERNEL_FILE, {**tuning.knobs(KERNEL_FILE, ctx.device.tuning_key),
+                                      **(defines or {})})
 
 
 def bind(ctx, params: ConvF32Params, x_buf, w_buf, bias_buf, out_buf, *,
@@ -179,9 +175,9 @@ def bind(ctx, params: ConvF32Params, x_buf, w_buf, bias_buf, out_buf, *,
 
 def conv2d_f32(ctx, params: ConvF32Params, x: np.ndarray,
                defines: dict | None = None) -> np.ndarray:
-    """Run one float-island conv on a logical int8 NHWC array of params.input_shape."""
-    if not isinstance(x, np.ndarray) or x.dtype != np.int8 or x.shape != params.input_shape:
-        raise ValueError(f"conv_f32 input must be an int8 array of shape {params.input_shape}")
+    """Run one float-island conv on a logical int8 NHWC array of params.input_shape (numpy,
+    or a pyopencl array: then the result is one too and stays on the device)."""
+    x = check_int8_nhwc(x, params.input_shape)
     w_buf = ctx.upload(params.device_weights())
     bias_buf = ctx.upload(np.ascontiguousarray(params.bias))
 
@@ -189,5 +185,5 @@ def conv2d_f32(ctx, params: ConvF32Params, x: np.ndarray,
         launch_and_wait(ctx, bind(ctx, params, in_bufs[0], w_buf, bias_buf, out_buf,
                                   defines=defines))
 
-    return run_on_device(ctx, [(np.ascontiguousarray(x), params.input_zero_point)],
+    return run_on_device(ctx, [(x, params.input_zero_point)],
                          params.output_shape, run)

@@ -37,8 +37,9 @@ KERNEL_FILE = "depthwise.cl"
 KERNEL_NAME = "depthwise2d_nhwc"
 CHANNEL_BLOCK = 16  # channels per work-item (the kernel's vector width)
 USER_KNOBS = ("TILE_W",)  # REQUANT_F32 follows the layer
-TILE_W_MAX = 16
-DEFAULT_KNOBS = {"TILE_W": 4}  # until kernels/tuning.json has an entry for depthwise.cl
+# The knobs' range and the default values are kernels/tuning.json's (read by accel.ops.tuning).
+TILE_W_MAX = tuning.declared(KERNEL_FILE)["TILE_W"]["max"]
+DEFAULT_KNOBS = tuning.knobs(KERNEL_FILE, "default")
 
 
 @dataclass(frozen=True)
@@ -206,12 +207,7 @@ def check_knobs(knobs: dict) -> dict:
     if "REQUANT_F32" in knobs:
         raise ValueError("REQUANT_F32 is not a caller's knob: it follows the layer")
     check_knob_names(knobs, USER_KNOBS, KERNEL_FILE)
-    for name, value in knobs.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"knob {name} must be an integer, got {value!r}")
-    if not 1 <= knobs.get("TILE_W", 1) <= TILE_W_MAX:
-        raise ValueError(f"TILE_W={knobs['TILE_W']} must be in 1..{TILE_W_MAX}")
-    return {name: int(value) for name, value in knobs.items()}
+    return tuning.check(KERNEL_FILE, knobs)
 
 
 def prepare(ctx: Context, layer: DepthwiseLayer, weights: np.ndarray, bias: np.ndarray,
@@ -222,7 +218,7 @@ def prepare(ctx: Context, layer: DepthwiseLayer, weights: np.ndarray, bias: np.n
     DEFAULT_KNOBS). TILE_W is not fitted to the row (work-items past it skip their stores):
     one program per device and mode serves every layer."""
     packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
-    chosen = {**DEFAULT_KNOBS, **tuning.knobs(KERNEL_FILE, ctx.device.tuning_key)}
+    chosen = tuning.knobs(KERNEL_FILE, ctx.device.tuning_key)  # over the "default" entry
     chosen = check_knobs({**chosen, **(knobs or {})})
     chosen["REQUANT_F32"] = int(layer.requant == "float32")
     program = ctx.program(KERNEL_FILE, chosen)
@@ -266,8 +262,9 @@ def layer_for_arrays(x: np.ndarray, weights: np.ndarray, *, stride=(1, 1), pads=
                      dilation=(1, 1), input_zero_point: int, output_zero_point: int,
                      activation: Activation = Activation(),
                      requant: str = "fixed") -> DepthwiseLayer:
-    """The DepthwiseLayer of a conv2d call on numpy arrays, with x and weights checked."""
-    check_array("x", x, np.int8)
+    """The DepthwiseLayer of a conv2d call on numpy arrays, with x and weights checked (x may
+    be a pyopencl array: it stays on the device)."""
+    check_array("x", x, np.int8, device=True)
     check_array("weights", weights, np.int8)
     if x.ndim != 4:
         raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")

@@ -24,12 +24,14 @@ import numpy as np
 
 from .. import interop, numerics
 from ..numerics import Activation
+from . import tuning
 from .checks import check_activation, check_scale_ratio, check_zero_point, kernel_knobs
 from .layout import launch_and_wait, padded_channels, run_on_device
 
 KERNEL_FILE = "eltwise.cl"
-# Elements per work-item: 1 lets both CPU runtimes vectorise across work-items (fastest).
-DEFAULT_VEC = 1
+# Elements per work-item: 1 lets both CPU runtimes vectorise across work-items (fastest);
+# kernels/tuning.json's eltwise.cl entries (this is its "default"'s).
+DEFAULT_VEC = tuning.knobs(KERNEL_FILE, "default")["VEC"]
 REQUANT_MODES = ("fixed", "float32", "float32_dq")
 
 

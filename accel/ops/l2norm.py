@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import numerics
 from ..numerics import Activation
+from . import tuning
 from .checks import (check_activation, check_int8_nhwc, check_shape, check_zero_point,
                      kernel_knobs)
 from .layout import launch_and_wait, padded_channels, run_on_device
@@ -28,8 +29,9 @@ KERNEL_FILE = "l2norm.cl"
 SMALLEST_GAIN = 0.25
 ZERO_MULTIPLIER = (1 << 30, 62)  # 2^-32: |t| <= 2^30 + 2^15 times it rounds to 0
 Q30 = 30
-# Channels per inner-loop step: 1 was fastest on both CPU runtimes (38x38x512).
-DEFAULT_VEC = 1
+# Channels per inner-loop step: 1 was fastest on both CPU runtimes (38x38x512);
+# kernels/tuning.json's l2norm.cl entries (this is its "default"'s).
+DEFAULT_VEC = tuning.knobs(KERNEL_FILE, "default")["VEC"]
 
 
 @dataclass(frozen=True)

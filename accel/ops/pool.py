@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import numerics
 from ..numerics import Activation
+from . import tuning
 # The shared checks lived here first: they stay importable from this module.
 from .checks import (check_activation, check_int8_nhwc, check_scale_ratio,  # noqa: F401
                      check_shape, check_vec, check_zero_point, kernel_knobs, pair)
@@ -34,10 +35,10 @@ KERNEL_FILE = "pool.cl"
 # The float32 average's scales: far inside float32's normal range, so that no step of the
 # average (the division residuals included) meets a denormal or an overflow.
 F32_SCALE_RANGE = (2.0 ** -64, 2.0 ** 64)
-# Channels per work-item where kernels/tuning.json has no entry. Measured on the ResNet-50
-# max pool, GAP and DenseNet's 2x2 average pool: PoCL is ~10x faster with 16 than with 1,
-# Intel's CPU runtime ~1.2-2x faster with 1 than with 16.
-DEFAULT_VEC = 16
+# Channels per work-item: kernels/tuning.json's pool.cl entries (this is its "default"'s).
+# Measured on the ResNet-50 max pool, GAP and DenseNet's 2x2 average pool: PoCL is ~10x
+# faster with 16 than with 1, Intel's CPU runtime ~1.2-2x faster with 1 than with 16.
+DEFAULT_VEC = tuning.knobs(KERNEL_FILE, "default")["VEC"]
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,

@@ -151,29 +151,23 @@ class PreparedWinograd(conv_ops.PreparedConv):
 
 def check_knobs(knobs: dict) -> dict:
     """winograd.cl knobs, checked: only USER_KNOBS, each an integer in its range."""
-    knobs = conv_ops.check_conv_knobs(knobs, USER_KNOBS, KERNEL_FILE)
-    if "TILES" in knobs and knobs["TILES"] < 1:
-        raise ValueError(f"TILES={knobs['TILES']} must be at least 1")
-    return knobs
+    return conv_ops.check_conv_knobs(knobs, USER_KNOBS, KERNEL_FILE)
 
 
-# The scheduler's entries in winograd.cl's tuning table (not -D knobs): WINOGRAD 1 where
-# Winograd measured faster than conv.cl on the device, and the smallest output image
-# (pixels per channel) worth it there.
+# The compiler's selection rules in winograd.cl's tuning entries (not -D knobs; declared in
+# kernels/tuning.json's "_rules"): WINOGRAD 1 where Winograd measured faster than conv.cl on
+# the device, and the smallest output image (pixels per channel) worth it there.
 SCHEDULER_KEYS = ("WINOGRAD", "WINOGRAD_MIN_OUTPUT_PIXELS")
 
 
 def tuned_knobs(tuning_key: str) -> dict:
     """The device's winograd.cl entry in kernels/tuning.json, kernel knobs only."""
-    chosen = tuning.knobs(KERNEL_FILE, tuning_key)
-    for key in SCHEDULER_KEYS:
-        chosen.pop(key, None)
-    return chosen
+    return tuning.knobs(KERNEL_FILE, tuning_key)
 
 
 def enabled_on(tuning_key: str) -> bool:
     """Whether the compiler runs eligible convs as Winograd on this device at all."""
-    return bool(tuning.knobs(KERNEL_FILE, tuning_key).get("WINOGRAD", 0))
+    return bool(tuning.rules(KERNEL_FILE, tuning_key)["WINOGRAD"])
 
 
 def use_for(tuning_key: str, layer: ConvLayer, weights: np.ndarray) -> bool:
@@ -182,7 +176,7 @@ def use_for(tuning_key: str, layer: ConvLayer, weights: np.ndarray) -> bool:
     pixels (PoCL: ResNet-50's 7x7x512 layers measured no faster inside the model, their U'
     (8 MiB) streaming from memory and a quarter of their tile outputs falling off the
     7x7 edge)."""
-    min_pixels = tuning.knobs(KERNEL_FILE, tuning_key).get("WINOGRAD_MIN_OUTPUT_PIXELS", 0)
+    min_pixels = tuning.rules(KERNEL_FILE, tuning_key)["WINOGRAD_MIN_OUTPUT_PIXELS"]
     return (enabled_on(tuning_key)
             and layer.out_height * layer.out_width >= min_pixels
             and ineligibility(layer, weights) is None)
