@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -18,12 +19,14 @@ import numpy as np
 from . import _runtime, kernel_source
 from ._compiler_output import quiet_compiler
 from ._icd import INTEL_VNNI_TARGETS
-from .devices import Device, select_device
+from .devices import Device, devices, select_device
+from .errors import AccelError
 from .isa import LEVEL_CODES
 
 # Intel's CPU runtime hides its target's macros (__AVX2__) from OpenCL C but binds LLVM's x86
 # intrinsics to functions declared with an asm label (kernels/conv_knobs.h).
 INTEL_CPU_PLATFORM = "Intel(R) OpenCL"
+INTEL_FPGA_EMULATOR_PLATFORM = "Intel(R) FPGA Emulation Platform for OpenCL(TM)"
 
 Buffer = _runtime.Buffer
 Event = _runtime.Event
@@ -65,11 +68,79 @@ def host_defines(device: Device) -> dict[str, int]:
     return defines
 
 
+# Intel's CPU runtime and its FPGA emulator are two platforms on one TBB library in a process.
+# The CPU runtime, when its first context comes after the emulator's, finds the emulator's
+# thread limit (32 workers) active and adds a tbb::global_control for its own (the host's core
+# count); TBB applies the smallest limit to the whole process, so the emulator is left with one
+# worker thread: too few to run a pipeline's single-work-item kernels at once, which wait on one
+# another over channels (a deadlock). Started first, the CPU runtime finds TBB's default equal
+# to its own count and sets no limit, so it is started (a context made and dropped) before the
+# emulator's first context. (Any limit that still leaves the emulator too few threads is
+# reported when a model is bound: check_concurrent_kernels.)
+_intel_cpu_runtime_started = False
+
+
+def _start_intel_cpu_runtime() -> None:
+    global _intel_cpu_runtime_started
+    if _intel_cpu_runtime_started:
+        return
+    _intel_cpu_runtime_started = True
+    for device in devices():
+        if device.platform == INTEL_CPU_PLATFORM:
+            try:
+                _runtime.Context(device.platform_index, device.device_index)
+            except AccelError:
+                pass  # nothing to order; check_concurrent_kernels still guards the pipelines
+            return
+
+
+# Intel's runtimes read this cap on the process's TBB threads (the CPU runtime's and the
+# emulator's: one variable, one thread pool).
+TBB_WORKERS_ENV = "CL_CONFIG_CPU_TBB_NUM_WORKERS"
+_TBB_ACTIVE_VALUE = "_ZN3tbb6detail2r127global_control_active_valueEi"  # C++ ABI name
+_TBB_MAX_ALLOWED_PARALLELISM = 0
+
+
+def tbb_thread_limit() -> int | None:
+    """The threads TBB allows this process (tbb::global_control's max_allowed_parallelism,
+    the smallest any user set), as Intel's runtimes loaded it; None when none is loaded."""
+    try:  # RTLD_NOLOAD: the runtimes' own copy of the library, never a new one
+        tbb = ctypes.CDLL("libtbb.so.12", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        active_value = tbb[_TBB_ACTIVE_VALUE]
+    except (OSError, AttributeError):
+        return None
+    active_value.restype, active_value.argtypes = ctypes.c_size_t, [ctypes.c_int]
+    return int(active_value(_TBB_MAX_ALLOWED_PARALLELISM))
+
+
+def check_concurrent_kernels(device: Device, count: int) -> None:
+    """Raise ValueError where the FPGA emulator cannot start ``count`` kernels at once: it
+    runs a kernel per TBB thread, one thread less than TBB allows (measured), and a pipeline
+    whose kernels cannot all start waits on itself over its channels for ever."""
+    if device.platform != INTEL_FPGA_EMULATOR_PLATFORM:
+        return
+    limit = tbb_thread_limit()
+    if limit is not None and limit - 1 < count:
+        given = os.environ.get(TBB_WORKERS_ENV)
+        if given:
+            cause = f"{TBB_WORKERS_ENV}={given}"
+            advice = f"set {TBB_WORKERS_ENV} to at least {count + 1}, or unset it"
+        else:
+            cause = "a limit set in this process, e.g. by Intel's CPU runtime started after it"
+            advice = ("start Intel's CPU runtime before the emulator (accel.Context does) or "
+                      "run the model in a process of its own")
+        raise ValueError(f"the FPGA emulator can run only {limit - 1} kernels at once "
+                         f"(TBB allows {limit} threads: {cause}); its pipelines need {count}: "
+                         f"{advice}")
+
+
 class Context:
     """One device, its context and a default in-order profiling queue."""
 
     def __init__(self, device: str | Device | None = None):
         device = select_device(device)
+        if device.platform == INTEL_FPGA_EMULATOR_PLATFORM:
+            _start_intel_cpu_runtime()
         context = _runtime.Context(device.platform_index, device.device_index)
         self._attach(device, context, _runtime.Queue(context))
 

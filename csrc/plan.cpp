@@ -4,6 +4,35 @@
 
 namespace accel {
 
+namespace {
+
+// "kernel 'a' still running, kernels 'b', 'c' never started": the launches of a timed-out
+// run that had not finished (an FPGA pipeline whose channels deadlocked shows which kernel
+// spins and which wait).
+std::string unfinished(const std::vector<Event>& events) {
+  std::vector<std::string> running, waiting;
+  for (const Event& event : events) {
+    cl_int status = CL_COMPLETE;
+    cl_event raw = event.get();
+    if (clGetEventInfo(raw, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status,
+                       nullptr) != CL_SUCCESS || status == CL_COMPLETE || status < 0) {
+      continue;
+    }
+    (status == CL_RUNNING ? running : waiting).push_back("'" + event.label() + "'");
+  }
+  auto join = [](const std::vector<std::string>& names, const char* what) {
+    std::string text = names.size() == 1 ? "kernel " : "kernels ";
+    for (size_t i = 0; i < names.size(); ++i) text += (i ? ", " : "") + names[i];
+    return text + what;
+  };
+  std::string text;
+  if (!running.empty()) text += join(running, " still running");
+  if (!waiting.empty()) text += (text.empty() ? "" : "; ") + join(waiting, " never started");
+  return text.empty() ? "every kernel had finished" : text;
+}
+
+}  // namespace
+
 Plan::Plan(const Queue& queue) : queues_{queue} {}
 
 void Plan::add_launch(const Kernel& kernel, std::vector<size_t> global, std::vector<size_t> local) {
@@ -42,28 +71,33 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
     inputs_[i].write(main, inputs[i], inputs_[i].nbytes(), true);
   }
   std::vector<Event> previous;  // what the next stage waits for
-  std::vector<Event> launched;
+  std::vector<Event> launched;  // every launch of this run
   for (const auto& stage : stages_) {
     std::vector<Event> current;
     for (size_t i = 0; i < stage.size(); ++i) {
       const Launch& launch = stage[i];
       current.push_back(launch.kernel.launch(queues_[i], launch.global, launch.local, previous));
     }
-    if (profiling_) launched.insert(launched.end(), current.begin(), current.end());
+    launched.insert(launched.end(), current.begin(), current.end());
     previous = std::move(current);
   }
   try {
     for (const Queue& queue : queues_) queue.flush();  // a stage may wait on another queue
     for (const Queue& queue : queues_) queue.finish(timeout_s_);
   } catch (const Error& error) {
-    if (error.code() == kTimeoutCode) timed_out_ = true;
-    throw;
+    if (error.code() != kTimeoutCode) throw;
+    timed_out_ = true;
+    throw Error(ErrorClass::Launch, "Plan::run", kTimeoutCode,
+                "the plan did not finish within " + std::to_string(timeout_s_) + " s: " +
+                    unfinished(launched) + " (a channel deadlock, or a kernel that never ends)");
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
     outputs_[i].read(main, outputs[i], outputs_[i].nbytes(), true);
   }
   profile_.clear();
-  for (const Event& event : launched) profile_.emplace_back(event.label(), event.duration_ns());
+  if (profiling_) {
+    for (const Event& event : launched) profile_.emplace_back(event.label(), event.duration_ns());
+  }
 }
 
 }  // namespace accel

@@ -4,19 +4,41 @@ one C++ Plan recording every launch with its arguments set once."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ..ops import conv as conv_ops
 from ..ops import fpga as fpga_ops
 from ..ops import winograd as winograd_ops
+from ..runtime import check_concurrent_kernels
 from .allocate import allocate
 from .errors import compile_errors
+from .fpga_layout import layout_for_fpga
 from .lowered import Lowered
 from .steps import step_kind
 
 # Run eligible 3x3 stride-1 convs as Winograd where the device's tuning enables it (see
 # ndrange_conv_ops); tests turn it off to compare against the direct conv.
 WINOGRAD = True
+# A plan with FPGA pipelines waits at most this long for a run (seconds; 0: forever), then
+# raises accel.LaunchError naming the kernels that had not finished, instead of hanging on a
+# channel deadlock.
+FPGA_TIMEOUT_ENV = "ACCEL_FPGA_TIMEOUT_S"
+
+
+def fpga_timeout_s() -> float:
+    """ACCEL_FPGA_TIMEOUT_S, else accel.ops.fpga.DEFAULT_TIMEOUT_S."""
+    given = os.environ.get(FPGA_TIMEOUT_ENV, "").strip()
+    if not given:
+        return fpga_ops.DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 1e7:
+        raise ValueError(f"{FPGA_TIMEOUT_ENV}={given!r} must be a number of seconds in "
+                         "[0, 1e7] (0: no limit)")
+    return seconds
 
 
 def ndrange_conv_ops(ctx, layer: conv_ops.ConvLayer, weights):
@@ -41,6 +63,7 @@ class BoundPlan:
     device_bytes: int
     step_launches: list = field(default_factory=list)  # per step: [(kernel, global, local)]
     buffer_of: dict = field(default_factory=dict)      # root tensor -> Buffer
+    lowered: Lowered | None = None  # what was bound (re-strided for an FPGA's VEC_SIZE)
 
 
 class Binder:
@@ -61,15 +84,25 @@ class Binder:
         return ndrange_conv_ops(self.ctx, layer, weights)
 
 
-def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan:
+def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None,
+         fpga_design=None) -> BoundPlan:
     """Prepare every step on ``ctx``, allocate the buffers and record one Plan.
 
     ``fpga_pipelines`` (default: when the device is an FPGA or the FPGA emulator) runs the
     steps whose kind has an FPGA binding (conv, dense, pooling) as the FPGA pipelines of
     accel.ops.fpga (concurrent single-work-item kernels joined by channels); every other
     op, and everything on other devices, runs as NDRange kernels. Both shapes are bit-exact
-    against the same reference."""
+    against the same reference. ``fpga_design``: the bitstream's knobs (an
+    accel.fpga.FpgaDesign; default accel.ops.fpga.DEFAULT_CONFIG), narrowed to the model's
+    modes; the model's stem is folded and, with VEC_SIZE above 16, its tensors re-strided
+    for it (fpga_layout.layout_for_fpga); ``BoundPlan.lowered`` is what was bound."""
     fpga = fpga_ops.is_fpga(ctx) if fpga_pipelines is None else bool(fpga_pipelines)
+    if fpga:  # one bitstream for the model, carrying only the modes its layers use
+        fpga_config = fpga_ops.config_for(
+            [step_kind(s.op).params(s) for s in lowered.steps if step_kind(s.op).bind_fpga],
+            fpga_design or fpga_ops.DEFAULT_CONFIG)
+        with compile_errors("the FPGA layout", (ValueError,)):
+            lowered = layout_for_fpga(lowered, fpga_config.vec_size)
     assignment, sizes = allocate(lowered)
     buffers = [ctx.buffer(max(size, 1)) for size in sizes]
 
@@ -77,6 +110,8 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan
         return buffers[assignment[lowered.placements[name].root]]
 
     plan = ctx.plan()
+    if fpga:  # a deadlocked pipeline raises instead of hanging
+        plan.set_timeout(fpga_timeout_s())
     input_buffers = [buf(t.name) for t in lowered.device_inputs]
     output_buffers = [buf(t.name) for t in lowered.device_outputs]
     for b in input_buffers:
@@ -84,9 +119,8 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan
     for b in output_buffers:
         plan.add_output(b)
     binder = Binder(ctx, buf)
-    if fpga:  # one bitstream for the model, carrying only the modes its layers use
-        binder.fpga_config = fpga_ops.config_for(
-            [step_kind(s.op).params(s) for s in lowered.steps if step_kind(s.op).bind_fpga])
+    if fpga:
+        binder.fpga_config = fpga_config
     names, counts, step_launches = [], [], []
     for step in lowered.steps:
         with compile_errors(f"{step.op} {step.name!r}", (ValueError, TypeError)):
@@ -102,6 +136,8 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None) -> BoundPlan
         step_launches.append(launches)
         names.append(step.name)
         counts.append(len(launches))
+    if counts:  # too few emulator threads: a clear error, not a deadlocked pipeline
+        check_concurrent_kernels(ctx.device, max(counts))
     buffer_of = {root: buffers[index] for root, index in assignment.items()}
     return BoundPlan(plan, input_buffers, output_buffers, buffers + binder.kept, names, counts,
-                     sum(sizes), step_launches, buffer_of)
+                     sum(sizes), step_launches, buffer_of, lowered)

@@ -26,8 +26,10 @@ the loaded .aocx (``program=ctx.load_binary(...)``). A program's own knobs and m
 ``fpga_config`` kernel reports them) must equal the FpgaConfig in use, or prepare/bind_pool
 refuse it: a mismatch would compute garbage, not fail. The pipelines read whole aligned
 VEC_SIZE-byte vectors, so channel strides and offsets must be multiples of VEC_SIZE (true of
-the CHANNEL_ALIGN=16 layout for VEC_SIZE up to 16; a larger VEC_SIZE needs activations padded
-to it, which the lowering does not do yet).
+the CHANNEL_ALIGN=16 layout for VEC_SIZE up to 16; for a larger VEC_SIZE the compiler's binding
+re-strides the tensors the pipelines read, accel/backend/fpga_layout.py; the numpy entry points
+here upload 16-padded arrays, so they need VEC_SIZE <= 16 for inputs of other widths). The
+writers store aligned 16-byte vectors (fewer where LANE_NUM or VEC_SIZE is smaller).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from accel.ops.conv import (ConvLayer, Residual, array_inputs, check_parameters,
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, run_on_device
 from accel.fpga import design
 from accel.fpga.design import DEFAULT_DESIGN, FpgaDesign
-from accel.runtime import Buffer, Context, Kernel, Program
+from accel.runtime import Buffer, Context, Kernel, Program, check_concurrent_kernels
 
 # One program holds every FPGA pipeline (a board holds one bitstream at a time).
 BITSTREAM_FILE = "fpga_bitstream.cl"
@@ -241,8 +243,8 @@ class ConvGeometry:
             raise ValueError(f"input channels at offset {layer.in_channel_offset}, stride "
                              f"{layer.in_stride}: the FPGA reader needs both multiples of "
                              f"VEC_SIZE {vec} and room for {self.in_vecs * vec} channels "
-                             f"(activations padded to {CHANNEL_ALIGN}; a VEC_SIZE above that "
-                             f"needs them padded to VEC_SIZE)")
+                             f"(a compiled model's tensors are re-strided for it by "
+                             f"accel.backend.fpga_layout)")
         if self.input_vecs >= 1 << 31:
             raise ValueError(f"input too large for the reader's 32-bit vector addresses")
 
@@ -357,8 +359,9 @@ def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
                       i32(layer.residual_stride), i32(res.zero_point), i32(res.multiplier),
                       i32(res.shift), i32(layer.requant == "float32"))
     writer = Kernel(program, "fpga_conv_writer")
+    unit = g.config.conv_store_bytes  # aligned stores (ConvLayer: offsets, strides % 16 == 0)
     writer.set_args(out, i32(g.groups), i32(g.pixels), i32(layer.out_channels_padded),
-                    i32(layer.out_stride), i32(layer.out_channel_offset))
+                    i32(layer.out_stride // unit), i32(layer.out_channel_offset // unit))
     one = (1,)
     return [Launch(k, one, one) for k in (reader, core, epilogue, writer)]
 
@@ -366,6 +369,7 @@ def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
 def run_stage(ctx: Context, stage: Sequence[Launch], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Run one concurrent stage to completion (its own plan, one queue per kernel).
     accel.LaunchError after timeout_s seconds when the pipeline stalls (a channel deadlock)."""
+    check_concurrent_kernels(ctx.device, len(stage))  # a clear error, not a deadlock
     plan = ctx.plan()
     plan.add_concurrent(list(stage))
     plan.set_timeout(float(timeout_s))
@@ -493,7 +497,12 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
                   ctx.upload(dequantized), ctx.upload(reciprocals), np.float32(out_scale),
                   numerics.reciprocal_f32(out_scale), i32(offset))
     writer = Kernel(program, "fpga_pool_writer")
-    writer.set_args(out, i32(n * oh * ow), i32(cp), i32(out_channel_stride), i32(out_channel_offset))
+    unit = config.pool_store_bytes  # aligned stores: stride and offset multiples of 16
+    if out_channel_stride % CHANNEL_ALIGN:
+        raise ValueError(f"output channel stride {out_channel_stride} is not a multiple of "
+                         f"{CHANNEL_ALIGN}")
+    writer.set_args(out, i32(n * oh * ow), i32(cp), i32(out_channel_stride // unit),
+                    i32(out_channel_offset // unit))
     one = (1,)
     return [Launch(pool, one, one), Launch(writer, one, one)]
 
