@@ -7,8 +7,9 @@
  *   aoc -DVEC_SIZE=16 -DLANE_NUM=16 kernels/fpga_bitstream.cl -o accel.aocx   (a board build)
  *
  * The knobs are those of fpga_conv.cl (VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE,
- * STREAM_DEPTH, RESULT_DEPTH, the FPGA_CONV_* modes) and fpga_pool.cl (POOL_DEPTH, the
- * FPGA_POOL_* modes); their one source is accel/fpga/design.py (FpgaDesign.defines()).
+ * STREAM_DEPTH, RESULT_DEPTH, EPILOGUE_STEPS, FPGA_SYSTOLIC, the FPGA_CONV_* modes) and
+ * fpga_pool.cl (POOL_DEPTH, the FPGA_POOL_* modes); their one source is accel/fpga/design.py
+ * (FpgaDesign.defines()).
  *
  *   fpga_config  writes the knobs the host's data layout depends on into config[0..4]
  *                (VEC_SIZE, LANE_NUM, WIN_BUF_SIZE, WEIGHT_BUF_SIZE, the compiled-in modes

@@ -8,10 +8,13 @@
  *                       channels x VEC_SIZE input channels) per cycle into data_ch/weight_ch
  *   fpga_conv_core      the MAC array: VEC_SIZE x LANE_NUM multiplies per cycle, partial sums
  *                       in shift-register accumulators; LANE_NUM int32 sums per output pixel
- *                       into acc_ch
+ *                       into acc_ch. The data vector is broadcast to every lane, or with
+ *                       FPGA_SYSTOLIC passed lane to lane (lane l l cycles behind lane 0)
  *   fpga_conv_epilogue  bias, requantize, ReLU clamp, fused residual add (quant.h, the same
- *                       functions as the NDRange kernels) -> LANE_NUM int8 into result_ch
- *   fpga_conv_writer    int8 results -> global memory at a channel offset (concat is free)
+ *                       functions as the NDRange kernels) -> LANE_NUM int8 into result_ch,
+ *                       LANE_NUM / EPILOGUE_STEPS lanes per cycle
+ *   fpga_conv_writer    int8 results -> global memory at a channel offset (concat is free),
+ *                       as aligned 16-byte vector stores
  *
  * Iteration order (every kernel walks the same sequence): output-channel group g (LANE_NUM
  * channels), then output pixel (n, oy, ox), then the reduction k = (ky, kx, cv) over
@@ -48,7 +51,8 @@
  *            accel_requantize_f32 (onnxruntime's requantization, QDQ models).
  *   residual int8 NHWC, pixel p at p * residual_stride, read when has_residual.
  *   output   int8 NHWC, pixel p at p * out_stride + out_offset, out_channels_padded channels
- *            written (the layer's channels padded to 16; padded ones hold the zero point).
+ *            written (the layer's channels padded to 16; padded ones hold the zero point) as
+ *            aligned OUT_STORE_BYTES-wide stores (stride and offset passed in those units).
  *
  * Knobs (-D, #ifndef defaults; ONE configuration serves every layer of every model):
  *   VEC_SIZE         input channels per cycle (the MAC array's depth)
@@ -61,6 +65,13 @@
  *                    8192 in Intel's emulator (see the channels below)
  *   RESULT_DEPTH     depth of acc_ch and result_ch (core -> epilogue -> writer); default 16
  *                    on a board, 8192 in the emulator
+ *   EPILOGUE_STEPS   cycles the epilogue spends on one output vector (default 1): its
+ *                    requantize datapaths are LANE_NUM / EPILOGUE_STEPS lanes wide. The core
+ *                    spends kvecs cycles per vector, so any EPILOGUE_STEPS <= the smallest
+ *                    kvecs of a model costs no time and divides the epilogue's DSPs by it.
+ *   FPGA_SYSTOLIC    1: the core passes the data vector lane to lane through registers
+ *                    (short wires; per-lane weight and sum delay rings; LANE_NUM - 1 drain
+ *                    cycles per layer); 0 (default): broadcast to every lane
  *   FPGA_CONV_FIXED, FPGA_CONV_RESIDUAL, FPGA_CONV_F32   the epilogue's compile-time modes
  *                    (0/1, default all): fixed-point requantize, the fused residual add on
  *                    top of it, onnxruntime's float32 requantize. A bitstream carries only the
@@ -111,6 +122,21 @@
 #error "VEC_SIZE must be a power of two (aligned vector loads)"
 #endif
 
+/* EPILOGUE_STEPS: cycles the epilogue takes per output vector (LANE_NUM / EPILOGUE_STEPS
+ * lanes requantized per cycle; 1 = all at once). A design knob (accel/fpga/design.py). */
+#ifndef EPILOGUE_STEPS
+#define EPILOGUE_STEPS 1
+#endif
+#if EPILOGUE_STEPS < 1 || LANE_NUM % EPILOGUE_STEPS != 0
+#error "EPILOGUE_STEPS must divide LANE_NUM"
+#endif
+#define EPILOGUE_LANES (LANE_NUM / EPILOGUE_STEPS)
+/* FPGA_SYSTOLIC: the MAC array passes the data vector lane to lane (see fpga_conv_core);
+ * 0 = broadcast to every lane. A design knob (accel/fpga/design.py). */
+#ifndef FPGA_SYSTOLIC
+#define FPGA_SYSTOLIC 0
+#endif
+
 #define WIN_BUF_VECS (WIN_BUF_SIZE / VEC_SIZE)
 #define WEIGHT_BUF_VECS (WEIGHT_BUF_SIZE / VEC_SIZE)
 /* Depth of the accumulators' shift register: the loop-carried add closes over ACC_DEPTH
@@ -138,6 +164,23 @@ typedef struct __attribute__((aligned(VEC_SIZE))) { char v[VEC_SIZE]; } data_vec
 typedef struct { data_vec lane[LANE_NUM]; } weight_vec;
 typedef struct { int lane[LANE_NUM]; } acc_vec;
 typedef struct { char lane[LANE_NUM]; } result_vec;
+/* The writer's store unit: the largest power of two up to 16 bytes dividing LANE_NUM. Output
+ * offsets and strides are multiples of 16 channels (accel/ops/layout.py) and a layer's padded
+ * channel count too, so each unit of a lane group is stored whole or not at all: aligned
+ * vector stores, no byte predicates. */
+#if LANE_NUM % 16 == 0
+#define OUT_STORE_BYTES 16
+#elif LANE_NUM % 8 == 0
+#define OUT_STORE_BYTES 8
+#elif LANE_NUM % 4 == 0
+#define OUT_STORE_BYTES 4
+#elif LANE_NUM % 2 == 0
+#define OUT_STORE_BYTES 2
+#else
+#define OUT_STORE_BYTES 1
+#endif
+#define OUT_STORES (LANE_NUM / OUT_STORE_BYTES)
+typedef struct __attribute__((aligned(OUT_STORE_BYTES))) { char v[OUT_STORE_BYTES]; } out_vec;
 
 /* Channel depths (knobs, see the banner). On a board the reader -> core channels are
  * shallow: the core consumes data and weights in lockstep, and the weight channel is
@@ -334,6 +377,7 @@ __kernel void fpga_conv_reader(__global const data_vec* restrict input,
   }
 }
 
+#if !FPGA_SYSTOLIC
 __attribute__((max_global_work_dim(0)))
 __kernel void fpga_conv_core(const int outputs, const int kvecs) {
   /* Per lane, ACC_DEPTH partial sums: each cycle adds into the oldest and shifts. */
@@ -376,6 +420,111 @@ __kernel void fpga_conv_core(const int outputs, const int kvecs) {
     k = last ? 0 : k + 1;
   }
 }
+#else
+/* The systolic core (FPGA_SYSTOLIC): the data vector is passed lane to lane, one lane per
+ * cycle, instead of being broadcast to every lane (no fan-out of VEC bytes to LANE_NUM
+ * multiplier trees: the wires stay short, as in Intel's DLA). Lane l therefore works l cycles
+ * behind lane 0: its weights wait l cycles in a per-lane delay line (a ring of SYS_DEPTH
+ * vectors in on-chip memory, one write and one read per cycle), its "pixel done" flag
+ * travels with the data, and its finished sum waits LANE_NUM - 1 - l cycles in a second
+ * ring so every lane of a pixel leaves together. Each lane sums the same products in the
+ * same order as the broadcast core: the same bits. The loop runs LANE_NUM - 1 cycles past
+ * the last input to drain the skew (a trip count known before it starts). */
+#if LANE_NUM <= 8
+#define SYS_DEPTH 8
+#elif LANE_NUM <= 16
+#define SYS_DEPTH 16
+#elif LANE_NUM <= 32
+#define SYS_DEPTH 32
+#elif LANE_NUM <= 64
+#define SYS_DEPTH 64
+#elif LANE_NUM <= 128
+#define SYS_DEPTH 128
+#elif LANE_NUM <= 256
+#define SYS_DEPTH 256
+#else
+#define SYS_DEPTH 512
+#endif
+#define SYS_MASK (SYS_DEPTH - 1)
+
+__attribute__((max_global_work_dim(0)))
+__kernel void fpga_conv_core(const int outputs, const int kvecs) {
+  __local data_vec weight_ring[LANE_NUM][SYS_DEPTH];  /* lane l's weights, l cycles late */
+  __local int sum_ring[LANE_NUM][SYS_DEPTH];          /* lane l's sums, LANE-1-l cycles late */
+  bool done_ring[SYS_DEPTH];                          /* lane 0 finished a pixel then */
+  int acc[LANE_NUM][ACC_DEPTH];
+  data_vec chain[LANE_NUM];      /* chain[l]: the data vector lane l multiplies this cycle */
+  bool last_chain[LANE_NUM];     /* ... and whether it is its pixel's last */
+#pragma unroll
+  for (int l = 0; l < LANE_NUM; ++l) {
+    last_chain[l] = false;
+#pragma unroll
+    for (int v = 0; v < VEC_SIZE; ++v) chain[l].v[v] = 0;
+#pragma unroll
+    for (int s = 0; s < ACC_DEPTH; ++s) acc[l][s] = 0;
+  }
+#pragma unroll
+  for (int s = 0; s < SYS_DEPTH; ++s) done_ring[s] = false;
+
+  const long steps = (long)outputs * kvecs;
+  const long cycles = steps + LANE_NUM - 1;
+  int k = 0, ptr = 0;
+  for (long i = 0; i < cycles; ++i) {
+    const bool in = i < steps;
+    data_vec d = chain[LANE_NUM - 1];     /* any value: drain cycles multiply zero weights */
+    weight_vec w;
+    if (in) {
+      d = read_channel_intel(data_ch);
+      w = read_channel_intel(weight_ch);
+    } else {
+#pragma unroll
+      for (int l = 0; l < LANE_NUM; ++l)
+#pragma unroll
+        for (int v = 0; v < VEC_SIZE; ++v) w.lane[l].v[v] = 0;
+    }
+    const bool last = in && k == kvecs - 1;
+#pragma unroll
+    for (int l = LANE_NUM - 1; l > 0; --l) {
+      chain[l] = chain[l - 1];
+      last_chain[l] = last_chain[l - 1];
+    }
+    chain[0] = d;
+    last_chain[0] = last;
+#pragma unroll
+    for (int l = 0; l < LANE_NUM; ++l) {
+      weight_ring[l][ptr] = w.lane[l];
+      const data_vec wl = weight_ring[l][(ptr - l) & SYS_MASK];
+      int dot = 0;
+#pragma unroll
+      for (int v = 0; v < VEC_SIZE; ++v) dot += (int)chain[l].v[v] * (int)wl.v[v];
+      const int sum = acc[l][ACC_DEPTH - 1] + dot;
+#pragma unroll
+      for (int s = ACC_DEPTH - 1; s > 0; --s) acc[l][s] = acc[l][s - 1];
+      acc[l][0] = sum;
+      int total = 0;
+      if (last_chain[l]) { /* this lane's pixel is done: fold, restart from zero */
+#pragma unroll
+        for (int s = 0; s < ACC_DEPTH; ++s) {
+          total += acc[l][s];
+          acc[l][s] = 0;
+        }
+      }
+      sum_ring[l][ptr] = total;
+    }
+    done_ring[ptr] = last_chain[0];
+    /* lane 0 finished LANE_NUM - 1 cycles ago: every lane of that pixel has finished now */
+    if (done_ring[(ptr - (LANE_NUM - 1)) & SYS_MASK] && i >= LANE_NUM - 1) {
+      acc_vec out;
+#pragma unroll
+      for (int l = 0; l < LANE_NUM; ++l)
+        out.lane[l] = sum_ring[l][(ptr - (LANE_NUM - 1 - l)) & SYS_MASK];
+      write_channel_intel(acc_ch, out);
+    }
+    ptr = (ptr + 1) & SYS_MASK;
+    if (in) k = last ? 0 : k + 1;
+  }
+}
+#endif
 
 /* One lane's requantization, in the modes compiled in (FPGA_CONV_*). With one mode there is
  * no run-time choice: use_f32 is not read. With FPGA_CONV_RESIDUAL every layer takes the add
@@ -421,50 +570,88 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
                                  const int has_residual, const int residual_stride,
                                  const int residual_zero_point, const int residual_multiplier,
                                  const int residual_shift, const int requant_f32) {
-  /* The per-channel parameters are read where they are used: LANE_NUM consecutive words, one
-   * wide cached load per step. (Copying them into private arrays once per group is what a
-   * board build would do, but Intel's FPGA emulator 2025.0 then returns stale values at
-   * random, so the portable form is kept.) */
-  for (int g = 0; g < groups; ++g) {
-    int res_base = g * LANE_NUM;                 /* p * residual_stride + g * LANE_NUM */
-    for (int p = 0; p < pixels; ++p) {
-      const acc_vec acc = read_channel_intel(acc_ch);
-      result_vec out;
+  /* EPILOGUE_STEPS cycles per output vector, EPILOGUE_LANES lanes each: the requantize
+   * datapaths are EPILOGUE_LANES wide, not LANE_NUM (the core spends kvecs >= EPILOGUE_STEPS
+   * cycles on each vector, so the narrow epilogue keeps up; the estimator charges any layer
+   * where it does not). The sums shift down and the results shift in at the top, so every
+   * lane's datapath always reads lane 0..EPILOGUE_LANES-1: no lane multiplexer.
+   * The per-channel parameters are read where they are used: EPILOGUE_LANES consecutive
+   * words, one wide cached load per step. (Copying them into private arrays once per group
+   * is what a board build would do, but Intel's FPGA emulator 2025.0 then returns stale
+   * values at random, so the portable form is kept.) */
+  const long steps = (long)groups * pixels * EPILOGUE_STEPS;
+  int p = 0, r = 0;
+  int c0 = 0;                                   /* g * LANE_NUM + r * EPILOGUE_LANES */
+  int group_c = 0;                              /* g * LANE_NUM */
+  int res_base = 0;                             /* p * residual_stride + c0 */
+  int res_pixel = 0;                            /* p * residual_stride + g * LANE_NUM */
+  acc_vec acc;
+  result_vec out;
+  for (long i = 0; i < steps; ++i) {
+    if (r == 0) acc = read_channel_intel(acc_ch);
+    char part[EPILOGUE_LANES];
 #pragma unroll
-      for (int l = 0; l < LANE_NUM; ++l) {
-        const int c = g * LANE_NUM + l;
-        const int value = acc.lane[l] + bias[c];
+    for (int e = 0; e < EPILOGUE_LANES; ++e) {
+      const int c = c0 + e;
+      const int value = acc.lane[e] + bias[c];
 #if FPGA_CONV_RESIDUAL
-        const int side = (has_residual && c < out_channels_padded) ? residual[res_base + l]
-                                                                   : residual_zero_point;
+      const int side = (has_residual && c < out_channels_padded) ? residual[res_base + e]
+                                                                 : residual_zero_point;
 #else
-        const int side = residual_zero_point;
+      const int side = residual_zero_point;
 #endif
-        out.lane[l] = fpga_conv_requantize(value, multipliers[c], shifts[c], side,
-                                           residual_zero_point, residual_multiplier,
-                                           residual_shift, output_zero_point, lo, hi,
-                                           FPGA_CONV_SELECT(requant_f32));
-      }
+      part[e] = fpga_conv_requantize(value, multipliers[c], shifts[c], side,
+                                     residual_zero_point, residual_multiplier, residual_shift,
+                                     output_zero_point, lo, hi, FPGA_CONV_SELECT(requant_f32));
+    }
+#pragma unroll
+    for (int l = 0; l < LANE_NUM - EPILOGUE_LANES; ++l) {
+      acc.lane[l] = acc.lane[l + EPILOGUE_LANES];
+      out.lane[l] = out.lane[l + EPILOGUE_LANES];
+    }
+#pragma unroll
+    for (int e = 0; e < EPILOGUE_LANES; ++e) out.lane[LANE_NUM - EPILOGUE_LANES + e] = part[e];
+    c0 += EPILOGUE_LANES;
+    res_base += EPILOGUE_LANES;
+    if (++r == EPILOGUE_STEPS) {    /* the vector is done */
+      r = 0;
       write_channel_intel(result_ch, out);
-      res_base += residual_stride;
+      c0 = group_c;
+      res_pixel += residual_stride;
+      if (++p == pixels) { p = 0; group_c += LANE_NUM; c0 = group_c; res_pixel = group_c; }
+      res_base = res_pixel;
     }
   }
 }
 
+/* Aligned OUT_STORE_BYTES-wide stores (out_vec), out_stride_units and out_offset_units in
+ * those units. Every store unit of a lane group below out_channels_padded is written whole;
+ * the units past it (the last group of a layer whose padded channels are not a multiple of
+ * LANE_NUM) are not: one predicate per unit, fixed for the whole group. */
 __attribute__((max_global_work_dim(0)))
-__kernel void fpga_conv_writer(__global char* restrict output, const int groups,
+__kernel void fpga_conv_writer(__global out_vec* restrict output, const int groups,
                                const int pixels, const int out_channels_padded,
-                               const int out_stride,
-                               const int out_offset) {
-  int g = 0, p = 0;
-  int base = out_offset;                         /* p * out_stride + out_offset + g * LANE_NUM */
+                               const int out_stride_units, const int out_offset_units) {
+  int p = 0;
+  int base = out_offset_units;               /* (p * out_stride + out_offset + g * LANE) / unit */
+  int group_base = out_offset_units;         /* (out_offset + g * LANE) / unit */
+  int left = out_channels_padded / OUT_STORE_BYTES;   /* units from this group on */
+  int units = min(OUT_STORES, left);                   /* this group's */
   for (int i = 0; i < groups * pixels; ++i) {
     const result_vec r = read_channel_intel(result_ch);
 #pragma unroll
-    for (int l = 0; l < LANE_NUM; ++l)
-      if (g * LANE_NUM + l < out_channels_padded) output[base + l] = r.lane[l];
-    base += out_stride;
-    if (++p == pixels) { p = 0; ++g; base = out_offset + g * LANE_NUM; }
+    for (int u = 0; u < OUT_STORES; ++u) {
+      out_vec o;
+#pragma unroll
+      for (int b = 0; b < OUT_STORE_BYTES; ++b) o.v[b] = r.lane[u * OUT_STORE_BYTES + b];
+      if (u < units) output[base + u] = o;
+    }
+    base += out_stride_units;
+    if (++p == pixels) {
+      p = 0;
+      group_base += OUT_STORES; base = group_base;
+      left -= OUT_STORES; units = min(OUT_STORES, left);
+    }
   }
 }
 

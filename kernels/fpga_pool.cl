@@ -8,7 +8,8 @@
  *   fpga_pool         reads the window taps of VEC_SIZE channels from global memory, keeps a
  *                     running max or sum per channel in registers, and at the last tap
  *                     requantizes them (quant.h, the same function as pool.cl) into pool_ch
- *   fpga_pool_writer  VEC_SIZE int8 per step -> global memory at a channel offset
+ *   fpga_pool_writer  VEC_SIZE int8 per step -> global memory at a channel offset, as
+ *                     aligned vector stores of up to 16 bytes
  *
  * Semantics (the same as pool.cl and accel/reference/pool.py):
  *   max  over the in-bounds taps, y = requantize(max - z_x, M[0], S[0], z_y)
@@ -63,6 +64,16 @@
 
 /* One aligned vector per tap (see fpga_conv.cl's data_vec). */
 typedef struct __attribute__((aligned(VEC_SIZE))) { char v[VEC_SIZE]; } pool_vec;
+/* The writer's store unit: VEC_SIZE bytes up to 16 (channel offsets and strides are
+ * multiples of 16, so wider units would not stay aligned in a concat). */
+#if VEC_SIZE >= 16
+#define POOL_STORE_BYTES 16
+#else
+#define POOL_STORE_BYTES VEC_SIZE
+#endif
+#define POOL_STORES (VEC_SIZE / POOL_STORE_BYTES)
+typedef struct __attribute__((aligned(POOL_STORE_BYTES))) { char v[POOL_STORE_BYTES]; }
+    pool_out_vec;
 
 /* Deep in emulation, where kernels are spinning threads (see fpga_conv.cl); the emulator
  * is the FPGA front end without aoc's INTELFPGA_CL. */
@@ -191,19 +202,30 @@ __kernel void fpga_pool(__global const pool_vec* restrict input,
   }
 }
 
+/* Aligned POOL_STORE_BYTES-wide stores (pool_out_vec; out_stride_units and out_offset_units
+ * in those units): each store unit of a vector below the padded channel count is written
+ * whole (channels, strides and offsets are multiples of 16), one predicate per unit. */
 __attribute__((max_global_work_dim(0)))
-__kernel void fpga_pool_writer(__global char* restrict output, const int pixels,
-                               const int channels, const int out_stride, const int out_offset) {
+__kernel void fpga_pool_writer(__global pool_out_vec* restrict output, const int pixels,
+                               const int channels, const int out_stride_units,
+                               const int out_offset_units) {
   const int cvecs = (channels + VEC_SIZE - 1) / VEC_SIZE;
-  int cv = 0;
-  int pixel = out_offset, base = out_offset;     /* p * out_stride + out_offset (+ cv * VEC_SIZE) */
+  const int total_units = channels / POOL_STORE_BYTES;
+  int cv = 0, left = total_units;                /* units from vector cv on */
+  int pixel = out_offset_units, base = out_offset_units;  /* in store units */
   for (int i = 0; i < pixels * cvecs; ++i) {
     const pool_vec r = read_channel_intel(pool_ch);
+    const int units = min(POOL_STORES, left);
 #pragma unroll
-    for (int v = 0; v < VEC_SIZE; ++v)
-      if (cv * VEC_SIZE + v < channels) output[base + v] = r.v[v];
-    base += VEC_SIZE;
-    if (++cv == cvecs) { cv = 0; pixel += out_stride; base = pixel; }
+    for (int u = 0; u < POOL_STORES; ++u) {
+      pool_out_vec o;
+#pragma unroll
+      for (int b = 0; b < POOL_STORE_BYTES; ++b) o.v[b] = r.v[u * POOL_STORE_BYTES + b];
+      if (u < units) output[base + u] = o;
+    }
+    base += POOL_STORES;
+    left -= POOL_STORES;
+    if (++cv == cvecs) { cv = 0; left = total_units; pixel += out_stride_units; base = pixel; }
   }
 }
 

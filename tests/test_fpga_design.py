@@ -100,9 +100,13 @@ def test_the_estimator_charges_each_mode_channel_and_buffer():
                                                       ("fixed",)))
     names = [c.name for c in one.components]
     for part in ("MAC array", "conv epilogue", "pool", "window buffer", "weight buffer",
-                 "data_ch", "weight_ch", "acc_ch", "result_ch", "pool_ch", "load/store units"):
+                 "data_ch", "weight_ch", "acc_ch", "result_ch", "pool_ch", "load units",
+                 "writer store units"):
         assert any(n.startswith(part) for n in names), part
-    assert both.dsp.used - one.dsp.used == 16 * (2 + 2)     # residual + float32 products
+    # residual + float32 products, per requantize datapath (the board design's epilogue has
+    # LANE / epilogue_steps of them)
+    lanes = 16 // design_module.BOARD_DESIGN.epilogue_steps
+    assert both.dsp.used - one.dsp.used == lanes * (2 + 2)
     # a deep weight channel is LANE x VEC bytes wide: hundreds of M20K
     deep = fpga.resources("a10gx1150", 32, 64, fpga_design=FpgaDesign(
         vec_size=32, lane_num=64, stream_depth=64))
@@ -110,6 +114,23 @@ def test_the_estimator_charges_each_mode_channel_and_buffer():
     weight_ch = {r: next(c for c in r.components if c.name == "weight_ch")
                  for r in (deep, shallow)}
     assert weight_ch[deep].m20k >= 400 and weight_ch[shallow].m20k == 0
+
+
+def test_the_estimator_charges_the_writers_store_units():
+    """Aligned 16-byte stores: LANE / 16 + VEC / 16 store sites; byte-predicated stores (the
+    kernels before) one per channel."""
+    from dataclasses import replace
+
+    from accel import fpga
+    from accel.fpga.estimate import ACCEL_DESIGN
+
+    def stores(design):
+        res = fpga.resources("a10gx1150", 32, 64, design)
+        return next(c for c in res.components if c.name.startswith("writer store units"))
+
+    vector, byte = stores(ACCEL_DESIGN), stores(replace(ACCEL_DESIGN, store_bytes=1))
+    assert vector.name == "writer store units (6)" and byte.name == "writer store units (96)"
+    assert byte.m20k == 16 * vector.m20k
 
 
 def test_published_clock_points_and_the_fitted_rule():
@@ -155,4 +176,48 @@ def test_the_history_table_runs_and_today_is_the_default_estimate():
     reviewed = steps.run(steps.STEPS[0], "alexnet")
     assert not reviewed.fits                    # every mode + deep channel: over the DSPs
     text = steps.table(models=("alexnet",))
-    assert text.count("\n") == len(steps.STEPS) + 1 and "| NO |" in text
+    # header, rule, the old model, every step, PipeCNN and the DPU
+    assert text.count("\n") == len(steps.STEPS) + 4 and "| NO |" in text
+    conservative = next(s for s in steps.STEPS if s.clock == "broadcast")
+    slow = steps.run(conservative, "alexnet")
+    assert slow.fmax_mhz < 250 and slow.latency_ms > steps.run(today, "alexnet").latency_ms
+    # every modelled-only record is marked not built, every built one has no such option
+    for step in steps.STEPS:
+        record = step.record or design_module.BOARD_DESIGN
+        assert step.built == (not record.modelled_only), step.label
+
+
+@pytest.mark.slow
+def test_the_readme_table_is_the_table_tools_output():
+    """benchmarks/README.md's FPGA table is `python -m accel.fpga.steps`, verbatim."""
+    from accel.fpga import steps
+    readme = (ROOT / "benchmarks" / "README.md").read_text()
+    assert steps.table() in readme, "regenerate the table: python -m accel.fpga.steps"
+
+
+def test_modelled_only_options_build_no_kernel():
+    from dataclasses import replace
+    board = design_module.BOARD_DESIGN
+    assert board.modelled_only == () and DEFAULT_DESIGN.modelled_only == ()
+    for record in (design_module.PERSISTENT_DESIGN, design_module.ON_CHIP_DESIGN,
+                   design_module.TWO_PIXEL_DESIGN, design_module.FOUR_PIXEL_DESIGN):
+        assert record.modelled_only and "(modelled only)" in record.describe()
+        with pytest.raises(ValueError, match="is modelled only"):
+            record.defines()
+    with pytest.raises(ValueError, match="needs persistent=True"):
+        replace(board, chain_buf_size=4096)
+    with pytest.raises(ValueError, match="pixels_per_cycle must be 1, 2 or 4"):
+        replace(board, pixels_per_cycle=3)
+    with pytest.raises(ValueError, match="chain_buf_size must be 0 or a positive multiple"):
+        replace(design_module.PERSISTENT_DESIGN, chain_buf_size=100)
+    with pytest.raises(ValueError, match="persistent must be True or False"):
+        replace(board, persistent=1)
+
+
+def test_the_epilogue_steps_knob():
+    design = FpgaDesign(lane_num=32, epilogue_steps=4)
+    assert design.defines()["EPILOGUE_STEPS"] == 4
+    assert "epilogue 8 lanes/cycle" in design.describe()
+    with pytest.raises(ValueError, match="epilogue_steps 3 must divide lane_num 16"):
+        FpgaDesign(epilogue_steps=3)
+    assert design_module.BOARD_DESIGN.epilogue_steps == 2

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from accel.fpga.design import FpgaDesign
+
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -59,6 +61,11 @@ def one_conv(cin, cout, k=3, hw=4, pad=1, stride=1):
 
 
 def conv_row(model, vec, lane, **kw):
+    """The first layer's estimate at 200 MHz; by default on the board design's epilogue with
+    the broadcast core (the by-hand counts below; the systolic core adds its drain, see
+    test_the_systolic_core_adds_its_drain_per_layer)."""
+    kw.setdefault("fpga_design", dataclasses.replace(fpga.design.BOARD_DESIGN, systolic=False,
+                                                     vec_size=vec, lane_num=lane))
     return fpga.estimate(model, vec_size=vec, lane_num=lane, fmax_mhz=200, **kw).layers[0]
 
 
@@ -86,8 +93,13 @@ def test_stride_and_fc_cycles():
     model = one_conv(16, 16, k=1, hw=8, pad=0, stride=2)
     # 4x4 outputs, one vector each; the 1x1 kernel's compact window reloads only the 4
     # columns it reads per output row: no stall
-    row = conv_row(model, vec=16, lane=16)
+    one_cycle = FpgaDesign(vec_size=16, lane_num=16)   # the epilogue in 1 cycle per vector
+    row = conv_row(model, vec=16, lane=16, fpga_design=one_cycle)
     assert row.cycles == 4 * 4 + (1 + 4) + DEPTH and row.stall_ms == 0
+    # the board design's epilogue takes 2 cycles per vector: a 1-vector reduction waits
+    row = conv_row(model, vec=16, lane=16)
+    assert row.cycles == 4 * 4 * 2 + (1 + 4) + DEPTH
+    assert row.stall_ms == pytest.approx(16 / 200e6 * 1e3)
     # a whole-row window (the reader before it) reloads all 8 columns: 4 stalls per row
     row = conv_row(model, vec=16, lane=16,
                    design=dataclasses.replace(fpga.ACCEL_DESIGN, compact_window=False))
@@ -125,9 +137,15 @@ def test_the_stem_runs_space_to_depth_as_the_compiler_lowers_it():
     model = one_conv(3, 16, k=7, hw=16, pad=3, stride=2)
     plain = conv_row(model, vec=16, lane=16,
                      design=dataclasses.replace(fpga.ACCEL_DESIGN, stem_space_to_depth=False))
-    folded = conv_row(model, vec=16, lane=16)
+    folded = conv_row(model, vec=16, lane=16,
+                      design=dataclasses.replace(fpga.ACCEL_DESIGN, fold_stem=False))
     assert plain.cycles - (49 + 7 * 16) - DEPTH == 8 * 8 * 7 * 7      # 3 channels, 1 vector
     assert folded.cycles - (16 + 4 * 11) - DEPTH == 8 * 8 * 4 * 4     # 12 channels, 1 vector
+    # the FPGA binding also folds the 4 kernel columns into channels (fpga_layout.fold_stems):
+    # 4x1 over 48 channels, 3 vectors per tap row; the 1x1-wide window holds the 8 columns read
+    columns = conv_row(model, vec=16, lane=16)
+    assert columns.shape.startswith("48x") and "k4x1" in columns.shape
+    assert columns.cycles - (4 * 3 + 4 * 8 * 3) - DEPTH == 8 * 8 * 4 * 3
 
 
 def test_standalone_pool_and_eltwise_by_hand():
@@ -378,8 +396,8 @@ def test_calibration_nets_are_weightless_and_quick():
 
 @pytest.fixture(scope="module")
 def resnet50():
-    models = pytest.importorskip("accel.models")
-    return fpga.extract_layers(models.build("resnet50"), name="resnet50")
+    pytest.importorskip("accel.models")
+    return fpga.load_model("resnet50")      # extract_layers + the graph's sole readers
 
 
 def test_resnet50_layers(resnet50):
@@ -390,7 +408,9 @@ def test_resnet50_layers(resnet50):
 
 
 def test_default_knobs_are_the_chosen_ones_and_the_goal_verdict(resnet50):
-    choice = fpga.choose_knobs(resnet50, "a10gx1150", goal_ms=5.0)
+    # LANE_NUM a multiple of 16: the writer's stores stay whole 16-byte vectors
+    choice = fpga.choose_knobs(resnet50, "a10gx1150", goal_ms=5.0,
+                               lane_nums=tuple(range(16, 257, 16)))
     assert (choice.vec_size, choice.lane_num) == (fpga.DEFAULT_VEC_SIZE, fpga.DEFAULT_LANE_NUM)
     assert choice.estimate.fits
     # the 5 ms goal needs more int8 MACs/s than the board's DSPs give: the model says so
@@ -423,6 +443,19 @@ def test_cli_prints_a_table(tmp_path, capsys):
         "matplotlib is not installed" in out
 
 
+def test_cli_estimates_and_reports_a_qdq_model(tmp_path, capsys):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(_tiny_resnet(), str(path))
+    assert fpga_main(["estimate", str(path), "--qdq", "--vec-size", "8", "--lane-num",
+                      "16"]) == 0
+    out = capsys.readouterr().out
+    assert "bitstream modes: conv=float32," in out and " eltwise " in out
+    assert fpga_main(["report", "--model", str(path), "--qdq"]) == 0
+    out = capsys.readouterr().out
+    assert "NDRange add (eltwise.cl, float32)" in out and "-DFPGA_CONV_F32=1" in out
+    assert "-DFPGA_CONV_FIXED=0" in out and "-DEPILOGUE_STEPS=2" in out
+
+
 def test_cli_too_big_and_bad_model(tmp_path, capsys):
     path = tmp_path / "tiny.onnx"
     onnx.save(_tiny_resnet(), str(path))
@@ -450,3 +483,178 @@ def test_a_compiled_model_is_estimated_from_its_source():
                              progress=False)
     from accel import fpga
     assert fpga.estimate(compiled).latency_ms == fpga.estimate(model).latency_ms > 0
+
+
+def test_a_qdq_resnet50_bitstream_fits_and_charges_its_unfused_adds():
+    """A QDQ model's convs requantize in float32 and its residual adds stay unfused (the
+    compiler's residual_fusion), so the bitstream carries the float32 conv datapath only,
+    plus the NDRange add beside it; at 32 x 64 it fits (the emulator runs it bit-exact)."""
+    from accel.fpga.estimate import model_modes
+    model = fpga.load_model("resnet50")
+    assert model_modes(model.layers, "float32") == (("float32",), ("fixed", "float32"))
+    assert model_modes(model.layers) == (("fixed", "residual"), ("fixed",))
+    qdq = fpga.estimate(model, vec_size=32, lane_num=64, requant="float32")
+    fp32 = fpga.estimate(model, vec_size=32, lane_num=64)
+    assert qdq.fits and qdq.fpga_design.conv_modes == ("float32",)
+    adds = [row for row in qdq.layers if row.type == "eltwise"]
+    assert len(adds) == 16 and not any(row.type == "eltwise" for row in fp32.layers)
+    names = [c.name for c in qdq.resources.components]
+    assert "NDRange add (eltwise.cl, float32)" in names
+    assert qdq.latency_ms > fp32.latency_ms      # 16 extra passes over the residual tensors
+
+
+def test_a_narrow_epilogue_halves_its_dsps_and_charges_short_reductions():
+    one = FpgaDesign(vec_size=32, lane_num=64)
+    two = FpgaDesign(vec_size=32, lane_num=64, epilogue_steps=2)
+
+    def epilogue(record):
+        res = fpga.resources("a10gx1150", 32, 64, fpga_design=record)
+        return next(c.dsp for c in res.components if c.name.startswith("conv epilogue"))
+
+    assert epilogue(one) == 2 * epilogue(two) == 64 * (2 + 2 + 2)
+    # ResNet-50 at VEC 32: every reduction takes >= 2 cycles, so 2 steps cost no time
+    model = fpga.load_model("resnet50")
+    at = dict(vec_size=32, lane_num=64, fmax_mhz=200)
+    assert fpga.estimate(model, fpga_design=one.with_modes(("fixed", "residual"), ("fixed",)),
+                         **at).latency_ms == pytest.approx(
+        fpga.estimate(model, fpga_design=two.with_modes(("fixed", "residual"), ("fixed",)),
+                      **at).latency_ms)
+    # at 4 steps the 1x1 convs over 64 channels (2 vectors) wait for the epilogue
+    four = FpgaDesign(vec_size=32, lane_num=64, epilogue_steps=4).with_modes(
+        ("fixed", "residual"), ("fixed",))
+    assert fpga.estimate(model, fpga_design=four, **at).stall_ms > 0.1
+
+
+def test_the_systolic_core_adds_its_drain_and_delay_rings():
+    """fpga_conv.cl's systolic core: LANE - 1 more cycles per conv pass (the skew drains),
+    per-lane weight and sum delay rings in M20K, and the clock of the systolic rule."""
+    model = one_conv(8, 16)
+    broadcast = FpgaDesign(vec_size=4, lane_num=8, epilogue_steps=2)
+    systolic = dataclasses.replace(broadcast, systolic=True)
+    assert (conv_row(model, 4, 8, fpga_design=systolic).cycles
+            == conv_row(model, 4, 8, fpga_design=broadcast).cycles + 8 - 1)
+    flat = fpga.resources("a10gx1150", 32, 64, fpga_design=dataclasses.replace(
+        broadcast, vec_size=32, lane_num=64))
+    ring = fpga.resources("a10gx1150", 32, 64, fpga_design=dataclasses.replace(
+        systolic, vec_size=32, lane_num=64))
+    rings = {c.name: c for c in ring.components if c.name.startswith("systolic")}
+    assert rings["systolic weight delay rings"].m20k == 64 * 8     # 64 x 32 B: 8 blocks wide
+    assert rings["systolic sum de-skew rings"].m20k == 64
+    assert ring.dsp.used == flat.dsp.used and ring.m20k.used == flat.m20k.used + 64 * 9
+    assert ring.fmax_achievable_mhz > flat.fmax_achievable_mhz + 80
+
+
+# ---------------------------------------------------------------- faster by design (modelled)
+
+def _two_convs():
+    """8 -> 16 (3x3) -> 16 (3x3) on 4x4: the first output read only by the second conv."""
+    g = Graph((1, 8, 4, 4))
+    return g.model(g.conv(g.conv("x", 8, 16, 3, pad=1, name="a"), 16, 16, 3, pad=1, name="b"))
+
+
+def _rows(model, record, **kw):
+    record = dataclasses.replace(record, vec_size=4, lane_num=8)
+    return fpga.estimate(model, vec_size=4, lane_num=8, fmax_mhz=200, fpga_design=record,
+                         **kw).layers
+
+
+def _at(record, vec=32, lane=64):
+    return dataclasses.replace(record, vec_size=vec, lane_num=lane).with_modes(
+        ("fixed", "residual"), ("fixed",))
+
+
+def test_persistent_kernels_trade_the_launch_for_a_layer_sync():
+    from accel.fpga import design
+    model = _two_convs()
+    host = _rows(model, design.BOARD_DESIGN)
+    persistent = _rows(model, design.PERSISTENT_DESIGN)
+    launch_ms = ARRIA10_GX1150.launch_overhead_us * 1e-3
+    sync_ms = fpga.ACCEL_DESIGN.layer_sync_cycles / 200e6 * 1e3
+    assert persistent[0].time_ms == pytest.approx(host[0].time_ms)   # the host starts pass 1
+    # pass 2: no launch, the sync instead, its 36 first weight vectors (9 x 4) prefetched
+    assert persistent[1].time_ms == pytest.approx(
+        host[1].time_ms - launch_ms + sync_ms - 36 / 200e6 * 1e3)
+    # charged: descriptor load units and decode; no DSP, no clock change
+    base = fpga.resources("a10gx1150", 32, 64, fpga_design=_at(design.BOARD_DESIGN))
+    more = fpga.resources("a10gx1150", 32, 64, fpga_design=_at(design.PERSISTENT_DESIGN))
+    assert more.dsp.used == base.dsp.used and more.m20k.used > base.m20k.used
+    assert more.alm.used > base.alm.used
+    assert "layer descriptors (persistent)" in [c.name for c in more.components]
+
+
+def test_on_chip_intermediates_remove_their_ddr_traffic_and_cost_m20k():
+    from accel.fpga import design
+    model = _two_convs()
+    ddr = _rows(model, design.PERSISTENT_DESIGN)
+    chip = _rows(model, dataclasses.replace(design.ON_CHIP_DESIGN, chain_buf_size=256))
+    # a's 4x4x16 output stays on chip; b reads it there: no window bytes, reload or prologue
+    assert chip[0].ddr_bytes == ddr[0].ddr_bytes - 4 * 4 * 16
+    assert chip[1].ddr_bytes == 16 * 16 * 9 + 16 * PARAM + 4 * 4 * 16
+    assert chip[1].cycles == ddr[1].cycles - 3 * 4 * 4          # its 48-vector window
+    # a buffer too small keeps the tensor in DDR
+    small = _rows(model, dataclasses.replace(design.ON_CHIP_DESIGN, chain_buf_size=128))
+    assert [r.ddr_bytes for r in small] == [r.ddr_bytes for r in ddr]
+    # so does a second reader of a's output (the graph's consumers, not the layer order)
+    g = Graph((1, 8, 4, 4))
+    a = g.conv("x", 8, 16, 3, pad=1, name="a")
+    b = g.conv(a, 16, 16, 3, pad=1, name="b")
+    shared = g.model(g.op("Add", [b, g.conv(a, 16, 16, 1, name="c")]))
+    assert fpga.load_model(shared).sole_next == frozenset()
+    assert fpga.load_model(model).sole_next == {"a"}
+    base = fpga.resources("a10gx1150", 32, 64, fpga_design=_at(design.PERSISTENT_DESIGN))
+    more = fpga.resources("a10gx1150", 32, 64, fpga_design=_at(design.ON_CHIP_DESIGN))
+    buffers = next(c for c in more.components if c.name == "on-chip intermediates")
+    assert buffers.m20k == 2 * 8 * 13            # 32 B wide, 200,704 B deep, two of them
+    assert more.m20k.used == base.m20k.used + buffers.m20k and more.dsp.used == base.dsp.used
+
+
+def test_resnet50_bottleneck_intermediates_on_chip(resnet50):
+    """Every 1x1 -> 3x3 and 3x3 -> 1x1 intermediate of ResNet-50 but layer2.0's 56x56x128 one
+    stays on chip; the model is compute-bound at 303 MHz, so DDR falls and time barely moves."""
+    from accel.fpga import design
+    est = sys.modules["accel.fpga.estimate"]
+    record = _at(design.ON_CHIP_DESIGN)
+    passes = est._passes(resnet50.layers, fpga.ACCEL_DESIGN, "fixed", 32)
+    pairs = [(passes[i].name, passes[i + 1].name)
+             for i in sorted(est._chained(passes, record, resnet50.sole_next))]
+    assert len(pairs) == 16 * 2 - 1 and ("layer2.0.conv1", "layer2.0.conv2") not in pairs
+    for a, b in pairs:   # within one block, convN -> convN+1
+        assert a.rsplit(".", 1)[0] == b.rsplit(".", 1)[0] and a[-1] in "12"
+    persistent = fpga.estimate(resnet50, fpga_design=_at(design.PERSISTENT_DESIGN))
+    chip = fpga.estimate(resnet50, fpga_design=record)
+    assert chip.fits and chip.ddr_bytes < 0.8 * persistent.ddr_bytes
+    assert chip.latency_ms <= persistent.latency_ms
+    today = fpga.estimate(resnet50)
+    assert persistent.latency_ms < today.latency_ms - 0.5        # 55 host launches saved
+
+
+def test_pixels_per_cycle_costs_and_clock():
+    from accel.fpga import design, fmax
+    one, two, four = (_at(r, 32, 32) for r in (design.BOARD_DESIGN, design.TWO_PIXEL_DESIGN,
+                                               design.FOUR_PIXEL_DESIGN))
+    res = {p: fpga.resources("a10gx1150", 32, 32, fpga_design=r)
+           for p, r in ((1, one), (2, two), (4, four))}
+
+    def part(p, name):
+        return next(c for c in res[p].components if c.name.startswith(name))
+
+    for p in (2, 4):
+        assert part(p, "MAC array").dsp == p * part(1, "MAC array").dsp
+        assert part(p, "conv epilogue").dsp == p * part(1, "conv epilogue").dsp
+        assert part(p, "weight buffer").m20k == part(1, "weight buffer").m20k   # shared
+        assert part(p, "window buffer").m20k >= part(1, "window buffer").m20k
+        assert res[p].alm.used > res[1].alm.used
+        # the clock: the systolic rule at the design's use (no published P > 1 point)
+        use = max(res[p].dsp.utilization, res[p].m20k.utilization)
+        assert res[p].fmax_achievable_mhz == fmax.achievable_mhz("a10gx1150", "systolic", use)
+    assert part(4, "window buffer").m20k == 2 * part(2, "window buffer").m20k  # 8 banks
+    # cycles: ceil(OW / P) slots per row; 4 px on a 4-wide row: a quarter of the stream
+    model = one_conv(8, 16)
+    rows = {p: _rows(model, r)[0] for p, r in ((1, design.BOARD_DESIGN),
+                                               (2, design.TWO_PIXEL_DESIGN),
+                                               (4, design.FOUR_PIXEL_DESIGN))}
+    assert rows[1].compute_ms == pytest.approx(2 * rows[2].compute_ms)
+    assert rows[1].compute_ms == pytest.approx(4 * rows[4].compute_ms)
+    # a 7-wide row at 4 px takes 2 slots: 8 pixels' time for 7
+    seven = _rows(one_conv(8, 16, hw=7), design.FOUR_PIXEL_DESIGN)[0]
+    assert seven.compute_ms == pytest.approx(2 * 7 * 9 * 2 * 2 / 200e6 * 1e3)

@@ -123,8 +123,10 @@ def loops(source: str):
 
 
 @pytest.mark.parametrize("design", [FpgaDesign(), FpgaDesign(conv_modes=("float32",),
-                                                             pool_modes=("avg_f32",))],
-                         ids=["every-mode", "qdq"])
+                                                             pool_modes=("avg_f32",)),
+                                    FpgaDesign(vec_size=32, lane_num=64, epilogue_steps=2,
+                                               systolic=True)],
+                         ids=["every-mode", "qdq", "board"])
 def test_every_loop_has_a_trip_count_known_before_it_starts(design):
     source = preprocess(design)
     found = 0
@@ -163,3 +165,41 @@ def test_the_loop_check_catches_a_bound_that_changes():
     (header, body), = loops(bad)
     assert re.search(ASSIGN.format(name="n"), body)
     assert not re.search(ASSIGN.format(name="n"), "{ if (n == 3) x = n; }")
+
+
+@pytest.mark.parametrize("design", [FpgaDesign(), FpgaDesign(vec_size=32, lane_num=64),
+                                    FpgaDesign(vec_size=4, lane_num=8)],
+                         ids=["16x16", "32x64", "4x8"])
+def test_the_writers_store_whole_aligned_vectors(design):
+    """No byte-predicated stores: each writer's one global store is a whole aligned vector
+    (16 bytes, or the lane group / VEC_SIZE when narrower)."""
+    source = preprocess(design)
+    for kernel, unit, width in (("fpga_conv_writer", "out_vec", design.conv_store_bytes),
+                                ("fpga_pool_writer", "pool_out_vec", design.pool_store_bytes)):
+        assert re.search(rf"aligned\({width}\)\)\)\s*\{{\s*char v\[{width}\];\s*\}}\s*{unit};",
+                         source), unit
+        assert re.search(rf"\b{kernel}\s*\(\s*__global\s+{unit}\s*\*\s*restrict\s+output", source)
+        stores = re.findall(r"\boutput\s*\[[^\]]*\]\s*=\s*([^;]+);", function_body(source, kernel))
+        assert stores == ["o"], (kernel, stores)
+
+
+def test_the_board_design_builds_with_a_narrow_epilogue():
+    """The estimator's board design (VEC 32 x LANE 64, systolic, the epilogue in 2 cycles
+    per vector) passes clang's OpenCL syntax check with the FPGA macros on; its epilogue's
+    requantize datapaths are LANE / 2 wide and its core passes data lane to lane."""
+    from dataclasses import replace
+
+    from accel.fpga.design import BOARD_DESIGN
+    design = replace(BOARD_DESIGN, vec_size=32, lane_num=64)
+    flags = [f"-D{k}={v}" for k, v in design.defines().items()]
+    run = subprocess.run(["clang", "-x", "cl", "-cl-std=CL1.2", "-fsyntax-only", "-Werror",
+                          "-I", str(KERNELS), "-DINTELFPGA_CL", "-include",
+                          str(KERNELS / "fpga_builtins_check.h"), *flags,
+                          str(KERNELS / "fpga_bitstream.cl")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    body = function_body(preprocess(design), "fpga_conv_epilogue")
+    assert "char part[(64 / 2)];" in body          # EPILOGUE_LANES = LANE_NUM / EPILOGUE_STEPS
+    core = function_body(preprocess(design), "fpga_conv_core")
+    assert "chain[l] = chain[l - 1];" in core and "weight_ring" in core
+    broadcast = function_body(preprocess(FpgaDesign()), "fpga_conv_core")
+    assert "chain" not in broadcast

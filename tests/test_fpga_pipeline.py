@@ -22,15 +22,12 @@ from accel.ops.layout import pad_channels, unpad_channels
 from accel.ops.pool import GlobalAvgPoolParams, PoolParams
 from accel.reference import conv as conv_ref
 from accel.reference import pool as pool_ref
-
-EMULATORS = [d for d in accel.devices() if d.kind == "fpga-emulator"]
-
+from chosen_devices import chosen
 
 @pytest.fixture(scope="module")
-def emu():
-    if not EMULATORS:
-        pytest.skip("no Intel FPGA emulator present (CI always has one)")
-    return accel.Context(EMULATORS[0])
+def emu(emulator):
+    """A context on the emulator tests/conftest.py chooses (ACCEL_TEST_DEVICES)."""
+    return accel.Context(emulator)
 
 
 def random_conv(rng, cin, cout, k, *, bias_range=5000, scale=(0.0005, 0.004)):
@@ -143,7 +140,15 @@ def test_many_random_layers_agree(emu):
     fpga.FpgaConfig(vec_size=4, lane_num=8),
     # Buffers too small for the layer: window and weights come straight from global memory.
     fpga.FpgaConfig(win_buf_size=64, weight_buf_size=64),
-], ids=["vec8-lane32", "vec4-lane8", "off-chip-buffers"])
+    # A narrow epilogue: 8 lanes per cycle (4 cycles per vector), and 1 lane per cycle.
+    fpga.FpgaConfig(vec_size=8, lane_num=32, epilogue_steps=4),
+    fpga.FpgaConfig(lane_num=32, epilogue_steps=32),
+    # The systolic core: data passed lane to lane, lane l l cycles late (and a lane count
+    # that is not a power of two: the delay rings round up).
+    fpga.FpgaConfig(systolic=True),
+    fpga.FpgaConfig(vec_size=8, lane_num=40, epilogue_steps=2, systolic=True),
+], ids=["vec8-lane32", "vec4-lane8", "off-chip-buffers", "epilogue-8-lanes",
+        "epilogue-1-lane", "systolic", "systolic-lane40"])
 def test_other_knob_values(emu, config):
     rng = np.random.default_rng(3)
     run_conv(emu, rng, h=7, w=6, cin=20, cout=40, k=3, pads=(1, 1, 1, 1), residual=True,
@@ -152,6 +157,9 @@ def test_other_knob_values(emu, config):
              config=config)
     run_conv(emu, rng, h=7, w=8, cin=24, cout=16, k=1, stride=(2, 2), pads=(1, 1, 0, 0),
              config=config)
+    if config.epilogue_steps > 1 or config.systolic:  # the float32 datapath too
+        run_conv(emu, rng, h=5, w=7, cin=20, cout=40, k=3, pads=(1, 1, 1, 1),
+                 requant="float32", config=config.with_modes(("float32",)))
 
 
 def test_dilation_comes_from_the_conv_layer(emu):
@@ -438,7 +446,7 @@ def test_bad_input_gives_clear_errors(emu):
 
 
 def test_non_fpga_devices_are_refused_with_a_clear_error():
-    others = [d for d in accel.devices() if d.kind not in fpga.FPGA_KINDS]
+    others = [d for d in chosen() if d.kind not in fpga.FPGA_KINDS]
     if not others:
         pytest.skip("only FPGA devices present")
     ctx = accel.Context(others[0])

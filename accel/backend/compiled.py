@@ -62,7 +62,7 @@ class CompiledModel:
     """An int8 model ready to run on one device."""
 
     def __init__(self, lowered: Lowered, device=None, *, fpga_pipelines: bool | None = None,
-                 preprocessing=None, labels=None, task: str | None = None):
+                 preprocessing=None, labels=None, task: str | None = None, fpga_design=None):
         self._lowered = lowered
         # what turns images into inputs and outputs into answers (saved in model.json)
         self.preprocessing = preprocessing
@@ -71,7 +71,10 @@ class CompiledModel:
         # an accel.Context as it is (e.g. Context.from_pyopencl: run_device's arrays live there)
         self._ctx = device if isinstance(device, Context) else Context(device)
         self._device_plan = None  # run_device's launches, without the Plan's host copies
-        self._bound = bind(self._ctx, lowered, fpga_pipelines)
+        # fpga_design: the FPGA bitstream's knobs (accel.fpga.FpgaDesign; default the
+        # DEFAULT_CONFIG); the lowered model as bound (re-strided for its VEC_SIZE) is kept
+        self._bound = bind(self._ctx, lowered, fpga_pipelines, fpga_design)
+        self._lowered = self._bound.lowered
         self._ops = [s.op for s in lowered.steps]
         self.layer_errors = None  # set by compile(..., report=True)
         self.source = None  # the ONNX model (proto or path) compile() was given; None if loaded
@@ -181,7 +184,8 @@ class CompiledModel:
                 nhwc = apply_space_to_depth(
                     nhwc, spec.space_to_depth, spec.qparams.zero_point,
                     self._lowered.placements[spec.name].stride)
-            arrays.append(pad_channels(nhwc, fill=spec.qparams.zero_point))
+            arrays.append(pad_channels(nhwc, self._lowered.placements[spec.name].stride,
+                                       fill=spec.qparams.zero_point))
         return arrays
 
     def _host_outputs(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -83,19 +83,25 @@ class SpaceToDepth:
     """How the host rearranges a quantized input before upload: pad it with its zero point
     onto a ``height`` x ``width`` canvas (``pad_top`` rows and ``pad_left`` columns before
     it; the canvas may end before the input does), then fold every ``block`` x ``block``
-    patch into channels, channel (dy * block + dx) * C + c (accel.backend.stem)."""
+    patch into channels, channel (dy * block + dx) * C + c (accel.backend.stem). With
+    ``fold_width`` F > 1 (the FPGA binding, accel.backend.fpga_layout) each pixel then also
+    carries its next F - 1 neighbours: pixel x, channel j * (block^2 C) + f = folded pixel
+    x + j, channel f, over width / block - F + 1 columns (the stem conv's kernel columns
+    become channels)."""
     block: int
     pad_top: int
     pad_left: int
     height: int  # multiples of block
     width: int
+    fold_width: int = 1
 
     def __post_init__(self):
         if self.block < 2 or min(self.pad_top, self.pad_left) < 0 or min(
                 self.height, self.width) <= 0 or self.height % self.block or \
-                self.width % self.block:
-            raise ValueError(f"bad space-to-depth {self}: block >= 2, pads >= 0, and a "
-                             "positive height and width that are multiples of block")
+                self.width % self.block or not 1 <= self.fold_width <= self.width // self.block:
+            raise ValueError(f"bad space-to-depth {self}: block >= 2, pads >= 0, a "
+                             "positive height and width that are multiples of block, and "
+                             "1 <= fold_width <= width / block")
 
 
 @dataclass

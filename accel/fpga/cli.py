@@ -29,20 +29,25 @@ def fpga_group() -> None:
               help="search VEC_SIZE x LANE_NUM x fmax for the lowest latency that fits")
 @click.option("--plot", metavar="OUT.png",
               help="per-layer time: compute, memory beyond compute, stalls, overhead (matplotlib)")
-def estimate_command(model, board, vec_size, lane_num, fmax_mhz, batch, choose, plot) -> None:
+@click.option("--qdq", is_flag=True,
+              help="the model as a QDQ model: float32 requantize, residual adds unfused")
+def estimate_command(model, board, vec_size, lane_num, fmax_mhz, batch, choose, plot,
+                     qdq) -> None:
     """Per-layer cycles, time (compute- or DDR-bound), total batch-1 latency and DSP/M20K/ALM
     use against the board, for MODEL: a zoo name (resnet50, vgg16, ...), a calibration net
     (alexnet, vgg16-pipecnn) or an .onnx path. Exit status 1 when it does not fit."""
     from .estimate import DEFAULT_LANE_NUM, DEFAULT_VEC_SIZE, choose_knobs, estimate, load_model
     loaded = load_model(model)
+    requant = "float32" if qdq else "fixed"
     if choose:
-        choice = choose_knobs(loaded, board)
+        choice = choose_knobs(loaded, board, requant=requant)
         click.echo(choice.summary())
         click.echo()
         result = choice.estimate
     else:
         result = estimate(loaded, board, vec_size=vec_size or DEFAULT_VEC_SIZE,
-                          lane_num=lane_num or DEFAULT_LANE_NUM, fmax_mhz=fmax_mhz, batch=batch)
+                          lane_num=lane_num or DEFAULT_LANE_NUM, fmax_mhz=fmax_mhz, batch=batch,
+                          requant=requant)
     click.echo(result.table())
     if plot:
         from .plot import plot_layers
@@ -66,11 +71,14 @@ def report_command(board, vec_size, lane_num, model, qdq) -> None:
     from .estimate import (ACCEL_DESIGN, DEFAULT_LANE_NUM, DEFAULT_VEC_SIZE, design_record,
                            load_model, model_modes, resources)
     vec, lane = vec_size or DEFAULT_VEC_SIZE, lane_num or DEFAULT_LANE_NUM
-    modes = None
+    modes = eltwise = None
     if model:
-        modes = model_modes(load_model(model).layers, "float32" if qdq else "fixed")
+        layers = load_model(model).layers
+        modes = model_modes(layers, "float32" if qdq else "fixed")
+        if qdq and any(layer.residual for layer in layers):  # unfused: NDRange adds
+            eltwise = "float32"
     record = design_record(vec, lane, None, modes)
-    res = resources(board, vec, lane, ACCEL_DESIGN, record)
+    res = resources(board, vec, lane, ACCEL_DESIGN, record, eltwise=eltwise)
     click.echo(f"design: {record.describe()}")
     click.echo(f"board: {board}")
     click.echo(res.report())

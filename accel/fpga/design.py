@@ -50,20 +50,55 @@ class FpgaDesign:
     stream_depth: int = 2        # data_ch and weight_ch
     result_depth: int = 16       # acc_ch and result_ch
     pool_depth: int = 16         # pool_ch
+    # Cycles the conv epilogue spends per output vector: LANE_NUM / epilogue_steps lanes
+    # requantized per cycle (free while every layer's reduction takes >= this many cycles).
+    epilogue_steps: int = 1
+    # The MAC array passes the data vector lane to lane (fpga_conv.cl FPGA_SYSTOLIC) instead
+    # of broadcasting it: short wires, lane l l cycles behind lane 0.
+    systolic: bool = False
     conv_modes: tuple = CONV_MODES
     pool_modes: tuple = POOL_MODES
+    # -- modelled only (MODELLED_ONLY): the estimator charges these, no kernel has them yet,
+    # and defines() refuses a record that sets one (a bitstream cannot be built from it).
+    # Output pixels per cycle sharing each weight vector (1, 2 or 4): the MAC array, the
+    # epilogue and the result channels P times wider, the window read P vectors per cycle.
+    pixels_per_cycle: int = 1
+    # One persistent kernel set reading a table of layer descriptors from DDR (no host launch
+    # per pass; the next pass's first weights prefetched during the last group of this one).
+    persistent: bool = False
+    # Bytes of each of two on-chip buffers (M20K) holding a conv's output when the next conv
+    # is its only reader and it fits (bottleneck intermediates); 0: every tensor in DDR.
+    # Needs ``persistent``: OpenCL local memory does not outlive a kernel launch.
+    chain_buf_size: int = 0
     # The channel depths the emulator uses (its kernels are spinning threads).
     emulator_depth: int = field(default=8192, compare=False)
 
     def __post_init__(self):
         for name in ("vec_size", "lane_num", "win_buf_size", "weight_buf_size", "stream_depth",
-                     "result_depth", "pool_depth"):
+                     "result_depth", "pool_depth", "epilogue_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"FpgaConfig.{name} must be a positive integer, got {value!r}")
         if not _is_power_of_two(self.vec_size):
             raise ValueError(f"FpgaConfig.vec_size must be a power of two (aligned vector "
                              f"loads), got {self.vec_size}")
+        for name in ("systolic", "persistent"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"FpgaConfig.{name} must be True or False, got "
+                                 f"{getattr(self, name)!r}")
+        if self.pixels_per_cycle not in (1, 2, 4) or isinstance(self.pixels_per_cycle, bool):
+            raise ValueError(f"FpgaConfig.pixels_per_cycle must be 1, 2 or 4, got "
+                             f"{self.pixels_per_cycle!r}")
+        if not isinstance(self.chain_buf_size, int) or isinstance(self.chain_buf_size, bool) \
+                or self.chain_buf_size < 0 or self.chain_buf_size % self.vec_size:
+            raise ValueError(f"FpgaConfig.chain_buf_size must be 0 or a positive multiple of "
+                             f"vec_size {self.vec_size}, got {self.chain_buf_size!r}")
+        if self.chain_buf_size and not self.persistent:
+            raise ValueError("FpgaConfig.chain_buf_size needs persistent=True (on-chip "
+                             "intermediates do not outlive a kernel launch)")
+        if self.lane_num % self.epilogue_steps:
+            raise ValueError(f"FpgaConfig.epilogue_steps {self.epilogue_steps} must divide "
+                             f"lane_num {self.lane_num}")
         for name in ("win_buf_size", "weight_buf_size"):
             if getattr(self, name) % self.vec_size:
                 raise ValueError(f"FpgaConfig.{name} {getattr(self, name)} must be a multiple of "
@@ -83,15 +118,37 @@ class FpgaDesign:
     def defines(self, emulator: bool = False) -> dict:
         """The -D options of kernels/fpga_bitstream.cl. ``emulator``: deep channels (Intel's
         emulator runs each kernel as a thread spinning on its channels)."""
+        if self.modelled_only:
+            raise ValueError(f"FpgaConfig {', '.join(self.modelled_only)} is modelled only: "
+                             f"kernels/fpga_conv.cl has no such variant (the estimator "
+                             f"charges it; no bitstream can be built from this record)")
         depth = self.emulator_depth if emulator else None
         out = {"VEC_SIZE": self.vec_size, "LANE_NUM": self.lane_num,
                "WIN_BUF_SIZE": self.win_buf_size, "WEIGHT_BUF_SIZE": self.weight_buf_size,
                "STREAM_DEPTH": depth or self.stream_depth,
                "RESULT_DEPTH": depth or self.result_depth,
-               "POOL_DEPTH": depth or self.pool_depth}
+               "POOL_DEPTH": depth or self.pool_depth, "EPILOGUE_STEPS": self.epilogue_steps,
+               "FPGA_SYSTOLIC": int(self.systolic)}
         for (pipeline, mode), macro in MODE_MACROS.items():
             out[macro] = int(mode in (self.conv_modes if pipeline == "conv" else self.pool_modes))
         return out
+
+    @property
+    def modelled_only(self) -> tuple[str, ...]:
+        """The MODELLED_ONLY options this record sets away from their defaults."""
+        return tuple(f"{name}={getattr(self, name)!r}" for name in MODELLED_ONLY
+                     if getattr(self, name) != getattr(DEFAULT_DESIGN, name))
+
+    @property
+    def conv_store_bytes(self) -> int:
+        """Width of the conv writer's aligned stores (fpga_conv.cl OUT_STORE_BYTES): the
+        largest power of two up to 16 that divides LANE_NUM."""
+        return next(b for b in (16, 8, 4, 2, 1) if self.lane_num % b == 0)
+
+    @property
+    def pool_store_bytes(self) -> int:
+        """Width of the pool writer's aligned stores (fpga_pool.cl POOL_STORE_BYTES)."""
+        return min(self.vec_size, 16)
 
     @property
     def mode_word(self) -> int:
@@ -127,11 +184,37 @@ class FpgaDesign:
     def describe(self) -> str:
         return (f"VEC_SIZE={self.vec_size} LANE_NUM={self.lane_num} window {self.win_buf_size} B "
                 f"x2, weights {self.weight_buf_size} B/lane x2, channels {self.stream_depth}/"
-                f"{self.result_depth}/{self.pool_depth} deep; conv modes "
+                f"{self.result_depth}/{self.pool_depth} deep; "
+                + (f"epilogue {self.lane_num // self.epilogue_steps} lanes/cycle; "
+                   if self.epilogue_steps > 1 else "")
+                + ("systolic MAC array; " if self.systolic else "")
+                + (f"{self.pixels_per_cycle} px/cycle; " if self.pixels_per_cycle > 1 else "")
+                + ("persistent, layer descriptors; " if self.persistent else "")
+                + (f"on-chip intermediates 2 x {self.chain_buf_size} B; "
+                   if self.chain_buf_size else "")
+                + ("(modelled only) " if self.modelled_only else "") + "conv modes "
                 f"{'+'.join(self.conv_modes)}, pool modes {'+'.join(self.pool_modes)}")
 
 
 DEFAULT_DESIGN = FpgaDesign()
+# What the estimator models on a board unless told otherwise (accel/fpga/estimate.py): the
+# systolic MAC array (its clock the fmax rule's for systolic designs, accel/fpga/fmax.py) and
+# the epilogue in 2 cycles per output vector (half the requantize DSPs; free for every layer
+# whose reduction takes >= 2 cycles, as all of ResNet-50's do at VEC_SIZE 32). The emulator's
+# and the compiler's default stays DEFAULT_DESIGN (broadcast, 1 cycle: any model, no stall).
+BOARD_DESIGN = FpgaDesign(epilogue_steps=2, systolic=True)
+
+# "Faster by design" options the estimator models and no kernel implements yet (issue 16);
+# their costs are Design coefficients in accel/fpga/estimate.py, each with its assumption.
+MODELLED_ONLY = ("pixels_per_cycle", "persistent", "chain_buf_size")
+# (a) One persistent kernel set reading a layer descriptor table: no host launch per pass.
+PERSISTENT_DESIGN = replace(BOARD_DESIGN, persistent=True)
+# (b) Bottleneck intermediates on chip: two buffers of 56 x 56 x 64 bytes hold every
+# ResNet-50 1x1 -> 3x3 and 3x3 -> 1x1 intermediate but one (layer2.0's 56 x 56 x 128).
+ON_CHIP_DESIGN = replace(PERSISTENT_DESIGN, chain_buf_size=56 * 56 * 64)
+# (c) 2 and 4 output pixels per cycle sharing each weight vector.
+TWO_PIXEL_DESIGN = replace(BOARD_DESIGN, pixels_per_cycle=2)
+FOUR_PIXEL_DESIGN = replace(BOARD_DESIGN, pixels_per_cycle=4)
 
 
 def conv_mode(requant: str, residual: bool) -> tuple[str, ...]:

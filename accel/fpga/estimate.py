@@ -9,6 +9,8 @@ for row_steps = max(stream, window prefetch, weight prefetch) iterations, where
     window prefetch = KH x W x ceil(Cin / VEC)   the next row's KH input rows, reloaded per row
                                                  (a 1x1 conv: only its OW columns, not W)
     weight prefetch = KH x KW x ceil(Cin / VEC)  (a group's first row only, fits in stream)
+    epilogue        = ceil(OW / P) x EPILOGUE_STEPS  (the requantize datapaths, LANE / steps
+                                                 wide, take that many cycles per vector)
 
 so cycles = groups x rows x row_steps (the MAC array is busy stream of them; the rest are
 stalls: window reloads longer than the row's stream, e.g. 1x1 stride-2 projections), plus the
@@ -17,15 +19,27 @@ row_restart_cycles``: 0 for the flattened reader, ~150 for the per-row loops it 
 the launch. DDR bytes: the window reload (KH input rows per output row and group, or every tap
 when the window does not fit), weights once per group (or per row when they do not fit),
 parameters, output, fused residual. Pools: one tap vector per cycle, every tap from DDR.
+The stem as the compiler and the FPGA binding lower it: space-to-depth, then its kernel
+columns folded into channels where that shortens the reduction. QDQ models (``requant``
+"float32"): no residual is fused, each add is an eltwise pass (the NDRange add).
 
     layer time = max(cycles / fmax, DDR bytes / bandwidth) + (prologue + fill + restarts) / fmax
                  + launch overhead
 
+Options no kernel has yet (design.MODELLED_ONLY; steps.py's rows marked "no"): P =
+``pixels_per_cycle`` output pixels per cycle (above); ``persistent`` kernels reading a layer
+descriptor table (no launch per pass but ``Design.layer_sync_cycles``, the next pass's first
+weights prefetched); ``chain_buf_size`` on-chip intermediates (a conv output read only by the
+next conv stays in M20K: no DDR bytes for it, no window reload or prologue for its reader).
+
 Resources by component (``resources(...).components``): the MAC array (VEC x LANE x P int8
-products, two per DSP), the conv epilogue's DSPs per lane for each compiled-in mode, the pool's
-per VEC lane, the window and weight double buffers (M20K by width and depth), every channel
-FIFO (registers when shallow, M20K by width when deep), each global load/store unit, address
-and control logic, the board's static region. fmax follows accel/fpga/fmax.py (fitted to
+products, two per DSP; P > 1 reads the window over 2P column banks), the conv epilogue's DSPs per requantize datapath (LANE /
+EPILOGUE_STEPS) for each compiled-in mode, the pool's per VEC lane, the window and weight
+double buffers (M20K by width and depth), every channel FIFO (registers when shallow, M20K by
+width when deep), each global load unit and each writer store unit (one per aligned 16-byte
+store), the NDRange add where a model has unfused adds, the persistent kernels' descriptor
+units, the on-chip intermediate buffers, address and control logic, the board's static region. The design record defaults to design.BOARD_DESIGN (the epilogue in 2
+cycles). fmax follows accel/fpga/fmax.py (fitted to
 published designs). PIPECNN_DESIGN keeps PipeCNN's own datapath (kernels=False) for the
 calibration against its published figures (accel/fpga/calibration.py).
 """
@@ -38,7 +52,7 @@ from dataclasses import dataclass, field, replace
 
 from . import fmax as fmax_rule
 from .boards import Board, get_board
-from .design import DEFAULT_DESIGN, FpgaDesign
+from .design import BOARD_DESIGN, FpgaDesign
 from .layers import ExtractedModel, Layer, extract_layers
 
 ACTIVATION_ALIGN = 16        # device layout: channels padded to CHANNEL_ALIGN (accel/ops/layout)
@@ -60,6 +74,10 @@ class Design:
     # adder, divide refinement (4 fma) and quantize (another divide) as hard-float DSPs
     pool_mode_dsp: tuple = (("fixed", 2), ("float32", 2), ("avg_f32", 10))
     pool_mode_alm: tuple = (("fixed", 150), ("float32", 700), ("avg_f32", 1500))
+    # per VEC lane of the NDRange add beside the pipelines (unfused adds): two fixed-point
+    # requantizes, or a float32 dequantize-add-quantize in hard-float DSPs
+    eltwise_dsp: tuple = (("fixed", 4), ("float32", 3))
+    eltwise_alm: tuple = (("fixed", 300), ("float32", 1000))
     fixed_dsp: int = 16                  # address / loop arithmetic of the reader and writers
     alm_fixed: int = 25_000              # control of the six kernels
     alm_per_mac: float = 35.0            # adder-tree slice + accumulator per int8 MAC
@@ -67,11 +85,26 @@ class Design:
     lsu_m20k: int = 4                    # assumption: one burst-coalesced load/store unit
     lsu_alm: int = 1_500
     extra_lsus: int = 0                  # load units beyond the kernels' own sites (see steps.py)
+    # The writers' store width in bytes: 0 = the record's aligned vector units (fpga_conv.cl
+    # OUT_STORE_BYTES, fpga_pool.cl POOL_STORE_BYTES: 16 B, one store site per unit of a
+    # LANE / VEC vector); 1 = one byte-predicated store per channel (the kernels before).
+    store_bytes: int = 0
     register_fifo_depth: int = 8         # channels this shallow are registers, deeper M20K
     pipeline_depth_cycles: int = 64      # fill/drain of reader -> MAC -> writer per layer
     row_restart_cycles: int = 0          # drain + refill of the reader between output rows
-    pixels_per_cycle: int = 1            # output pixels sharing each weight vector per cycle
+    # Costs of the modelled-only options (design.MODELLED_ONLY; no kernel has them yet, so
+    # each number is an assumption). (a) persistent kernels: a descriptor load unit in each
+    # kernel that takes layer arguments today (reader, epilogue/writer, pool), their decode
+    # and the writer -> reader "layer done" token channels; per pass, instead of the host
+    # launch, the descriptor fetch and the previous pass's last stores reaching DDR (a fence,
+    # then the token) before this pass's window loads: ~0.7 us at 300 MHz, a DDR round trip.
+    descriptor_lsus: int = 3
+    descriptor_alm: int = 3_000
+    layer_sync_cycles: int = 200
+    # (b) on-chip intermediates: the writer's and the reader's DDR / on-chip select.
+    chain_alm: int = 2_000
     stem_space_to_depth: bool = True     # the compiler's stem rewrite (schedule.py), on
+    fold_stem: bool = True               # the FPGA binding folds its kernel columns too
     compact_window: bool = True          # a 1x1 conv's window holds only the OW columns it reads
     # PipeCNN's datapath (kernels=False), for its calibration only:
     requant_dsp_per_lane: int = 2
@@ -94,7 +127,9 @@ PIPECNN_DESIGN = replace(ACCEL_DESIGN, name="pipecnn-like", kernels=False,
                          weight_buffer_bytes_per_lane=4608, fuse_pool=True,
                          stem_space_to_depth=False)
 
-# The knobs choose_knobs("resnet50", "a10gx1150") returns (kept in sync by a test).
+# The knobs choose_knobs("resnet50", "a10gx1150", lane_nums=multiples of 16) returns (kept in
+# sync by a test; LANE_NUM % 16 == 0 keeps the writer's stores whole 16-byte vectors). With
+# every multiple of 8 the search takes VEC 64 x LANE 40 (7.4 ms modelled, 99% of the DSPs).
 DEFAULT_VEC_SIZE = 32
 DEFAULT_LANE_NUM = 64
 
@@ -204,6 +239,10 @@ class Estimate:
         return self.latency_ms / self.batch
 
     @property
+    def ddr_bytes(self) -> int:
+        return sum(layer.ddr_bytes for layer in self.layers)
+
+    @property
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers) * self.batch
 
@@ -297,17 +336,29 @@ def _fifo(board: Board, design: Design, name: str, width_bits: int, depth: int) 
 
 def design_record(vec_size: int, lane_num: int, fpga_design: FpgaDesign | None = None,
                   modes: tuple | None = None) -> FpgaDesign:
-    """The record with these knobs: ``fpga_design`` (default: the bitstream default) at
-    VEC_SIZE / LANE_NUM, and ``modes`` = (conv modes, pool modes) if given."""
-    record = fpga_design or DEFAULT_DESIGN
+    """The record with these knobs: ``fpga_design`` (default: design.BOARD_DESIGN, its
+    epilogue in 1 cycle where LANE_NUM is odd) at VEC_SIZE / LANE_NUM, and ``modes`` =
+    (conv modes, pool modes) if given."""
+    record = fpga_design or BOARD_DESIGN
+    if fpga_design is None and lane_num % record.epilogue_steps:
+        record = replace(record, epilogue_steps=1)
     record = replace(record, vec_size=vec_size, lane_num=lane_num)
     if modes is not None:
         record = record.with_modes(*modes)
     return record
 
 
+def _window_banks(record: FpgaDesign) -> int:
+    """VEC-wide banks an on-chip activation buffer needs for P pixels per cycle: P columns
+    up to 2P apart (stride <= 2, every stride in the zoo's pipelines) read conflict-free when
+    the columns are interleaved over 2P banks (an assumption of the modelled 2 / 4 px cores)."""
+    return 1 if record.pixels_per_cycle == 1 else 2 * record.pixels_per_cycle
+
+
 def _kernel_components(board: Board, record: FpgaDesign, design: Design) -> list[Component]:
-    vec, lane, pixels = record.vec_size, record.lane_num, design.pixels_per_cycle
+    vec, lane, pixels = record.vec_size, record.lane_num, record.pixels_per_cycle
+    banks = _window_banks(record)
+    epilogue_lanes = lane // record.epilogue_steps   # requantize datapaths per pixel
     macs = vec * lane * pixels
     conv_dsp, conv_alm = dict(design.conv_mode_dsp), dict(design.conv_mode_alm)
     pool_dsp, pool_alm = dict(design.pool_mode_dsp), dict(design.pool_mode_alm)
@@ -317,10 +368,13 @@ def _kernel_components(board: Board, record: FpgaDesign, design: Design) -> list
                   dsp=_ceil_div(macs, board.int8_mults_per_dsp),
                   alm=int(design.alm_per_mac * macs), note="two int8 products per DSP"),
         Component("conv epilogue: " + "+".join(record.conv_modes),
-                  dsp=lane * pixels * sum(conv_dsp[m] for m in record.conv_modes),
-                  alm=int(lane * pixels * (design.alm_per_lane
-                                           + sum(conv_alm[m] for m in record.conv_modes))),
-                  note="per-layer mode select" if switched["conv"] else "one datapath"),
+                  dsp=epilogue_lanes * pixels * sum(conv_dsp[m] for m in record.conv_modes),
+                  alm=int(epilogue_lanes * pixels * sum(conv_alm[m] for m in record.conv_modes)
+                          + lane * pixels * design.alm_per_lane
+                          + (lane * pixels * 40 // 2 if record.epilogue_steps > 1 else 0)),
+                  note=("per-layer mode select" if switched["conv"] else "one datapath") +
+                       (f"; {epilogue_lanes} lanes/cycle, sums and results shift"
+                        if record.epilogue_steps > 1 else "")),
         Component("pool: " + "+".join(record.pool_modes),
                   dsp=vec * sum(pool_dsp[m] for m in record.pool_modes),
                   m20k=_ceil_div(vec, 2) if "avg_f32" in record.pool_modes else 0,
@@ -328,8 +382,9 @@ def _kernel_components(board: Board, record: FpgaDesign, design: Design) -> list
                   note=("private 256-entry table per lane pair; " if "avg_f32" in
                         record.pool_modes else "") +
                        ("per-layer mode select" if switched["pool"] else "one datapath")),
-        Component("window buffer", m20k=_m20k_blocks(board, vec, record.win_buf_size, 2),
-                  note=f"2 x {record.win_buf_size} B, {vec} B per cycle"),
+        Component("window buffer", m20k=_m20k_blocks(board, vec * banks, record.win_buf_size, 2),
+                  note=f"2 x {record.win_buf_size} B, {vec} B per cycle" +
+                       (f" x {banks} column banks" if banks > 1 else "")),
         Component("weight buffer", m20k=lane * _m20k_blocks(board, vec, record.weight_buf_size, 2),
                   note=f"{lane} lanes x 2 x {record.weight_buf_size} B"),
         _fifo(board, design, "data_ch", 8 * vec * pixels, record.stream_depth),
@@ -339,11 +394,42 @@ def _kernel_components(board: Board, record: FpgaDesign, design: Design) -> list
         _fifo(board, design, "pool_ch", 8 * vec, record.pool_depth),
     ]
     # global load/store sites: reader 6 (window prologue/prefetch/direct, weights x3),
-    # epilogue 3 (+1 residual), writer 1, pool 3 (+2 float average), pool writer 1
-    lsus = 6 + 3 + ("residual" in record.conv_modes) + 1 + 3 + \
-        2 * ("avg_f32" in record.pool_modes) + 1 + design.extra_lsus
-    comps.append(Component(f"load/store units ({lsus})", m20k=lsus * design.lsu_m20k,
+    # epilogue 3 (+1 residual), pool 3 (+2 float average); the writers one per store unit
+    # of their vector (LANE / 16 and VEC / 16 aligned 16-byte stores, or one per byte)
+    lsus = 6 + 3 + ("residual" in record.conv_modes) + 3 + \
+        2 * ("avg_f32" in record.pool_modes) + design.extra_lsus
+    conv_unit = design.store_bytes or record.conv_store_bytes
+    pool_unit = design.store_bytes or record.pool_store_bytes
+    stores = _ceil_div(lane * pixels, conv_unit) + _ceil_div(vec, pool_unit)
+    comps.append(Component(f"load units ({lsus})", m20k=lsus * design.lsu_m20k,
                            alm=lsus * design.lsu_alm, note="assumption per unit"))
+    comps.append(Component(f"writer store units ({stores})", m20k=stores * design.lsu_m20k,
+                           alm=stores * design.lsu_alm,
+                           note=f"{conv_unit} B / {pool_unit} B " +
+                                ("aligned vector stores" if conv_unit > 1 else
+                                 "byte-predicated stores")))
+    if record.systolic:  # fpga_conv.cl's systolic core: the skew's delay rings and data chain
+        depth = 1 << max(3, (lane - 1).bit_length())          # SYS_DEPTH
+        comps.append(Component("systolic weight delay rings",  # weights serve all P pixels
+                               m20k=lane * _m20k_blocks(board, vec, vec * depth),
+                               note=f"{lane} lanes x {depth} x {vec} B (assumed in M20K)"))
+        comps.append(Component("systolic sum de-skew rings",
+                               m20k=lane * pixels * _m20k_blocks(board, 4, 4 * depth),
+                               note=f"{lane} lanes x {depth} x 32 bits"))
+        comps.append(Component("systolic data chain", alm=lane * vec * pixels * 2,
+                               note=f"{lane} x {8 * vec * pixels} bits of registers"))
+    if record.persistent:   # modelled only: see Design.descriptor_lsus
+        comps.append(Component("layer descriptors (persistent)",
+                               m20k=design.descriptor_lsus * design.lsu_m20k,
+                               alm=design.descriptor_lsus * design.lsu_alm + design.descriptor_alm,
+                               note=f"{design.descriptor_lsus} descriptor load units, decode, "
+                                    f"layer-done tokens (assumption)"))
+    if record.chain_buf_size:   # modelled only: read VEC x P (banked), written LANE x P / steps
+        width = max(vec * banks, lane * pixels // record.epilogue_steps)
+        comps.append(Component("on-chip intermediates",
+                               m20k=_m20k_blocks(board, width, record.chain_buf_size, 2),
+                               alm=design.chain_alm,
+                               note=f"2 x {record.chain_buf_size} B, {width} B per cycle"))
     comps.append(Component("address + control", dsp=design.fixed_dsp, alm=design.alm_fixed))
     comps.append(Component("board support package", dsp=board.bsp_dsp, m20k=board.bsp_m20k,
                            alm=board.bsp_alms, note="static region"))
@@ -370,21 +456,30 @@ def _pipecnn_components(board: Board, vec: int, lane: int, design: Design) -> li
 
 def resources(board: str | Board, vec_size: int, lane_num: int,
               design: Design = ACCEL_DESIGN, fpga_design: FpgaDesign | None = None,
-              modes: tuple | None = None) -> Resources:
+              modes: tuple | None = None, eltwise: str | None = None) -> Resources:
     """DSP / M20K / ALM use of one bitstream configuration (independent of the model), by
-    component. ``fpga_design`` / ``modes``: see design_record."""
+    component. ``fpga_design`` / ``modes``: see design_record. ``eltwise`` ("fixed" or
+    "float32"): the model also runs adds as NDRange kernels (eltwise.cl) on the board."""
     board = get_board(board)
     _check_knobs(vec_size, lane_num, None, 1)
+    style = design.style
     if design.kernels:
-        comps = _kernel_components(board, design_record(vec_size, lane_num, fpga_design, modes),
-                                   design)
+        record = design_record(vec_size, lane_num, fpga_design, modes)
+        comps = _kernel_components(board, record, design)
+        if record.systolic:       # the built systolic core (fpga_conv.cl FPGA_SYSTOLIC)
+            style = "systolic"
+        if eltwise is not None:  # one VEC-wide add per cycle: two requantizes per lane
+            comps.append(Component(f"NDRange add (eltwise.cl, {eltwise})",
+                                   dsp=vec_size * dict(design.eltwise_dsp)[eltwise],
+                                   alm=vec_size * dict(design.eltwise_alm)[eltwise],
+                                   note="unfused residual adds (QDQ models)"))
     else:
         comps = _pipecnn_components(board, vec_size, lane_num, design)
     dsp = ResourceUse(sum(c.dsp for c in comps), board.dsp_blocks)
     m20k = ResourceUse(sum(c.m20k for c in comps), board.m20k_blocks)
     alm = ResourceUse(sum(c.alm for c in comps), board.alms)
     use = max(dsp.utilization, m20k.utilization)
-    fmax = fmax_rule.achievable_mhz(board, design.style, use)
+    fmax = fmax_rule.achievable_mhz(board, style, use)
     return Resources(dsp, m20k, alm, fmax, tuple(comps))
 
 
@@ -462,9 +557,15 @@ def _layer_estimate(layer: Layer, vec: int, lane: int, fmax_hz: float, batch: in
 
 
 def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, batch: int,
-                           board: Board, design: Design) -> LayerEstimate:
-    """One pass of fpga_conv.cl / fpga_pool.cl as written (the module docstring)."""
-    vec, lane = record.vec_size, record.lane_num
+                           board: Board, design: Design, launch: bool = True,
+                           input_on_chip: bool = False,
+                           output_on_chip: bool = False) -> LayerEstimate:
+    """One pass of fpga_conv.cl / fpga_pool.cl as written (the module docstring). With the
+    modelled-only options: ``launch`` False for a pass a persistent kernel starts from its
+    descriptor (layer sync instead of the host launch, its first weights prefetched during
+    the previous pass); ``input_on_chip`` / ``output_on_chip``: the tensor read / written
+    is an on-chip intermediate (no DDR bytes, no window reload or prologue)."""
+    vec, lane, pixels_per_cycle = record.vec_size, record.lane_num, record.pixels_per_cycle
     bandwidth = board.ddr_bytes_per_s
     prologue = restarts = 0
     if layer.kind in ("conv", "fc"):
@@ -477,29 +578,38 @@ def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, bat
             rows, out_w, in_w = 1, batch, batch
         else:
             rows, out_w, in_w = batch * layer.out_h, layer.out_w, layer.in_w
-        stream = _ceil_div(out_w, design.pixels_per_cycle) * kvecs
+        stream = _ceil_div(out_w, pixels_per_cycle) * kvecs
         win_cols = out_w if (kw == 1 and design.compact_window) else in_w
         row_vecs = kh * win_cols * cvecs
         window_on_chip = row_vecs * vec <= record.win_buf_size
         # P pixels per cycle read P input vectors per cycle, so the window reloads P wide
-        reload = _ceil_div(row_vecs, design.pixels_per_cycle)
+        reload = _ceil_div(row_vecs, pixels_per_cycle)
         weights_on_chip = kvecs * vec <= record.weight_buf_size
+        if input_on_chip:    # the reader takes its taps straight from the on-chip tensor
+            window_on_chip, reload = True, 0
         row_steps = max(stream, reload if window_on_chip else 0,
                         kvecs if weights_on_chip else 0)
+        # the epilogue: EPILOGUE_STEPS cycles per output vector (a layer whose reduction is
+        # shorter waits for it: a stall)
+        epilogue_row = _ceil_div(out_w, pixels_per_cycle) * record.epilogue_steps
+        row_steps = max(row_steps, epilogue_row)
         cycles = passes * rows * row_steps
         mac_cycles = passes * rows * stream
-        prologue = (kvecs if weights_on_chip else 0) + (row_vecs if window_on_chip else 0)
+        prologue = (kvecs if weights_on_chip and launch else 0) + \
+            (row_vecs if window_on_chip and not input_on_chip else 0)
         restarts = passes * rows * design.row_restart_cycles
-        if window_on_chip:
+        if input_on_chip:
+            input_bytes = 0
+        elif window_on_chip:
             input_bytes = (passes * rows + 1) * row_vecs * vec
         else:
-            input_bytes = passes * rows * stream * design.pixels_per_cycle * vec
+            input_bytes = passes * rows * stream * pixels_per_cycle * vec
         if weights_on_chip:
             weight_bytes = passes * kvecs * lane * vec
         else:
             weight_bytes = passes * rows * stream * lane * vec
         pixels = batch * layer.out_h * layer.out_w if layer.kind == "conv" else batch
-        out_bytes = pixels * _align(layer.out_c) * (2 if layer.residual else 1)
+        out_bytes = pixels * _align(layer.out_c) * ((not output_on_chip) + layer.residual)
         ddr_bytes = input_bytes + weight_bytes + passes * lane * PARAM_BYTES_PER_CHANNEL + out_bytes
     elif layer.kind == "pool":
         kh, kw = layer.kernel
@@ -512,10 +622,15 @@ def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, bat
     else:
         raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
     fill = design.pipeline_depth_cycles
+    if record.systolic and layer.kind in ("conv", "fc"):
+        fill += lane - 1                 # the systolic core drains its skew
     compute_s = mac_cycles / fmax_hz
     loop_s = cycles / fmax_hz
     memory_s = ddr_bytes / bandwidth
-    overhead_s = (prologue + fill) / fmax_hz + board.launch_overhead_us * 1e-6
+    if launch:
+        overhead_s = (prologue + fill) / fmax_hz + board.launch_overhead_us * 1e-6
+    else:
+        overhead_s = (prologue + fill + design.layer_sync_cycles) / fmax_hz
     body_s = max(loop_s, memory_s)
     stall_s = body_s - max(compute_s, memory_s) + restarts / fmax_hz
     time_s = body_s + restarts / fmax_hz + overhead_s
@@ -525,6 +640,26 @@ def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, bat
         bound="compute" if loop_s >= memory_s else "memory",
         compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3, ddr_bytes=int(ddr_bytes),
         fused=tuple(layer.fused), stall_ms=stall_s * 1e3, overhead_ms=overhead_s * 1e3)
+
+
+def _chained(passes: list[Layer], record: FpgaDesign, sole_next: frozenset = frozenset(),
+             batch: int = 1) -> set[int]:
+    """Indices of the conv passes whose output stays on chip for the next pass (the record's
+    chain_buf_size): the ONNX graph says the next pass, a conv, is its only reader
+    (``sole_next``, from load_model; an ExtractedModel made elsewhere has none, so every
+    tensor stays in DDR), it has no fused residual add or pool, the next pass reads exactly
+    its shape, and it fits one buffer."""
+    if not record.chain_buf_size:
+        return set()
+    chained = set()
+    for i, (a, b) in enumerate(zip(passes, passes[1:])):
+        if a.kind != "conv" or b.kind != "conv" or a.residual or a.pool is not None or \
+                a.name not in sole_next:
+            continue
+        if (b.in_c, b.in_h, b.in_w) == (a.out_c, a.out_h, a.out_w) and \
+                batch * a.out_h * a.out_w * _align(a.out_c) <= record.chain_buf_size:
+            chained.add(i)
+    return chained
 
 
 def _space_to_depth(layer: Layer) -> Layer:
@@ -543,10 +678,40 @@ def _space_to_depth(layer: Layer) -> Layer:
                    fused=list(layer.fused) + ["SpaceToDepth"], useful_macs=layer.macs)
 
 
-def _passes(layers: list[Layer], design: Design) -> list[Layer]:
-    """The layers as pipeline passes: a conv's pool becomes its own pass unless fused."""
+def _fold_stem(layer: Layer, vec: int) -> Layer:
+    """The FPGA binding's fold of a space-to-depth stem (accel/backend/fpga_layout.py
+    fold_stems): KH x KW over C channels -> KH x 1 over KW x C, where that takes fewer
+    VEC-byte vectors per output pixel."""
+    kh, kw = layer.kernel
+    if "SpaceToDepth" not in layer.fused or kw == 1 or \
+            kh * _ceil_div(kw * layer.in_c, vec) >= kh * kw * _ceil_div(layer.in_c, vec):
+        return layer
+    return replace(layer, in_c=kw * layer.in_c, in_w=layer.out_w, kernel=(kh, 1),
+                   fused=list(layer.fused) + ["FoldWidth"])
+
+
+def _passes(layers: list[Layer], design: Design, requant: str = "fixed",
+            vec: int | None = None) -> list[Layer]:
+    """The layers as pipeline passes: a conv's pool becomes its own pass unless fused. In a
+    QDQ model (``requant`` "float32") the compiler fuses no residual add (onnxruntime rounds
+    the conv output, then runs a QLinearAdd: accel/compiler/passes/residual_fusion.py), so
+    each residual becomes an eltwise pass (the NDRange add, eltwise.cl, beside the pipelines)."""
     if design.stem_space_to_depth:
         layers = [_space_to_depth(layer) for layer in layers]
+        if design.fold_stem and design.kernels and vec is not None:
+            layers = [_fold_stem(layer, vec) for layer in layers]
+    if requant == "float32":
+        unfused = []
+        for layer in layers:
+            if layer.kind == "conv" and layer.residual:
+                unfused.append(replace(layer, residual=False,
+                                       fused=[op for op in layer.fused if op != "Add"]))
+                unfused.append(Layer(f"{layer.name}/add", "eltwise", 2 * layer.out_c,
+                                     layer.out_h, layer.out_w, layer.out_c, layer.out_h,
+                                     layer.out_w))
+            else:
+                unfused.append(layer)
+        layers = unfused
     if design.fuse_pool:
         return layers
     passes = []
@@ -563,6 +728,42 @@ def _passes(layers: list[Layer], design: Design) -> list[Layer]:
     return passes
 
 
+def sole_next_readers(proto, layers: list[Layer]) -> frozenset[str]:
+    """Names of the conv passes whose output (after the ops their epilogue absorbs) the next
+    pass alone reads, from the ONNX graph's consumers: what may stay on chip (_chained)."""
+    from .layers import FREE_OPS
+    readers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for tensor in node.input:
+            if tensor:
+                readers.setdefault(tensor, []).append(node)
+    for value in proto.graph.output:
+        readers.setdefault(value.name, []).append(None)
+    nodes = {node.name or f"{node.op_type.lower()}_{i}": node
+             for i, node in enumerate(proto.graph.node)}
+    sole = set()
+    for layer, nxt in zip(layers, layers[1:]):
+        node = nodes.get(layer.name)
+        if layer.kind != "conv" or nxt.kind != "conv" or node is None:
+            continue
+        tensor = node.output[0]
+        while len(readers.get(tensor, ())) == 1 and readers[tensor][0] is not None and \
+                readers[tensor][0].op_type in FREE_OPS - {"Concat"}:
+            tensor = readers[tensor][0].output[0]
+        only = readers.get(tensor, ())
+        if len(only) == 1 and only[0] is not None and only[0].op_type == "Conv" and \
+                nodes.get(nxt.name) is only[0]:
+            sole.add(layer.name)
+    return frozenset(sole)
+
+
+def _extract(proto, name: str) -> ExtractedModel:
+    """extract_layers, plus which passes' outputs only the next pass reads (``sole_next``)."""
+    extracted = extract_layers(proto, name=name)
+    extracted.sole_next = sole_next_readers(proto, extracted.layers)
+    return extracted
+
+
 def load_model(model) -> ExtractedModel:
     """A model name (accel.models builder or a calibration net), an .onnx path, an
     onnx.ModelProto or an already extracted model -> its pipeline layers."""
@@ -575,10 +776,10 @@ def load_model(model) -> ExtractedModel:
                 raise FileNotFoundError(f"no ONNX file at {text!r}")
             import onnx
             proto = onnx.load(text, load_external_data=False)
-            return extract_layers(proto, name=os.path.basename(text))
+            return _extract(proto, os.path.basename(text))
         from .nets import CALIBRATION_NETS
         if text in CALIBRATION_NETS:
-            return extract_layers(CALIBRATION_NETS[text](), name=text)
+            return _extract(CALIBRATION_NETS[text](), text)
         try:
             from accel import models
         except ImportError as error:  # the model zoo is optional for this module
@@ -588,10 +789,10 @@ def load_model(model) -> ExtractedModel:
         if names and text not in names:
             raise ValueError(f"unknown model {text!r}; builders: {', '.join(names)}; "
                              f"calibration nets: {', '.join(CALIBRATION_NETS)}; or an .onnx path")
-        return extract_layers(models.build(text), name=text)
+        return _extract(models.build(text), text)
     import onnx
     if isinstance(model, onnx.ModelProto):
-        return extract_layers(model, name=model.graph.name or "model")
+        return _extract(model, model.graph.name or "model")
     source = getattr(model, "source", None)  # an accel.CompiledModel: what it was compiled from
     if isinstance(source, (onnx.ModelProto, str, os.PathLike)):
         return load_model(source)
@@ -603,19 +804,21 @@ def load_model(model) -> ExtractedModel:
 def model_modes(layers: list[Layer], requant: str = "fixed") -> tuple[tuple, tuple]:
     """The (conv, pool) modes a model's bitstream needs: what accel.ops.fpga.config_for
     derives from compiled layers, here from the ONNX graph (``requant``: "fixed" for fp32
-    models, "float32" for QDQ models, whose fused residual convs stay fixed)."""
+    models, whose residual adds are not fused into convs: see _passes)."""
     from .design import conv_mode, pool_mode
     conv, pool = set(), set()
     for layer in layers:
         if layer.kind in ("conv", "fc"):
-            conv.update(conv_mode("fixed" if layer.residual else requant, layer.residual))
+            conv.update(conv_mode(requant, layer.residual and requant == "fixed"))
         spec = layer.pool if layer.kind == "pool" else None
         if spec is not None or (layer.kind == "conv" and layer.pool is not None):
             kind = (spec or layer.pool).kind
             global_avg = layer.kind == "pool" and kind == "avg" and \
                 layer.kernel == (layer.in_h, layer.in_w)
             pool.add(pool_mode(requant if kind == "avg" else "fixed", global_avg))
-    return tuple(conv) or ("fixed",), tuple(pool) or ("fixed",)
+    from .design import CONV_MODES, POOL_MODES
+    return (tuple(m for m in CONV_MODES if m in conv) or ("fixed",),
+            tuple(m for m in POOL_MODES if m in pool) or ("fixed",))
 
 
 def estimate(model, board: str | Board = "a10gx1150", vec_size: int = DEFAULT_VEC_SIZE,
@@ -637,14 +840,25 @@ def estimate(model, board: str | Board = "a10gx1150", vec_size: int = DEFAULT_VE
         raise ValueError(f"model {extracted.name!r} has no conv, fc, pool or eltwise layer")
     modes = None if fpga_design is not None else model_modes(extracted.layers, requant)
     record = design_record(vec_size, lane_num, fpga_design, modes)
-    res = resources(board, vec_size, lane_num, design, record)
+    passes = _passes(extracted.layers, design, requant, vec_size)
+    eltwise = requant if any(p.kind == "eltwise" for p in passes) else None
+    res = resources(board, vec_size, lane_num, design, record, eltwise=eltwise)
     fmax = float(fmax_mhz) if fmax_mhz is not None else float(math.floor(res.fmax_achievable_mhz))
     if design.kernels:
-        rows = [_kernel_layer_estimate(layer, record, fmax * 1e6, batch, board, design)
-                for layer in _passes(extracted.layers, design)]
+        chained = _chained(passes, record, getattr(extracted, "sole_next", frozenset()),
+                           batch)
+        rows = []
+        for i, layer in enumerate(passes):
+            # a persistent kernel set runs every pipeline pass from its descriptor; the host
+            # still launches the first pass, each NDRange add and the pass after it
+            host = not record.persistent or i == 0 or "eltwise" in \
+                (layer.kind, passes[i - 1].kind)
+            rows.append(_kernel_layer_estimate(layer, record, fmax * 1e6, batch, board, design,
+                                               launch=host, input_on_chip=i - 1 in chained,
+                                               output_on_chip=i in chained))
     else:
         rows = [_layer_estimate(layer, vec_size, lane_num, fmax * 1e6, batch, board, design)
-                for layer in _passes(extracted.layers, design)]
+                for layer in passes]
     return Estimate(extracted.name, board.name, vec_size, lane_num, fmax, batch, rows, res,
                     dict(extracted.unmodelled), record if design.kernels else None)
 
@@ -682,25 +896,35 @@ class KnobChoice:
 def choose_knobs(model="resnet50", board: str | Board = "a10gx1150",
                  vec_sizes=(4, 8, 16, 32, 64), lane_nums=tuple(range(8, 257, 8)),
                  fmax_mhz: float | None = None, goal_ms: float | None = 5.0,
-                 design: Design = ACCEL_DESIGN) -> KnobChoice:
+                 design: Design = ACCEL_DESIGN, fpga_design: FpgaDesign | None = None,
+                 requant: str = "fixed") -> KnobChoice:
     """The (VEC_SIZE, LANE_NUM, fmax) that minimise batch-1 latency within the board.
 
     fmax is not free: each configuration runs at the clock the resource model expects it to
     reach (a higher clock is never slower, so the search takes the highest plausible one),
     unless ``fmax_mhz`` fixes it. Configurations over any DSP / M20K / ALM budget are skipped.
+    ``fpga_design``: the record whose other knobs (buffers, depths, epilogue_steps) every
+    configuration keeps (default: the bitstream default), with the modes the model needs
+    (``requant`` as in model_modes); LANE_NUMs its epilogue_steps does not divide are skipped.
     """
     board = get_board(board)
     extracted = load_model(model)
     best: Estimate | None = None
     evaluated = rejected = 0
-    modes = model_modes(extracted.layers)
+    modes = model_modes(extracted.layers, requant)
     for vec in vec_sizes:
         for lane in lane_nums:
-            res = resources(board, vec, lane, design, modes=modes)
+            if fpga_design is not None and lane % fpga_design.epilogue_steps:
+                continue
+            record = design_record(vec, lane, fpga_design, modes)
+            res = resources(board, vec, lane, design, record)
             if not res.fits:
                 rejected += 1
                 continue
-            est = estimate(extracted, board, vec, lane, fmax_mhz, 1, design)
+            est = estimate(extracted, board, vec, lane, fmax_mhz, 1, design, record, requant)
+            if not est.fits:          # the model's own extra kernels (QDQ adds) did not fit
+                rejected += 1
+                continue
             evaluated += 1
             if best is None or est.latency_ms < best.latency_ms - 1e-12:
                 best = est

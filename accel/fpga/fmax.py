@@ -4,9 +4,10 @@ Stratix V designs, one rule per datapath style.
     fmax = ceiling(style, board) x (1 - derate(style) x use)
 
 ``use`` is the larger of the DSP and M20K fractions a design takes. "broadcast" is a MAC
-array fed by wires that fan one vector out to every lane (PipeCNN, accel's fpga_conv.cl): its
-clock falls as the array grows. "systolic" passes operands from neighbour to neighbour (Intel's
-DLA, Xilinx's DPU): short wires, a clock that holds near the family's ceiling. Each point
+array fed by wires that fan one vector out to every lane (PipeCNN, fpga_conv.cl's default
+core): its clock falls as the array grows. "systolic" passes operands from neighbour to
+neighbour (Intel's DLA, Xilinx's DPU, fpga_conv.cl's FPGA_SYSTOLIC core): short wires, a clock
+that holds near the family's ceiling. Each point
 below names its source; ``fit`` recomputes the derating from them (least squares through the
 ceiling), so adding a published design changes the rule, not a constant.
 """
@@ -39,13 +40,19 @@ CLOCK_POINTS = (
                "D. Wang, K. Xu, D. Jiang, PipeCNN, FPT 2017, Table I (DE5-Net)"),
     ClockPoint("Intel DLA", "systolic", "a10gx1150", 303.0, 1476,
                "U. Aydonat et al., An OpenCL Deep Learning Accelerator on Arria 10, FPGA 2017 "
-               "(303 MHz; DSP count as recalled from its resource table, about 97%)"),
+               "(arXiv:1701.03534; 303 MHz; DSP count as recalled from its resource table, "
+               "about 97%; its dot products are FP16-class, not int8)"),
 )
+# The systolic rule rests on that one Arria 10 point (the DPU below cross-checks it on another
+# family); steps.py's "today at the broadcast rule's clock" row gives the conservative figure
+# for the same kernels should a systolic OpenCL core not close near it.
 # Cross-check only (another family, not fitted): Xilinx's B4096 DPU runs at 281 MHz on a
 # ZCU102 (three cores, 2,048 int8 MACs per cycle each; Vitis AI Library user guide UG1354,
 # "ZCU102 performance"), a systolic design near its family's ceiling, as the rule says.
 DPU_B4096 = dict(board="ZCU102 (Zynq UltraScale+ ZU9EG)", fmax_mhz=281.0, macs_per_cycle=2048,
-                 source="Vitis AI Library user guide UG1354, ZCU102 performance table")
+                 resnet50_ms=14.0,
+                 source="Vitis AI Library user guide UG1354, ZCU102 performance table "
+                        "(ResNet-50 ~14 ms as issue 16 quotes it)")
 
 
 def fit(style: str, points=CLOCK_POINTS) -> tuple[float, float]:
