@@ -17,8 +17,11 @@ it through accel's op wrappers).
 Two things follow the layer rather than the device, as in accel.ops: conv.cl's per-layer
 adaptation (``accel.ops.conv.layer_knobs``: COUT_BLOCKS 1 on small layers, TILE_W fitted
 to the row, CIN_STEP 4 for a 3-channel stem) and the mode knobs (HAS_RESIDUAL,
-REQUANT_F32, ADD_F32, AVG_F32). Pass them as knobs to get those programs. Each file's
-banner lists its knobs and their defaults.
+REQUANT_F32, ADD_F32, AVG_F32). Pass them as knobs to get those programs. The FPGA files
+(fpga_bitstream.cl, the one program aoc compiles for a board) get accel.ops.fpga's default
+design, every mode in; a compiled model's bitstream has only its layers' modes
+(accel.ops.fpga.config_for(...).defines()). Each file's banner lists its knobs and their
+defaults.
 """
 
 from __future__ import annotations
@@ -60,13 +63,27 @@ def _affine(device: Device) -> dict:
     return affine._knobs(SimpleNamespace(device=device), None)
 
 
+def _conv_f32(device: Device) -> dict:
+    from .ops import conv_f32
+    return conv_f32.knobs(SimpleNamespace(device=device))
+
+
+def _fpga(device: Device) -> dict:
+    """The FPGA pipelines' knobs of the default design (every mode; accel.ops.fpga.config_for
+    narrows them to a model's layers), with the emulator's deep channels on the emulator."""
+    from .ops import fpga
+    return fpga.DEFAULT_CONFIG.defines(emulator=device.kind == "fpga-emulator")
+
+
 def _defaults() -> dict[str, Callable[[Device], dict]]:
     from .ops import eltwise, l2norm, pool
     return {"conv.cl": _conv, "winograd.cl": _winograd, "depthwise.cl": _depthwise,
             "pool.cl": _vec("pool.cl", pool.DEFAULT_VEC),
             "eltwise.cl": _vec("eltwise.cl", eltwise.DEFAULT_VEC),
             "l2norm.cl": _vec("l2norm.cl", l2norm.DEFAULT_VEC),
-            "affine.cl": _affine}
+            "affine.cl": _affine, "conv_f32.cl": _conv_f32,
+            # one program on a board: its pipelines' files alone take the same knobs
+            "fpga_bitstream.cl": _fpga, "fpga_conv.cl": _fpga, "fpga_pool.cl": _fpga}
 
 
 def _file(name: str) -> str:

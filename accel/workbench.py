@@ -6,6 +6,7 @@ measured int8 peak, or compiled to x86 assembly whose vector instructions are co
     report = test("conv", device="pocl", knobs={"TILE_W": 5})     # TestReport
     result = bench("conv", shape=(1, 56, 56, 64, 64, 3, 1, 1))     # BenchResult
     listing = asm("conv", device="pocl")                          # AsmReport
+    vnni = asm("conv", device="intel-cpu", target="cascadelake")  # built for VNNI, not run
 
 Kernels are driven through their op wrappers (accel.ops), so a test runs what accel runs:
 the device's tuned knobs, the op's per-layer choices, and the caller's knobs over both. A
@@ -38,6 +39,7 @@ from .numerics import Activation
 from .runtime import Context
 
 MAX_SHAPES = 64  # --shape values per run
+MAC_KERNELS = ("conv.cl", "winograd.cl", "depthwise.cl")  # GOPS comparable to the int8 peak
 
 
 # --- what a kernel brings ------------------------------------------------------------------
@@ -142,7 +144,7 @@ class ConvKernel:
         weights = np.clip(_int8(rng, (cout, kh, kw, cin), extremes), -127, 127).astype(np.int8)
         bias = rng.integers(-20000, 20000, cout).astype(np.int32)
         gain = 8.0 if extremes else 1.0  # extremes: most outputs saturate
-        spread = 60.0 * np.sqrt(kh * kw * cin) * 127.0
+        spread = 200.0 * np.sqrt(kh * kw * cin) * 127.0  # outputs spread over int8, few clamp
         multipliers, shifts = numerics.quantize_multipliers(
             gain * 127.0 / spread * rng.uniform(0.5, 2.0, cout))
         zx = 127 if extremes else int(rng.integers(-128, 128))
@@ -182,12 +184,19 @@ class ConvKernel:
             found.append(self.case(f"random-{i}", rng, geometry))
         return found
 
-    def timed(self, ctx: Context, shape, knobs: dict) -> Timed:
+    def layer(self, shape):
+        """The ConvLayer (ReLU, zero points 0) a bench or asm shape stands for."""
         from .ops.conv import ConvLayer
         n, h, w, cin, cout, kh, kw, stride, pads, dilation = self.geometry(shape)
-        layer = ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
-                          kernel_h=kh, kernel_w=kw, stride=stride, pads=pads, dilation=dilation,
-                          activation=Activation.relu(0))
+        return ConvLayer(batch=n, in_height=h, in_width=w, in_channels=cin, out_channels=cout,
+                         kernel_h=kh, kernel_w=kw, stride=stride, pads=pads, dilation=dilation,
+                         activation=Activation.relu(0))
+
+    def timed(self, ctx: Context, shape, knobs: dict) -> Timed:
+        layer = self.layer(shape)
+        n, h, w, cin, cout = (layer.batch, layer.in_height, layer.in_width, layer.in_channels,
+                              layer.out_channels)
+        kh, kw, stride = layer.kernel_h, layer.kernel_w, layer.stride
         rng = _rng("bench", 0)
         weights = np.clip(_int8(rng, layer.weight_shape), -127, 127).astype(np.int8)
         bias = rng.integers(-1000, 1000, cout).astype(np.int32)
@@ -205,11 +214,14 @@ class ConvKernel:
     def asm_shape(self) -> tuple:
         return (1, 8, 8, 32, 32, 3, 1, 1)
 
-    def asm_knobs(self, device: Device, knobs: dict) -> dict:
-        """The device's tuned knobs as they are (no per-layer adaptation), the caller's over
-        them: the program `accel kernel asm` shows is the tuned one."""
-        from .ops import tuning
-        return {**tuning.knobs(self.file, device.tuning_key), **knobs}
+    def asm_knobs(self, tuning_key: str, knobs: dict, shape=None) -> dict:
+        """The tuned knobs of ``tuning_key`` as they are (no per-layer adaptation: the
+        program `accel kernel asm` shows is the tuned one), or, for a given ``shape``, as a
+        compiled model adapts them to that layer; the caller's over them."""
+        from .ops import conv, tuning
+        if shape is not None:
+            return {**conv.tuned_knobs(tuning_key, self.layer(shape)), **knobs}
+        return {**tuning.knobs(self.file, tuning_key), **knobs}
 
 
 class WinogradKernel(ConvKernel):
@@ -260,8 +272,120 @@ class WinogradKernel(ConvKernel):
     def asm_shape(self) -> tuple:
         return (1, 8, 8, 32, 32, 1)
 
-    def asm_knobs(self, device: Device, knobs: dict) -> dict:
-        return {**self.winograd.tuned_knobs(device.tuning_key), **knobs}
+    def asm_knobs(self, tuning_key: str, knobs: dict, shape=None) -> dict:
+        return {**self.winograd.tuned_knobs(tuning_key), **knobs}
+
+
+class DepthwiseKernel:
+    """depthwise.cl through accel.ops.depthwise (one filter per channel)."""
+    name = "depthwise"
+    file = "depthwise.cl"
+    shape_help = "N,H,W,C,K[,STRIDE[,PAD[,DILATION]]]"
+    bench_shape = (1, 56, 56, 144, 3, 1, 1)  # an EfficientNet-Lite0 / MobileNet layer
+
+    # (name, n, h, w, c, kh, kw, stride, pads, dilation, relu, extremes)
+    EDGES = [
+        ("3x3-c3-pad1", 1, 5, 7, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, False),
+        ("3x3-c40-batch2", 2, 9, 6, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, False),
+        ("3x3-on-1x1", 1, 1, 1, 17, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, False),
+        ("5x5-stride2-asymmetric", 1, 10, 9, 32, 5, 5, (2, 2), (1, 2, 2, 1), (1, 1), False,
+         False),
+        ("3x3-stride2-tf-same", 1, 8, 8, 16, 3, 3, (2, 2), (0, 0, 1, 1), (1, 1), False, False),
+        ("3x3-dilation2", 1, 9, 10, 20, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), False, False),
+        ("3x2-mixed", 2, 7, 12, 5, 3, 2, (1, 2), (0, 3, 1, 0), (2, 3), False, False),
+        ("7x7-wide-row", 1, 3, 37, 16, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1), False, False),
+        ("relu", 1, 6, 6, 33, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True, False),
+        ("extremes-saturate", 1, 5, 6, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, True),
+    ]
+
+    def __init__(self):
+        from .ops import depthwise
+        self.ops = depthwise
+        self.knobs = tuple(depthwise.USER_KNOBS)
+
+    def check(self, knobs: dict) -> None:
+        self.ops.check_knobs(dict(knobs))
+
+    def geometry(self, shape) -> tuple:
+        """(n, h, w, c, kh, kw, stride, pads, dilation) of a --shape."""
+        if not 5 <= len(shape) <= 8:
+            raise ValueError(f"a depthwise shape is {self.shape_help}, got {len(shape)} numbers")
+        n, h, w, c, k = shape[:5]
+        stride = shape[5] if len(shape) > 5 else 1
+        pad = shape[6] if len(shape) > 6 else (k - 1) // 2
+        dilation = shape[7] if len(shape) > 7 else 1
+        if min(n, h, w, c, k, stride, dilation) <= 0 or pad < 0:
+            raise ValueError(f"depthwise shape {shape}: sizes must be positive and the pad >= 0")
+        return n, h, w, c, k, k, (stride, stride), (pad,) * 4, (dilation, dilation)
+
+    def layer(self, shape):
+        n, h, w, c, kh, kw, stride, pads, dilation = self.geometry(shape)
+        return self.ops.DepthwiseLayer(batch=n, in_height=h, in_width=w, channels=c,
+                                       kernel_h=kh, kernel_w=kw, stride=stride, pads=pads,
+                                       dilation=dilation, activation=Activation.relu(0))
+
+    def case(self, name: str, rng, geometry, relu=False, extremes=False) -> Case:
+        from .reference import depthwise as reference
+        n, h, w, c, kh, kw, stride, pads, dilation = geometry
+        x = _int8(rng, (n, h, w, c), extremes)
+        weights = np.clip(_int8(rng, (c, kh, kw), extremes), -127, 127).astype(np.int8)
+        bias = rng.integers(-5000, 5000, c).astype(np.int32)
+        gain = 8.0 if extremes else 1.0
+        multipliers, shifts = numerics.quantize_multipliers(
+            gain / (200.0 * np.sqrt(kh * kw)) * rng.uniform(0.5, 2.0, c))  # spread over int8
+        zy = int(rng.integers(-20, 20))
+        kwargs = dict(stride=stride, pads=pads, dilation=dilation,
+                      input_zero_point=127 if extremes else int(rng.integers(-128, 128)),
+                      multipliers=multipliers, shifts=shifts, output_zero_point=zy,
+                      activation=Activation.relu(zy) if relu else Activation())
+        op = self.ops
+        shape = (f"{_shape_text((n, h, w, c))}, {kh}x{kw}/{stride[0]}x{stride[1]} pads {pads}"
+                 + (f" dilation {dilation}" if dilation != (1, 1) else ""))
+        return Case(name, lambda ctx, knobs: op.conv2d(ctx, x, weights, bias, knobs=knobs,
+                                                       **kwargs),
+                    lambda: reference.conv2d(x, weights, bias, **kwargs), shape)
+
+    def cases(self, seed: int, shapes: Sequence[tuple], random: int = 3) -> list[Case]:
+        if shapes:
+            return [self.case(f"shape-{i}", _rng(f"shape-{i}", seed), self.geometry(s))
+                    for i, s in enumerate(shapes)]
+        found = [self.case(name, _rng(name, seed), tuple(geometry), relu, extremes)
+                 for name, *geometry, relu, extremes in self.EDGES]
+        rng = _rng("random", seed)
+        while len(found) < len(self.EDGES) + random:
+            k = int(rng.choice([1, 3, 5]))
+            pads = tuple(int(v) for v in rng.integers(0, k // 2 + 1, 4))
+            n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 13)), int(rng.integers(1, 13))
+            stride = int(rng.integers(1, 3))
+            if h + pads[0] + pads[2] >= k and w + pads[1] + pads[3] >= k:
+                geometry = (n, h, w, int(rng.integers(1, 49)), k, k, (stride, stride), pads,
+                            (1, 1))
+                found.append(self.case(f"random-{len(found) - len(self.EDGES)}", rng,
+                                       geometry))
+        return found
+
+    def timed(self, ctx: Context, shape, knobs: dict) -> Timed:
+        layer = self.layer(shape)
+        rng = _rng("bench", 0)
+        weights = np.clip(_int8(rng, layer.weight_shape), -127, 127).astype(np.int8)
+        bias = rng.integers(-1000, 1000, layer.channels).astype(np.int32)
+        multipliers, shifts = numerics.quantize_multipliers(np.full(layer.channels, 1e-3))
+        prepared = self.ops.prepare(ctx, layer, weights, bias, multipliers, shifts, knobs)
+        x = ctx.upload(_int8(rng, layer.input_bytes))
+        out = ctx.buffer(layer.output_bytes)
+        kernel, global_size, local_size = self.ops.bind(prepared, x, out)
+        nhwc = (layer.batch, layer.in_height, layer.in_width, layer.channels)
+        return Timed(lambda: kernel.launch(ctx.queue, list(global_size), list(local_size)),
+                     2 * layer.macs, layer.input_bytes + layer.output_bytes,
+                     f"{_shape_text(nhwc)}, {layer.kernel_h}x{layer.kernel_w}/{layer.stride[0]}",
+                     dict(prepared.knobs))
+
+    def asm_shape(self) -> tuple:
+        return (1, 8, 8, 32, 3, 1, 1)
+
+    def asm_knobs(self, tuning_key: str, knobs: dict, shape=None) -> dict:
+        from .ops import tuning
+        return {**tuning.knobs(self.file, tuning_key), **knobs}
 
 
 class PoolKernel:
@@ -352,8 +476,8 @@ class PoolKernel:
     def asm_shape(self) -> tuple:
         return (1, 9, 9, 32, 3, 2, 1)
 
-    def asm_knobs(self, device: Device, knobs: dict) -> dict:
-        return dict(knobs)
+    def asm_knobs(self, tuning_key: str, knobs: dict, shape=None) -> dict:
+        return dict(knobs)  # the op's own choice (tuned VEC) unless the caller's
 
 
 class EltwiseKernel:
@@ -388,8 +512,8 @@ class EltwiseKernel:
         if not shape or min(shape) <= 0:
             raise ValueError(f"an eltwise shape needs positive sizes, got {shape}")
         return self.ops.AddParams(tuple(shape), int(rng.integers(-128, 128)),
-                                  float(rng.uniform(0.3, 2.0)), int(rng.integers(-128, 128)),
-                                  float(rng.uniform(0.3, 2.0)), int(rng.integers(-20, 20)))
+                                  float(rng.uniform(0.2, 1.0)), int(rng.integers(-128, 128)),
+                                  float(rng.uniform(0.2, 1.0)), int(rng.integers(-20, 20)))
 
     def case(self, name: str, params, rng) -> Case:
         from .reference import eltwise as reference
@@ -425,15 +549,17 @@ class EltwiseKernel:
     def asm_shape(self) -> tuple:
         return (1, 4, 4, 32)
 
-    def asm_knobs(self, device: Device, knobs: dict) -> dict:
-        return dict(knobs)
+    def asm_knobs(self, tuning_key: str, knobs: dict, shape=None) -> dict:
+        return dict(knobs)  # the op's own choice (tuned VEC) unless the caller's
 
 
-KERNELS = {k.name: k for k in (ConvKernel, WinogradKernel, PoolKernel, EltwiseKernel)}
+KERNELS = {k.name: k for k in (ConvKernel, WinogradKernel, DepthwiseKernel, PoolKernel,
+                                EltwiseKernel)}
 
 
 def kernel(name: str):
-    """The workbench's driver of kernel ``name`` (conv, winograd, pool, eltwise)."""
+    """The workbench's driver of kernel ``name`` (conv, winograd, depthwise, pool,
+    eltwise)."""
     if name not in KERNELS:
         raise ValueError(f"unknown kernel {name!r}; the workbench knows "
                          f"{', '.join(KERNELS)}")
@@ -566,6 +692,8 @@ def test(name: str, device=None, knobs: dict | None = None, source=None,
     bit for bit. A case the knobs cannot run (e.g. COUT_BLOCKS=2 with 16 output channels) is
     skipped with the op's reason; a wrong output records where it first differs."""
     spec = kernel(name)
+    if len(shapes) > MAX_SHAPES:
+        raise ValueError(f"{len(shapes)} shapes given; at most {MAX_SHAPES} per run")
     knobs = dict(knobs or {})
     op_knobs, extra = split_knobs(spec, knobs, source)
     ctx = context_for(spec, device, source, extra)
@@ -645,9 +773,9 @@ def bench(name: str, device=None, knobs: dict | None = None, source=None, shape=
           rounds: int = 20, peak: dict | None | bool = True) -> BenchResult:
     """Time kernel ``name`` on one shape (default: a ResNet-50 layer) from profiling events,
     best and median of ``rounds`` launches after a warm-up; GOPS (conv: 2 x MACs; pool:
-    window taps; eltwise: elements) and GB/s moved; for conv and winograd on a CPU device,
-    the fraction of the host's measured int8 peak (``peak``: True measures it, a dict is
-    used as it is, None/False skips it)."""
+    window taps; eltwise: elements) and GB/s moved; for the MAC kernels (conv, winograd,
+    depthwise) on a CPU device, the fraction of the host's measured int8 peak (``peak``:
+    True measures it, a dict is used as it is, None/False skips it)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     spec = kernel(name)
@@ -664,7 +792,7 @@ def bench(name: str, device=None, knobs: dict | None = None, source=None, shape=
     measured = measure_int8_peak(per_core=False) if peak is True else (peak or None)
     return BenchResult(name, ctx.device, timed.description, timed.knobs, best, median,
                        timed.ops / (best * 1e6), timed.nbytes / (best * 1e6), measured,
-                       spec.file in ("conv.cl", "winograd.cl") and ctx.device.kind == "cpu")
+                       spec.file in MAC_KERNELS and ctx.device.kind == "cpu")
 
 
 # --- asm ------------------------------------------------------------------------------------
@@ -674,18 +802,37 @@ MNEMONICS = ("vpdpbusd", "vpdpbusds", "vpdpwssd", "vpmaddwd", "vpmaddubsw", "vpm
 WIDTHS = ("zmm", "ymm", "xmm")
 PAIR_MAC_VARIANTS = {0: "portable (no pair path)", 1: "emulated in plain C",
                      2: "AVX2: two vpmaddwd ymm", 3: "AVX-512BW: one vpmaddwd zmm"}
+QUAD_MAC_VARIANTS = {0: "no quad path", 1: "emulated in plain C",
+                     2: "AVX-512 VNNI: one vpdpbusd zmm"}
+# Targets Intel's CPU runtime can be asked to compile for (CL_CONFIG_CPU_TARGET_ARCH) and the
+# accel.isa level each stands for: `accel kernel asm --target` builds for one without
+# launching, so a VNNI kernel's code can be read on a host without VNNI.
+INTEL_TARGETS = {"core-avx2": "avx2", "skx": "avx512", "cascadelake": "avx512-vnni",
+                 "icelake-server": "avx512-vnni"}
 _OBJDUMP_LINE = re.compile(r"^\s*[0-9a-f]+:\s+([a-z][a-z0-9]*)\b\s*(.*)$")
 _ASM_LINE = re.compile(r"^\s+([a-z][a-z0-9]*)\b\s*(.*)$")
 _REGISTER = re.compile(r"%?\b([xyz]mm)\d+\b")
+# Appended to a kernel's text: a kernel whose name carries conv_knobs.h's variant numbers,
+# read from the built program's kernel names (nothing is launched, so it works for targets
+# the host cannot run).
 _PROBE = """
-__kernel void accel_variant_probe(__global int* out) {
 #ifdef ACCEL_PAIR_MAC_VARIANT
-  out[0] = ACCEL_PAIR_MAC_VARIANT;
+#define ACCEL_PROBE_PAIR ACCEL_PAIR_MAC_VARIANT
 #else
-  out[0] = -1;
+#define ACCEL_PROBE_PAIR none
 #endif
+#ifdef ACCEL_QUAD_MAC_VARIANT
+#define ACCEL_PROBE_QUAD ACCEL_QUAD_MAC_VARIANT
+#else
+#define ACCEL_PROBE_QUAD none
+#endif
+#define ACCEL_PROBE_NAME_(pair, quad) accel_variant_probe_##pair##_##quad
+#define ACCEL_PROBE_NAME(pair, quad) ACCEL_PROBE_NAME_(pair, quad)
+__kernel void ACCEL_PROBE_NAME(ACCEL_PROBE_PAIR, ACCEL_PROBE_QUAD)(__global int* out) {
+  out[0] = 0;
 }
 """
+_PROBE_NAME = re.compile(r"^accel_variant_probe_(\d+|none)_(\d+|none)$")
 
 
 @dataclass
@@ -698,6 +845,9 @@ class AsmReport:
     counts: dict           # mnemonic -> {register width ("zmm", ... or "other"): count}
     widths: dict           # "zmm"/"ymm"/"xmm" -> instructions using that width (the widest)
     variant: int | None    # conv_knobs.h's ACCEL_PAIR_MAC_VARIANT (None: not a conv kernel)
+    quad_variant: int | None = None  # ACCEL_QUAD_MAC_VARIANT (the VNNI path; None: none)
+    target: str | None = None        # the Intel CPU target built for (None: the host's)
+    shape: tuple | None = None       # the layer built for
 
     def count(self, mnemonic: str, width: str | None = None) -> int:
         per_width = self.counts.get(mnemonic, {})
@@ -739,30 +889,55 @@ def _dump_kind(device: Device) -> str:
                      f"FPGA emulator); {device.index} {device.short_name} is not one")
 
 
-def pair_mac_variant(ctx: Context, spec, source_text: str, defines: dict) -> int | None:
-    """ACCEL_PAIR_MAC_VARIANT as the kernel's own text and -D values set it (None when the
-    kernel does not define it)."""
-    program = ctx.build(source_text + _PROBE, defines)
-    out = ctx.buffer(4)
-    ctx.launch(program, "accel_variant_probe", [1], out)
-    value = int(ctx.download(out, np.int32, (1,))[0])
-    return None if value < 0 else value
+def _check_target(target: str | None, device: Device, kind: str) -> str | None:
+    """The accel.isa level of an Intel CPU target, or ValueError where it cannot be used."""
+    if target is None:
+        return None
+    if target not in INTEL_TARGETS:
+        raise ValueError(f"unknown target {target!r}; Intel's CPU runtime targets are "
+                         f"{', '.join(INTEL_TARGETS)}")
+    if kind != "intel" or device.kind != "cpu":
+        raise ValueError(f"--target builds with Intel's CPU runtime (CL_CONFIG_CPU_TARGET_ARCH); "
+                         f"{device.index} {device.short_name} is not it")
+    return INTEL_TARGETS[target]
+
+
+def mac_variants(ctx: Context, source_text: str, defines: dict) -> tuple[int | None, int | None]:
+    """(ACCEL_PAIR_MAC_VARIANT, ACCEL_QUAD_MAC_VARIANT) as the kernel's own text and -D values
+    set them on ctx's device (None where the text does not define one). Built, not run."""
+    program = ctx.build(source_text + _PROBE, defines, cache=False)
+    for name in program.kernel_names:
+        match = _PROBE_NAME.match(name)
+        if match:
+            return tuple(None if v == "none" else int(v) for v in match.groups())
+    raise RuntimeError("the variant probe kernel is missing from the built program")
 
 
 def asm(name: str, device=None, knobs: dict | None = None, source=None,
-        keep: str | os.PathLike | None = None, timeout_s: float = 600) -> AsmReport:
+        keep: str | os.PathLike | None = None, timeout_s: float = 600, shape=None,
+        target: str | None = None) -> AsmReport:
     """Build kernel ``name`` with the device's tuned knobs and ``knobs`` over them (and the
-    ``source`` variant), launch it once on a small case in a child process that asks the
-    runtime for its code (PoCL: its kernel cache, disassembled with objdump; Intel's CPU
-    runtime and FPGA emulator: CL_CONFIG_DUMP_ASM), and count the vector instructions that
-    matter. ``keep``: a folder to copy the assembly files into."""
+    ``source`` variant), launch it once on a small case (or ``shape``) in a child process
+    that asks the runtime for its code (PoCL: its kernel cache, disassembled with objdump;
+    Intel's CPU runtime and FPGA emulator: CL_CONFIG_DUMP_ASM), and count the vector
+    instructions that matter. ``target`` (Intel's CPU runtime only, INTEL_TARGETS): compile
+    for that CPU instead of the host's, with ACCEL_CPU_ISA at its level and that level's
+    tuned knobs, and launch nothing (the host may lack its instructions): e.g.
+    ``cascadelake`` shows conv.cl's VNNI variant on any host. ``keep``: a folder to copy
+    the assembly files into."""
     spec = kernel(name)
-    target = select_device(device)
-    kind = _dump_kind(target)
+    device = select_device(device)
+    kind = _dump_kind(device)
+    level = _check_target(target, device, kind)
     if kind == "pocl" and shutil.which("objdump") is None:
         raise FileNotFoundError("objdump (binutils) is needed to disassemble PoCL's kernels")
     op_knobs, extra = split_knobs(spec, dict(knobs or {}), source)
-    op_knobs = spec.asm_knobs(target, op_knobs)
+    tuning_key = device.tuning_key if level is None else f"{device.short_name}/{level}"
+    shape = tuple(shape) if shape is not None else None
+    op_knobs = spec.asm_knobs(tuning_key, op_knobs, shape)
+    if level is not None:  # the target's variants: the host's cap would hide them
+        from .isa import LEVEL_CODES
+        extra = {**extra, "ACCEL_CPU_ISA": LEVEL_CODES[level]}
     with tempfile.TemporaryDirectory(prefix="accel-asm-") as tmp:
         env = dict(os.environ, ACCEL_CACHE_DIR="off")  # a cached binary is never compiled
         if kind == "pocl":
@@ -770,8 +945,11 @@ def asm(name: str, device=None, knobs: dict | None = None, source=None,
         else:
             env.update(CL_CONFIG_DUMP_ASM="True",
                        CL_CONFIG_DUMP_FILE_NAME_PREFIX=str(Path(tmp) / "dump_"))
-        request = dict(kernel=name, device=target.index, knobs=op_knobs, extra=extra,
-                       source=None if source is None else str(Path(source).resolve()))
+        if target is not None:
+            env["CL_CONFIG_CPU_TARGET_ARCH"] = target
+        request = dict(kernel=name, device=device.index, knobs=op_knobs, extra=extra,
+                       source=None if source is None else str(Path(source).resolve()),
+                       shape=shape, launch=target is None, folder=tmp)
         child = subprocess.run([sys.executable, "-m", "accel.workbench", "asm-child",
                                 json.dumps(request)], env=env, capture_output=True, text=True,
                                timeout=timeout_s)
@@ -780,16 +958,18 @@ def asm(name: str, device=None, knobs: dict | None = None, source=None,
             raise RuntimeError(f"building {spec.file} for its assembly failed: "
                                f"{lines[-1] if lines else 'exit ' + str(child.returncode)}")
         built = json.loads(child.stdout.strip().splitlines()[-1])
+        probe_files = set(built["probe_files"])  # the variant probe's own code
         if kind == "pocl":
-            files = sorted(Path(tmp).rglob("*.so"))
+            files = [f for f in sorted(Path(tmp).rglob("*.so")) if str(f) not in probe_files]
             texts = [subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(f)],
                                     check=True, capture_output=True, text=True).stdout
                      for f in files]
         else:
-            files = sorted(Path(tmp).glob("dump_*.s"))
+            files = [f for f in sorted(Path(tmp).glob("dump_*.s"))
+                     if str(f) not in probe_files]
             texts = [f.read_text(errors="replace") for f in files]
         if not files:
-            raise RuntimeError(f"the {target.short_name} runtime left no code to read "
+            raise RuntimeError(f"the {device.short_name} runtime left no code to read "
                                f"(looked in {tmp})")
         kept = [str(f) for f in files]
         if keep is not None:
@@ -798,7 +978,7 @@ def asm(name: str, device=None, knobs: dict | None = None, source=None,
             kept = []
             for f, text in zip(files, texts):
                 stem = f.parent.parent.name if kind == "pocl" else f.stem
-                out = keep / f"{spec.file[:-3]}-{target.short_name}-{stem}.s"
+                out = keep / f"{spec.file[:-3]}-{target or device.short_name}-{stem}.s"
                 out.write_text(text)
                 kept.append(str(out))
     total, counts, widths = 0, {m: {} for m in MNEMONICS}, {w: 0 for w in WIDTHS}
@@ -810,21 +990,31 @@ def asm(name: str, device=None, knobs: dict | None = None, source=None,
                 counts[m][k] = counts[m].get(k, 0) + v
         for k, v in w.items():
             widths[k] += v
-    variant = None
-    if spec.file in ("conv.cl", "winograd.cl"):
-        text = (kernel_source.load(spec.file) if source is None
-                else kernel_source.load_path(source))
-        variant = pair_mac_variant(Context(target), spec, text, {**extra, **built["knobs"]})
-    return AsmReport(name, target, built["knobs"], kept, total, counts, widths, variant)
+    return AsmReport(name, device, built["knobs"], kept, total, counts, widths,
+                     built["variant"], built["quad_variant"], target, shape)
 
 
 def _asm_child(request: dict) -> dict:
-    """In the child process (its runtime set to dump code): build and launch once."""
+    """In the child process (its runtime set to dump code): the kernel built (and, unless
+    built for another target, launched once), and the variant probe built beside it."""
     spec = kernel(request["kernel"])
     ctx = context_for(spec, request["device"], request["source"], request["extra"])
-    timed = spec.timed(ctx, spec.asm_shape(), request["knobs"])
-    timed.launch().wait()
-    return {"knobs": timed.knobs}
+    if request["source"] is None and request["extra"]:  # a target's ACCEL_CPU_ISA
+        ctx.replace_source(spec.file, kernel_source.load(spec.file), request["extra"])
+    timed = spec.timed(ctx, tuple(request["shape"] or spec.asm_shape()), request["knobs"])
+    variant = quad = None
+    probe_files: list[str] = []
+    if spec.file in ("conv.cl", "winograd.cl"):
+        folder = Path(request["folder"])
+        before = {f for f in folder.rglob("*") if f.is_file()}
+        text = (kernel_source.load(spec.file) if request["source"] is None
+                else kernel_source.load_path(request["source"]))
+        variant, quad = mac_variants(ctx, text, {**request["extra"], **timed.knobs})
+        probe_files = [str(f) for f in folder.rglob("*") if f.is_file() and f not in before]
+    if request["launch"]:  # PoCL generates the code here
+        timed.launch().wait()
+    return {"knobs": timed.knobs, "variant": variant, "quad_variant": quad,
+            "probe_files": probe_files}
 
 
 if __name__ == "__main__":  # the child of asm()

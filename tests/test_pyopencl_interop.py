@@ -5,7 +5,11 @@ program accel builds. pyopencl is the optional [pyopencl] extra; accel imports w
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
+import inspect
+import pkgutil
 import subprocess
 import sys
 
@@ -13,15 +17,17 @@ import numpy as np
 import pytest
 
 import accel
-from accel import interop, kernel_source, numerics
+import accel.ops
+from accel import _runtime, interop, kernel_source, numerics
 from accel.numerics import Activation
-from accel.ops import affine, conv, eltwise, pool, winograd
+from accel.ops import affine, conv, conv_f32, depthwise, eltwise, fpga, l2norm, pool, winograd
 from accel.reference import conv as conv_reference
 
 from registry_model import SIDE, tiny_onnx
 
 cl = pytest.importorskip("pyopencl")
 cla = pytest.importorskip("pyopencl.array")
+pytest.importorskip("pyopencl.tools")
 # pyopencl warns whenever a compiler prints anything (vendors' notes on every build)
 pytestmark = pytest.mark.filterwarnings("ignore:Non-empty compiler output")
 
@@ -31,6 +37,48 @@ def pyopencl_pair(device: accel.Device):
     platform = next(p for p in cl.get_platforms() if p.name == device.platform)
     context = cl.Context([platform.get_devices()[device.device_index]])
     return context, cl.CommandQueue(context)
+
+
+@contextlib.contextmanager
+def no_host_reads():
+    """Within the block, reading device memory back to the host fails the test: an op on
+    pyopencl arrays must not take its activations through the host (weights and parameters
+    are uploaded, which stays allowed)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the op read device memory back to the host")
+
+    real_copy = cl.enqueue_copy
+
+    def device_copy_only(queue, dest, src, **kwargs):
+        if isinstance(dest, np.ndarray) or isinstance(src, np.ndarray):
+            refuse()
+        return real_copy(queue, dest, src, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_runtime.Buffer, "read", refuse)
+        patch.setattr(accel.Context, "download", refuse)
+        patch.setattr(cla.Array, "get", refuse)
+        patch.setattr(cl, "enqueue_copy", device_copy_only)
+        yield
+
+
+def on_device(op, *args, **kwargs):
+    """op(*args, **kwargs) with no host read-back, its result a pyopencl array."""
+    with no_host_reads():
+        result = op(*args, **kwargs)
+    assert isinstance(result, cla.Array), type(result)
+    return result
+
+
+def test_no_host_reads_catches_a_read_back(ctx):
+    """The guard the device-path tests rely on does catch a host round trip."""
+    context, queue = ctx.to_pyopencl()
+    x = cla.to_device(queue, np.arange(32, dtype=np.int8))
+    for read in (x.get, lambda: ctx.download(ctx.upload(np.zeros(4, np.int8)), np.int8, (4,)),
+                 lambda: cl.enqueue_copy(queue, np.empty(32, np.int8), x.data)):
+        with pytest.raises(AssertionError, match="read device memory back"):
+            with no_host_reads():
+                read()
 
 
 def conv_case(rng, n, h, w, cin, cout, k, residual=False):
@@ -86,14 +134,16 @@ def test_ops_on_pyopencl_arrays_equal_the_numpy_path(device):
         device_kwargs = dict(kwargs)
         if residual:
             device_kwargs["residual"] = cla.to_device(queue, kwargs["residual"])
-        got = conv.conv2d(ctx, cla.to_device(queue, x), weights, bias, **device_kwargs)
-        assert isinstance(got, cla.Array) and got.shape == expected.shape
+        got = on_device(conv.conv2d, ctx, cla.to_device(queue, x), weights, bias,
+                        **device_kwargs)
+        assert got.shape == expected.shape
         np.testing.assert_array_equal(got.get(), expected)
 
     x, weights, bias, kwargs = conv_case(rng, 1, 1, 1, 40, 10, 1)
     dense_kwargs = {k: v for k, v in kwargs.items() if k != "pads"}
     expected = conv.dense(ctx, x[0, 0], weights[:, 0, 0], bias, **dense_kwargs)
-    got = conv.dense(ctx, cla.to_device(queue, x[0, 0]), weights[:, 0, 0], bias, **dense_kwargs)
+    got = on_device(conv.dense, ctx, cla.to_device(queue, x[0, 0]), weights[:, 0, 0], bias,
+                    **dense_kwargs)
     np.testing.assert_array_equal(got.get(), expected)
 
     params = pool.PoolParams("max", (2, 9, 7, 20), 3, 2, (1, 1, 1, 1), input_zero_point=-7,
@@ -101,12 +151,12 @@ def test_ops_on_pyopencl_arrays_equal_the_numpy_path(device):
     x = rng.integers(-128, 128, params.input_shape).astype(np.int8)
     x_cl = cla.to_device(queue, np.concatenate([x, x]))[2:]  # a view at an offset
     assert x_cl.offset > 0
-    np.testing.assert_array_equal(pool.pool2d(ctx, params, x_cl).get(),
+    np.testing.assert_array_equal(on_device(pool.pool2d, ctx, params, x_cl).get(),
                                   pool.pool2d(ctx, params, x))
 
     x, weights, bias, kwargs = conv_case(rng, 1, 6, 5, 20, 24, 3)
     np.testing.assert_array_equal(
-        winograd.conv2d(ctx, cla.to_device(queue, x), weights, bias, **kwargs).get(),
+        on_device(winograd.conv2d, ctx, cla.to_device(queue, x), weights, bias, **kwargs).get(),
         conv.conv2d(ctx, x, weights, bias, **kwargs))
 
     channels = 20
@@ -116,7 +166,8 @@ def test_ops_on_pyopencl_arrays_equal_the_numpy_path(device):
                                  rng.integers(-500, 500, channels).astype(np.int32),
                                  multipliers, shifts, input_zero_point=3, output_zero_point=-2)
     x = rng.integers(-128, 128, params.shape).astype(np.int8)
-    np.testing.assert_array_equal(affine.affine(ctx, params, cla.to_device(queue, x)).get(),
+    np.testing.assert_array_equal(on_device(affine.affine, ctx, params,
+                                            cla.to_device(queue, x)).get(),
                                   affine.affine(ctx, params, x))
 
     add = eltwise.AddParams((1, 3, 5, 20), 3, 0.7, -4, 1.9, 5)
@@ -125,10 +176,143 @@ def test_ops_on_pyopencl_arrays_equal_the_numpy_path(device):
     a_cl = cla.to_device(queue, a)
     b_cl = a_cl.copy()  # pyopencl work queued before accel's: ordered by the shared queue
     b_cl.set(b)
-    np.testing.assert_array_equal(eltwise.add(ctx, add, a_cl, b_cl).get(),
+    np.testing.assert_array_equal(on_device(eltwise.add, ctx, add, a_cl, b_cl).get(),
                                   eltwise.add(ctx, add, a, b))
-    np.testing.assert_array_equal(eltwise.add(ctx, add, a_cl, b).get(),  # mixed inputs
+    np.testing.assert_array_equal(on_device(eltwise.add, ctx, add, a_cl, b).get(),  # mixed
                                   eltwise.add(ctx, add, a, b))
+
+
+def other_wrapper_cases(rng):
+    """(name, op, activations, other arguments) of the wrappers the test above leaves out."""
+    shape = (2, 5, 6, 20)  # channels padded on the device (20 -> 32)
+    x = rng.integers(-128, 128, shape).astype(np.int8)
+    cases = []
+    weights = rng.integers(-127, 128, (20, 3, 3)).astype(np.int8)
+    multipliers, shifts = numerics.quantize_multipliers(rng.uniform(0.002, 0.01, 20))
+    cases.append(("depthwise.conv2d", depthwise.conv2d, [x], dict(
+        weights=weights, bias=rng.integers(-500, 500, 20).astype(np.int32),
+        stride=(2, 1), pads=(1, 1, 1, 1), input_zero_point=3, multipliers=multipliers,
+        shifts=shifts, output_zero_point=-2, activation=Activation.relu(-2))))
+    for k in (3, 1):  # conv_f32_i8 and the 1x1 kernel conv1x1_f32_i8
+        params = conv_f32.ConvF32Params(
+            shape, rng.integers(-127, 128, (7, 20, k, k)).astype(np.int8),
+            rng.uniform(0.001, 0.004, 7).astype(np.float32), 0.03, 3, 0.05, -5,
+            bias=rng.normal(0, 0.5, 7), pads=((k - 1) // 2,) * 4)
+        cases.append((f"conv_f32.conv2d_f32 {k}x{k}", conv_f32.conv2d_f32, [x],
+                      dict(params=params)))
+    cases.append(("l2norm.l2norm", l2norm.l2norm, [x], dict(
+        params=l2norm.L2NormParams(shape, rng.uniform(0.5, 2.0, 20), 0.02, 3, -1))))
+    cases.append(("affine.requantize", affine.requantize, [x], dict(
+        params=affine.RequantizeParams(shape, affine.requantize_table(0.03, 3, 0.05, -2)),
+        in_zero_point=3)))
+    cases.append(("pool.global_avg_pool", pool.global_avg_pool, [x], dict(
+        params=pool.GlobalAvgPoolParams(shape, 3, -2, 0.8))))
+    cases.append(("pool.pool2d avg", pool.pool2d, [x], dict(
+        params=pool.PoolParams("avg", shape, 3, 2, (1, 1, 1, 1), input_zero_point=3))))
+    add = eltwise.AddParams(shape, 3, 0.7, -4, 1.9, 5, requant="float32_dq", a_scale=0.02,
+                            b_scale=0.03, output_scale=0.04)
+    cases.append(("eltwise.add float32_dq", eltwise.add, [x, x[::-1].copy()],
+                  dict(params=add)))
+    return cases
+
+
+def _call(op, ctx, arrays, kwargs):
+    """op with the activations where its signature has them (after ctx, or after params)."""
+    if "params" in kwargs:
+        kwargs = dict(kwargs)
+        return op(ctx, kwargs.pop("params"), *arrays, **kwargs)
+    return op(ctx, *arrays, **kwargs)
+
+
+@pytest.mark.slow  # about 7 s on PoCL with cold kernel caches, under 1 s warm
+def test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device(device):
+    """depthwise, the float islands (conv_f32), l2norm, requantize, global and average
+    pools, the float Add: pyopencl arrays in and out, bit-equal to the numpy path."""
+    context, queue = pyopencl_pair(device)
+    ctx = accel.Context.from_pyopencl(context, queue)
+    pool_allocator = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(queue))  # PooledBuffers
+    for name, op, arrays, kwargs in other_wrapper_cases(np.random.default_rng(11)):
+        expected = _call(op, ctx, arrays, kwargs)
+        assert isinstance(expected, np.ndarray), name
+        got = on_device(_call, op, ctx,
+                        [cla.to_device(queue, a, allocator=pool_allocator) for a in arrays],
+                        kwargs)
+        assert got.shape == expected.shape, name
+        np.testing.assert_array_equal(got.get(), expected, err_msg=name)
+
+
+def test_the_fpga_pipeline_wrappers_take_pyopencl_arrays(emulator):
+    """accel.ops.fpga's conv2d, dense and pool2d (the FPGA pipelines) on the emulator. The
+    numpy path runs first: it also reads the bitstream's self-description back once (the
+    host's check of the program, not the activations)."""
+    context, queue = pyopencl_pair(emulator)
+    ctx = accel.Context.from_pyopencl(context, queue)
+    rng = np.random.default_rng(12)
+    x, weights, bias, kwargs = conv_case(rng, 1, 5, 4, 20, 24, 3, residual=True)
+    expected = fpga.conv2d(ctx, x, weights, bias, **kwargs)
+    device_kwargs = dict(kwargs, residual=cla.to_device(queue, kwargs["residual"]))
+    np.testing.assert_array_equal(
+        on_device(fpga.conv2d, ctx, cla.to_device(queue, x), weights, bias,
+                  **device_kwargs).get(), expected)
+    x, weights, bias, kwargs = conv_case(rng, 1, 1, 3, 40, 10, 1)
+    dense_kwargs = {k: v for k, v in kwargs.items() if k != "pads"}
+    expected = fpga.dense(ctx, x[0, 0], weights[:, 0, 0], bias, **dense_kwargs)
+    np.testing.assert_array_equal(
+        on_device(fpga.dense, ctx, cla.to_device(queue, x[0, 0]), weights[:, 0, 0], bias,
+                  **dense_kwargs).get(), expected)
+    params = pool.PoolParams("max", (1, 7, 6, 20), 3, 2, (1, 1, 1, 1), input_zero_point=-7)
+    x = rng.integers(-128, 128, params.input_shape).astype(np.int8)
+    expected = fpga.pool2d(ctx, params, x)
+    np.testing.assert_array_equal(
+        on_device(fpga.pool2d, ctx, params, cla.to_device(queue, x)).get(), expected)
+
+
+# Every array-level op wrapper, and the test that runs it on pyopencl arrays.
+WRAPPER_TESTS = {
+    "conv.conv2d": "test_ops_on_pyopencl_arrays_equal_the_numpy_path",
+    "conv.dense": "test_ops_on_pyopencl_arrays_equal_the_numpy_path",
+    "pool.pool2d": "test_ops_on_pyopencl_arrays_equal_the_numpy_path",
+    "winograd.conv2d": "test_ops_on_pyopencl_arrays_equal_the_numpy_path",
+    "affine.affine": "test_ops_on_pyopencl_arrays_equal_the_numpy_path",
+    "eltwise.add": "test_ops_on_pyopencl_arrays_equal_the_numpy_path",
+    "depthwise.conv2d": "test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device",
+    "conv_f32.conv2d_f32": "test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device",
+    "l2norm.l2norm": "test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device",
+    "affine.requantize": "test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device",
+    "pool.global_avg_pool": "test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device",
+    "fpga.conv2d": "test_the_fpga_pipeline_wrappers_take_pyopencl_arrays",
+    "fpga.dense": "test_the_fpga_pipeline_wrappers_take_pyopencl_arrays",
+    "fpga.pool2d": "test_the_fpga_pipeline_wrappers_take_pyopencl_arrays",
+}
+
+
+def array_wrappers() -> set[str]:
+    """The public functions of accel.ops' modules that run an op on arrays: ctx first, then
+    an activation (x, or a and b) given as an array."""
+    found = set()
+    for info in pkgutil.iter_modules(accel.ops.__path__):
+        module = importlib.import_module(f"accel.ops.{info.name}")
+        for name, function in vars(module).items():
+            if name.startswith("_") or not inspect.isfunction(function) \
+                    or function.__module__ != module.__name__:
+                continue
+            parameters = inspect.signature(function).parameters
+            if next(iter(parameters), None) == "ctx" and any(
+                    p.name in ("x", "a") and "ndarray" in str(p.annotation)
+                    for p in parameters.values()):
+                found.add(f"{info.name}.{name}")
+    return found
+
+
+def test_every_op_wrapper_is_run_on_pyopencl_arrays():
+    """A new array-level op wrapper must join the tests above (WRAPPER_TESTS)."""
+    assert array_wrappers() == set(WRAPPER_TESTS)
+    cases = {name.split()[0] for name, *_ in other_wrapper_cases(np.random.default_rng(0))}
+    covered = {k for k, v in WRAPPER_TESTS.items()
+               if v == "test_the_other_op_wrappers_keep_pyopencl_arrays_on_the_device"}
+    assert covered <= cases
+    for test in set(WRAPPER_TESTS.values()):
+        assert test in globals(), test
 
 
 def test_an_array_on_another_queue_of_the_context_is_waited_for(ctx):
@@ -198,6 +382,41 @@ def test_a_thousand_wrappers_release_their_handles(device):
     assert _rss_bytes() - rss < 4 << 20, "resident memory grew by 4 MiB over 1000 wrappers"
 
 
+def test_op_results_on_the_device_release_their_buffers(device):
+    """Ops on pyopencl arrays (device copies padding the channels, accel's output buffer, the
+    unpadded result) leave nothing behind: the context's reference count (PoCL counts each
+    buffer and kernel in it) and resident memory (CPU runtimes' buffers are host memory:
+    ~0.8 MB per call here, 160 MB if they leaked) come back."""
+    context, queue = pyopencl_pair(device)
+    ctx = accel.Context.from_pyopencl(context, queue)
+    add = eltwise.AddParams((1, 64, 64, 40), 3, 0.7, -4, 1.9, 5)  # 40 channels: padded
+    a = cla.to_device(queue, np.random.default_rng(2).integers(-128, 128, add.shape)
+                      .astype(np.int8))
+
+    def cycle():
+        eltwise.add(ctx, add, a, a).finish()
+
+    for _ in range(20):  # warm-up: the program, allocator pools
+        cycle()
+    gc.collect()
+    counts = (context.reference_count, queue.reference_count, a.base_data.reference_count)
+    rss = _rss_bytes()
+    for _ in range(200):
+        cycle()
+    gc.collect()
+    assert (context.reference_count, queue.reference_count,
+            a.base_data.reference_count) == counts
+    assert _rss_bytes() - rss < 16 << 20, "resident memory grew by 16 MiB over 200 ops"
+
+
+def test_an_out_of_order_queue_is_refused(device):
+    context, _ = pyopencl_pair(device)
+    queue = cl.CommandQueue(
+        context, properties=cl.command_queue_properties.OUT_OF_ORDER_EXEC_MODE_ENABLE)
+    with pytest.raises(accel.AccelError, match="out of order"):
+        accel.Context.from_pyopencl(context, queue)
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     rng = np.random.default_rng(1)
@@ -217,7 +436,9 @@ def test_a_compiled_model_runs_on_pyopencl_buffers(device, tiny_model):
 
     device_in = compiled.quantize_inputs(x)
     assert [a.shape for a in device_in.values()] == [t.shape for t in compiled.device_inputs]
-    out = compiled.run_device({k: cla.to_device(queue, v) for k, v in device_in.items()})
+    device_tensors = {k: cla.to_device(queue, v) for k, v in device_in.items()}
+    with no_host_reads():  # int8 in and out on the device, no read-back in between
+        out = compiled.run_device(device_tensors)
     assert list(out) == [t.name for t in compiled.device_outputs]
     for got, want in zip(out.values(), raw):
         assert isinstance(got, cla.Array)
@@ -273,6 +494,62 @@ def test_kernels_source_and_options_are_what_accel_builds(device, monkeypatch):
     ours = accel.runtime.Program.from_binary(ctx._context, binary, "")
     monkeypatch.setattr(ctx, "program", lambda name, defines: ours)
     np.testing.assert_array_equal(conv.conv2d(ctx, x, weights, bias, **kwargs), expected)
+
+
+MODE_KNOBS = {"HAS_RESIDUAL", "REQUANT_F32", "ADD_F32", "AVG_F32"}  # set by the op per layer
+
+
+def recorded_builds(monkeypatch) -> list:
+    """(source, options) of every program accel builds while the list is being recorded."""
+    built = []
+    real = accel.runtime.Program
+
+    class Recording:
+        @staticmethod
+        def from_source(context, source, options, cache_dir):
+            built.append((source, options))
+            return real.from_source(context, source, options, cache_dir)
+
+        from_binary = real.from_binary
+
+    monkeypatch.setattr(accel.runtime, "Program", Recording)
+    return built
+
+
+@pytest.mark.slow  # about 9 s on the emulator with cold caches (the bitstream), under 1 s warm
+def test_kernels_options_are_what_every_op_builds(device, monkeypatch):
+    """For each kernel file an op builds (depthwise, conv_f32, l2norm, affine, pool, eltwise,
+    and the FPGA bitstream on the emulator), accel.kernels.source/options are exactly the
+    text and flags accel built (its per-layer mode knobs passed as knobs)."""
+    ctx = accel.Context(device)
+    built = recorded_builds(monkeypatch)
+    for name, op, arrays, kwargs in other_wrapper_cases(np.random.default_rng(13)):
+        _call(op, ctx, arrays, kwargs)
+    add = eltwise.AddParams((1, 2, 2, 16))
+    eltwise.add(ctx, add, np.zeros(add.shape, np.int8), np.zeros(add.shape, np.int8))
+    if device.kind == "fpga-emulator":
+        fpga.bitstream(ctx)  # the default design: every mode in
+    monkeypatch.undo()
+    texts = {name: accel.kernels.source(name) for name in accel.kernels.names()}
+    files = []
+    for source, options in built:
+        name = next((n for n, text in texts.items() if text == source), None)
+        assert name is not None, "accel built a text accel.kernels.source does not give"
+        modes = dict(define_of_option(o) for o in options.split()
+                     if define_of_option(o)[0] in MODE_KNOBS)
+        assert options == accel.kernels.options(name, device, **modes), name
+        files.append(name)
+    expected = {"depthwise.cl", "conv_f32.cl", "l2norm.cl", "affine.cl", "pool.cl",
+                "eltwise.cl"} | ({"fpga_bitstream.cl"} if device.kind == "fpga-emulator"
+                                 else set())
+    assert set(files) == expected
+
+
+def define_of_option(option: str) -> tuple[str, int]:
+    """``-DNAME=3`` -> ("NAME", 3)."""
+    assert option.startswith("-D"), option
+    name, _, value = option[2:].partition("=")
+    return name, int(value or 1)
 
 
 def test_kernels_api_refuses_unknown_names():

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 import accel
+import accel.kernels
 from accel import kernel_source, workbench
 from accel.cli import main
 from accel.isa import host_isa
+from chosen_devices import chosen
 
 # A deliberately wrong conv.cl: every tap reads one pixel to the right (OFF, a knob of the
 # variant, defaults to that off-by-one; -D OFF=0 makes it the shipped kernel again).
@@ -33,16 +35,31 @@ def off_by_one(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kernel_test_conv_tile_w_5_passes(device, capsys):
+def test_kernel_test_conv_tile_w_5_passes(device, capsys, monkeypatch):
+    built = []  # the options of every program built: each conv.cl one has TILE_W=5
+    real = accel.runtime.Program
+
+    class Recording:
+        @staticmethod
+        def from_source(context, source, options, cache_dir):
+            built.append((source, options))
+            return real.from_source(context, source, options, cache_dir)
+
+    monkeypatch.setattr(accel.runtime, "Program", Recording)
     assert main(["kernel", "test", "conv", "-D", "TILE_W=5", "--device", device.index]) == 0
     out = capsys.readouterr().out
+    # the 11 edge cases and 3 random shapes, none skipped
     assert re.search(r"\b14 passed, 0 failed, 0 skipped", out), out
     assert "TILE_W=5" in out
+    conv_options = [o for text, o in built if text == accel.kernels.source("conv")]
+    assert conv_options and all("-DTILE_W=5" in o.split() for o in conv_options), conv_options
 
 
-def test_a_wrong_variant_is_caught_with_its_first_differing_index(off_by_one, capsys):
+def test_a_wrong_variant_is_caught_with_its_first_differing_index(off_by_one, capsys,
+                                                                  fastest_cpu):
     shape = "1,5,7,3,5,3"  # 3x3, pad 1: the borders read the pad row
-    assert main(["kernel", "test", "conv", "--source", str(off_by_one), "--shape", shape]) == 1
+    assert main(["kernel", "test", "conv", "--source", str(off_by_one), "--shape", shape,
+                 "--device", fastest_cpu.index]) == 1
     out = capsys.readouterr().out
     match = re.search(r"FAIL .*\n\s+(\d+) of (\d+) outputs differ; first at index "
                       r"\((\d+), (\d+), (\d+), (\d+)\): got (-?\d+), expected (-?\d+)", out)
@@ -91,26 +108,39 @@ def test_knobs_a_shape_cannot_take_are_skipped_with_the_reason(capsys):
 @pytest.mark.parametrize("name, shapes, cases", [
     pytest.param("winograd", [(1, 5, 6, 20, 24, 1)], 1, marks=pytest.mark.slow),
     ("pool", [(1, 7, 9, 20, 3, 2, 1)], 2),  # a max and an average pool
-    ("eltwise", [], 8)])  # the edge cases and one random shape
-def test_the_other_kernels_pass_on_the_default_device(name, shapes, cases):
-    report = workbench.test(name, shapes=shapes, random=1)
+    ("depthwise", [], 11),  # the edge cases and one random shape
+    ("eltwise", [], 8)])
+def test_the_other_kernels_pass_on_the_default_device(name, shapes, cases, fastest_cpu):
+    report = workbench.test(name, fastest_cpu, shapes=shapes, random=1)
     assert report.ok and not report.failed, [r.detail for r in report.failed]
     assert len(report.passed) >= cases
 
 
-def test_bench_reports_gops_against_the_peak(capsys):
+def test_bench_reports_gops_against_the_peak(capsys, fastest_cpu):
     fake_peak = dict(peak=100.0, cores=2, per_core=50.0, instruction="test")
-    result = workbench.bench("conv", "cpu", shape=(1, 8, 8, 32, 32, 3), rounds=3,
+    result = workbench.bench("conv", fastest_cpu, shape=(1, 8, 8, 32, 32, 3), rounds=3,
                              peak=fake_peak)
     assert result.best_ms > 0 and result.median_ms >= result.best_ms
     macs = 8 * 8 * 32 * 32 * 9
     assert result.gops == pytest.approx(2 * macs / (result.best_ms * 1e6))
     assert result.fraction_of_peak == pytest.approx(result.gops / 100.0)
     assert main(["kernel", "bench", "eltwise", "--shape", "1,8,8,32", "--rounds", "2",
-                 "--no-peak", "--json"]) == 0
+                 "--no-peak", "--json", "-d", fastest_cpu.index]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["layer"] == "add 1x8x8x32" and data["gops"] > 0
     assert data["fraction_of_peak"] is None
+
+
+def test_bench_prints_the_share_of_the_measured_peak(capsys, monkeypatch, fastest_cpu):
+    fake_peak = dict(peak=1000.0, cores=2, per_core=500.0, instruction="vpmaddwd ymm")
+    monkeypatch.setattr(workbench, "measure_int8_peak", lambda per_core=True: fake_peak)
+    assert main(["kernel", "bench", "conv", "-d", fastest_cpu.index, "--shape", "1,8,8,32,32,3",
+                 "--rounds", "3"]) == 0
+    out = capsys.readouterr().out
+    gops = float(re.search(r"ms: ([0-9.]+) GOPS", out).group(1))
+    share = float(re.search(r"host int8 peak 1000 GOPS on 2 cores \(vpmaddwd ymm\): "
+                            r"([0-9.]+)% of it", out).group(1))
+    assert gops > 0 and share == pytest.approx(gops / 10.0, abs=0.06)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the peak program needs gcc")
@@ -147,12 +177,14 @@ def test_instruction_counts_of_both_assembly_formats():
 
 
 def _cpu_runtime(name: str):
-    found = [d for d in accel.devices() if name in d.platform and d.kind == "cpu"]
+    """This runtime's CPU device among the test devices (tests/chosen_devices.py), or None."""
+    found = [d for d in chosen() if name in d.platform and d.kind == "cpu"]
     return found[0] if found else None
 
 
 @pytest.mark.slow  # PoCL compiles the kernel afresh in its own cache: about 7 s
-@pytest.mark.skipif(_cpu_runtime("Portable Computing Language") is None, reason="no PoCL")
+@pytest.mark.skipif(_cpu_runtime("Portable Computing Language") is None,
+                    reason="no PoCL among the test devices")
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump")
 def test_asm_conv_on_pocl_counts_what_the_host_isa_allows(capsys, tmp_path):
     pocl = _cpu_runtime("Portable Computing Language")
@@ -168,22 +200,71 @@ def test_asm_conv_on_pocl_counts_what_the_host_isa_allows(capsys, tmp_path):
         assert report["variant"] == 3 and vpmaddwd.get("zmm", 0) > 0
     else:
         assert report["variant"] == 0
+    assert report["quad_variant"] == 0  # PoCL has no VNNI quad path (kernels/conv_knobs.h)
     # the counts are those of the kept code
     kept = "\n".join(open(f).read() for f in report["files"])
     assert kept.count("vpmaddwd") == sum(vpmaddwd.values())
     assert kept.count("vpdpbusd") == sum(report["counts"]["vpdpbusd"].values())
 
 
-@pytest.mark.skipif(_cpu_runtime("Intel(R) OpenCL") is None, reason="no Intel CPU runtime")
+@pytest.mark.skipif(_cpu_runtime("Intel(R) OpenCL") is None,
+                    reason="no Intel CPU runtime among the test devices")
 def test_asm_conv_on_intels_cpu_runtime(capsys):
+    """What the host's own target gives: on a VNNI host the quad path's vpdpbusd, elsewhere
+    the pair path's (or LLVM's) vpmaddwd and no vpdpbusd."""
     intel = _cpu_runtime("Intel(R) OpenCL")
     assert main(["kernel", "asm", "conv", "-d", intel.index]) == 0
     out = capsys.readouterr().out
-    count = int(re.search(r"vpmaddwd\s+(\d+)", out).group(1))
-    assert count > 0  # the pair path (AVX2) or LLVM's widening multiply-add
+    vpdpbusd = int(re.search(r"vpdpbusd\s+(\d+)", out).group(1))
+    if host_isa().level == "avx512-vnni":
+        assert "quad-MAC (VNNI) variant 2" in out and vpdpbusd > 0
+    else:
+        assert "quad-MAC (VNNI) variant 0" in out and vpdpbusd == 0
+        count = int(re.search(r"vpmaddwd\s+(\d+)", out).group(1))
+        assert count > 0  # the pair path (AVX2) or LLVM's widening multiply-add
     if host_isa().level == "avx2":
         assert "pair-MAC variant 2" in out
         assert re.search(r"instructions using zmm 0,", out)
+
+
+@pytest.mark.skipif(_cpu_runtime("Intel(R) OpenCL") is None,
+                    reason="no Intel CPU runtime among the test devices")
+def test_asm_conv_for_a_vnni_target_reports_vpdpbusd_on_any_host(capsys, tmp_path):
+    """--target cascadelake: conv.cl compiled (not run) for an AVX-512 VNNI CPU, whatever the
+    host, takes the quad path: vpdpbusd on zmm registers, counted in the kept code."""
+    intel = _cpu_runtime("Intel(R) OpenCL")
+    assert main(["kernel", "asm", "conv", "-d", intel.index, "--target", "cascadelake",
+                 "--json", "--keep", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["target"] == "cascadelake" and report["quad_variant"] == 2
+    assert report["counts"]["vpdpbusd"].get("zmm", 0) > 0
+    kept = "\n".join(open(f).read() for f in report["files"])
+    assert len(re.findall(r"vpdpbusd\s[^\n]*zmm", kept)) == report["counts"]["vpdpbusd"]["zmm"]
+    assert "accel_variant_probe" not in kept  # the probe's own code is not counted
+
+
+@pytest.mark.skipif(_cpu_runtime("Intel(R) OpenCL") is None,
+                    reason="no Intel CPU runtime among the test devices")
+def test_asm_builds_for_a_shape_with_the_knobs_a_model_would_use(capsys):
+    from accel.ops import conv
+    intel = _cpu_runtime("Intel(R) OpenCL")
+    shape = (1, 14, 14, 16, 16, 3)
+    assert main(["kernel", "asm", "conv", "-d", intel.index, "--shape", "1,14,14,16,16,3",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert tuple(report["shape"]) == shape
+    expected = conv.tuned_knobs(intel.tuning_key, workbench.kernel("conv").layer(shape))
+    assert {k: v for k, v in report["knobs"].items()
+            if k not in ("HAS_RESIDUAL", "REQUANT_F32")} == expected
+
+
+def test_asm_refuses_targets_it_cannot_build_for(capsys):
+    assert main(["kernel", "asm", "conv", "--target", "haswell"]) == 2
+    assert "unknown target 'haswell'" in capsys.readouterr().err
+    pocl = _cpu_runtime("Portable Computing Language")
+    if pocl is not None:
+        assert main(["kernel", "asm", "conv", "-d", pocl.index, "--target", "skx"]) == 2
+        assert "Intel's CPU runtime" in capsys.readouterr().err
 
 
 def test_asm_refuses_a_device_without_a_code_dump():

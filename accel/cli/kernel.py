@@ -4,6 +4,7 @@
     accel kernel test conv --source my_conv.cl          # a variant in place of kernels/conv.cl
     accel kernel bench conv --shape 1,28,28,128,128,3   # GOPS against the measured int8 peak
     accel kernel asm conv -d pocl                       # vpdpbusd / vpmaddwd / zmm / ymm counts
+    accel kernel asm conv -d intel-cpu --target cascadelake   # the VNNI variant, on any host
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import click
 
 from ._common import EXIT_FAILURE
 
-KERNEL_NAMES = ("conv", "winograd", "pool", "eltwise")
+KERNEL_NAMES = ("conv", "winograd", "depthwise", "pool", "eltwise")
 SHAPES_HELP = ("conv: N,H,W,CIN,COUT,K[,STRIDE[,PAD[,DILATION]]]; winograd: "
-               "N,H,W,CIN,COUT[,PAD]; pool: N,H,W,C,K[,STRIDE[,PAD]]; eltwise: N,H,W,C")
+               "N,H,W,CIN,COUT[,PAD]; depthwise: N,H,W,C,K[,STRIDE[,PAD[,DILATION]]]; "
+               "pool: N,H,W,C,K[,STRIDE[,PAD]]; eltwise: N,H,W,C")
 
 
 def _name_argument(f):
@@ -130,22 +132,35 @@ def bench_command(name, source, defines, device, shape, rounds, no_peak, as_json
 @click.option("--device", "-d", default=None, metavar="SELECTOR",
               help="a CPU runtime: PoCL, Intel's CPU runtime or the FPGA emulator "
                    "(default: ACCEL_DEVICE, else the best present)")
+@click.option("--shape", default=None, metavar="SHAPE",
+              help=f"the layer to build for (default: a small one with the tuned knobs as "
+                   f"they are); {SHAPES_HELP}")
+@click.option("--target", default=None, metavar="CPU",
+              help="Intel's CPU runtime only: compile for this CPU instead of the host "
+                   "(core-avx2, skx, cascadelake, icelake-server; cascadelake shows conv's "
+                   "VNNI variant), built but not run")
 @click.option("--keep", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="copy the assembly into DIR")
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
-def asm_command(name, source, defines, device, keep, as_json) -> None:
+def asm_command(name, source, defines, device, shape, target, keep, as_json) -> None:
     """Build NAME with the device's tuned knobs (and -D ones), read the code the runtime
     generates and count vpdpbusd, vpmaddwd, ... and zmm/ymm/xmm use."""
     from .. import workbench
-    report = workbench.asm(name, device, _knobs(defines), source, keep)
+    report = workbench.asm(name, device, _knobs(defines), source, keep,
+                           shape=workbench.parse_shape(shape) if shape else None,
+                           target=target)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
-    click.echo(f"{name} on {report.device.index} {report.device.short_name}: knobs "
-               f"{_knob_text(report.knobs)}")
+    built_for = f", built for {report.target} (not run)" if report.target else ""
+    click.echo(f"{name} on {report.device.index} {report.device.short_name}{built_for}: "
+               f"knobs {_knob_text(report.knobs)}")
     if report.variant is not None:
         click.echo(f"  pair-MAC variant {report.variant} "
                    f"({workbench.PAIR_MAC_VARIANTS.get(report.variant, 'unknown')})")
+    if report.quad_variant is not None:
+        click.echo(f"  quad-MAC (VNNI) variant {report.quad_variant} "
+                   f"({workbench.QUAD_MAC_VARIANTS.get(report.quad_variant, 'unknown')})")
     for mnemonic in workbench.MNEMONICS:
         per_width = report.counts.get(mnemonic, {})
         detail = ", ".join(f"{w} {n}" for w, n in sorted(per_width.items()))
