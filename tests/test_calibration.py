@@ -91,13 +91,17 @@ def test_compile_options_improve_a_depthwise_net_and_are_checked():
     model = mobile_net()
     calibration = inputs_for(model, 8, 0)
     for options in ({"observer": "mse"}, {"bias_correction": True},
-                    {"observer": "percentile", "bias_correction": True}):
+                    {"observer": "percentile", "bias_correction": True},
+                    {"observer": "auto", "bias_correction": "empirical"}):
         compiled = api.compile(model, calibration=calibration, device=FASTEST, progress=False,
                                **options)
         for x in inputs_for(model, 4, 1):
             assert cosine(compiled.run(x)["logits"], ort_outputs(model, x)["logits"]) > 0.99
     with pytest.raises(ValueError, match="observer must be one of"):
         api.compile(model, calibration=calibration, device=FASTEST, observer="kl",
+                    progress=False)
+    with pytest.raises(ValueError, match="bias_correction must be"):
+        api.compile(model, calibration=calibration, device=FASTEST, bias_correction="mean",
                     progress=False)
 
 
@@ -113,3 +117,61 @@ def test_percentile_observer_still_available():
     obs = PercentileObserver(99.0)
     obs.update(np.arange(1000, dtype=np.float32))
     assert obs.qparams().scale < 999 / 255
+
+
+def test_auto_observer_keeps_relu6_ranges_and_fits_linear_ones():
+    """"auto": min/max for the input and ReLU6-bounded tensors, MSE for unbounded ones."""
+    graph = load_onnx(mobile_net())
+    optimize(graph)
+    make = quantize.bounded_observers(graph)
+    producers = graph.producers()
+    assert isinstance(make(graph.inputs[0]), MinMaxObserver)
+    kinds = {}
+    for node in graph.nodes:
+        clamp = getattr(node, "clamp", None)
+        bounded = clamp is not None and np.isfinite(clamp.hi)
+        kinds[bounded] = type(make(node.output))
+        assert producers[node.output] is node
+    assert kinds == {True: MinMaxObserver, False: MSEObserver}
+
+
+def test_empirical_bias_correction_matches_the_float_mean_of_the_simulated_int8_net():
+    """After correct_biases_empirically, a fake-quant run of the network (per-channel
+    weights, every activation on its int8 grid) has, at each corrected layer, the float
+    network's mean pre-activation output per channel on the calibration inputs: the last
+    (linear) layer's mean error vanishes."""
+    import copy
+    from accel.compiler.interpret import evaluate_node
+    graph = load_onnx(mobile_net())
+    optimize(graph)
+    calibration = inputs_for(mobile_net(), 6, 0)
+    observed = quantize.observe(graph, calibration, progress=False)
+    qparams = quantize.assign(graph, observed, optional={graph.outputs[0]})
+    corrected = copy.deepcopy(graph)
+    layers = [n for n in graph.nodes if n.op in ("Conv", "Dense")]
+    assert quantize.correct_biases_empirically(corrected, qparams, calibration,
+                                               {graph.outputs[0]}) == len(layers)
+
+    def mean_error(g):
+        """The last layer's mean (fake-quant - float) output, per feature."""
+        errors = []
+        for x in calibration:
+            exact = interpret(graph, x)[graph.outputs[0]]
+            env = {n: t.data for n, t in g.tensors.items() if t.is_const}
+            env[g.inputs[0]] = dequantize(quantize_values(x, qparams[g.inputs[0]]),
+                                          qparams[g.inputs[0]])
+            for node in g.nodes:
+                if node.op in ("Conv", "Dense"):
+                    q, s = quantize_weights_per_channel(env[node.weight])
+                    env = {**env, node.weight: q * s.reshape((-1,) + (1,) * (q.ndim - 1))}
+                out = evaluate_node(node, g, env)
+                if node.output != g.outputs[0]:
+                    out = dequantize(quantize_values(out, qparams[node.output]),
+                                     qparams[node.output])
+                env[node.output] = out
+            errors.append(env[g.outputs[0]] - exact)
+        return np.abs(np.mean(errors, axis=(0, 1)))
+
+    before, after = mean_error(graph), mean_error(corrected)
+    # measured: 0.041 before, 8e-8 after (the last layer is linear: its mean is exact)
+    assert before.max() > 0.01 and after.max() < 1e-4, (before, after)

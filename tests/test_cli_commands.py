@@ -27,6 +27,7 @@ from accel import images, models
 from accel import preprocess as pp
 from accel.cli import cli, main
 from accel.vision import Detector
+from chosen_devices import chosen
 
 LABELS = ["apple", "bicycle", "cloud", "dog", "engine"]
 PHOTOS = images.bundled_photos()
@@ -260,6 +261,30 @@ def test_compile_bad_option_value_is_a_usage_error(capsys, work, tiny_onnx):
     assert code == 2 and "Error: Invalid value for '--observer'" in err
 
 
+@pytest.mark.parametrize("options, observer, correction", [
+    ((), "minmax", False),
+    (("--bias-correction",), "minmax", "analytic"),
+    (("--observer", "auto", "--bias-correction", "empirical"), "auto", "empirical"),
+])
+def test_compile_passes_the_calibration_choices(capsys, monkeypatch, work, tiny_onnx, photo_dir,
+                                                options, observer, correction):
+    import accel
+    seen = {}
+    real_compile = accel.compile
+
+    def recording_compile(*args, **kwargs):
+        seen.update(kwargs)
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(accel, "compile", recording_compile)
+    out = work / f"choices-{len(options)}.accel"
+    code, _, err = run_cli(capsys, "compile", tiny_onnx, "-o", out, "--calibration", photo_dir,
+                           *options)
+    assert code == 0, err
+    assert (seen["observer"], seen["bias_correction"]) == (observer, correction)
+    assert out.exists()
+
+
 # --- classify -----------------------------------------------------------------------------------
 def test_classify_prints_the_model_s_top_classes(capsys, tiny_artifact, photo_dir):
     code, out, err = run_cli(capsys, "classify", tiny_artifact, photo_dir, "--top", "3",
@@ -481,8 +506,8 @@ except accel.BuildError as e:
 """
 
 
-@pytest.mark.skipif(not any(d.short_name == "pocl-cpu" for d in accel.devices()),
-                    reason="PoCL prints the compiler's summary lines")
+@pytest.mark.skipif(not any(d.short_name == "pocl-cpu" for d in chosen()),
+                    reason="PoCL, whose compiler prints the summary lines, is not a test device")
 @pytest.mark.slow
 @pytest.mark.parametrize("show", [False, True])
 def test_the_opencl_compiler_s_chatter_stays_out_of_the_terminal(show):

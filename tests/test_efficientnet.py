@@ -16,7 +16,9 @@ import pytest
 import accel
 from accel.backend import api
 from accel.models import efficientnet
-from accel.models.efficientnet_eval import agreement, photo_variants, qdq_bit_match
+from accel.models.efficientnet_eval import (COLOUR_PHOTOS, GREY_PHOTOS, TEXTURE_OR_SCIENCE,
+                                            agreement, photo_group, photo_variants,
+                                            qdq_bit_match)
 from accel.ops import fpga as fpga_ops
 from accel.preprocess import preprocess, to_model_input
 
@@ -65,8 +67,17 @@ def reference(proto, evaluation):
 
 @pytest.fixture(scope="module")
 def compiled(proto, calibration):
+    """The calibration tools/lite0_accuracy.py finds best: min/max ranges for ReLU6 outputs,
+    MSE ones for the linear bottlenecks, empirical bias correction."""
     return api.compile(proto, calibration=calibration, device=FASTEST, progress=False,
-                       bias_correction=True)
+                       observer="auto", bias_correction="empirical")
+
+
+def test_photo_groups_name_every_subset():
+    assert photo_group("chelsea/mirror") == "photo"
+    assert photo_group("gravel/crop_a") == "texture/science"
+    assert photo_group("mate_ladybird/half") == "mate nature"
+    assert set(TEXTURE_OR_SCIENCE) <= set(COLOUR_PHOTOS + GREY_PHOTOS)
 
 
 def test_missing_extra_is_a_clear_error(monkeypatch):
@@ -107,17 +118,19 @@ def test_fp32_and_int8_call_the_cat_a_cat(proto, compiled):
 
 @pytest.mark.slow
 def test_int8_agrees_with_pytorch_fp32_on_real_photos(compiled, evaluation, reference):
-    """What holds on the full 152-image table (tools/lite0_accuracy.py, benchmarks/README.md
-    "EfficientNet-Lite0"), checked here on its first 24 images: fp32's top-1 within int8's
-    top-5 on >= 99%, and int8's top-1 equal to fp32's on >= 95% of the images where fp32 is
-    sure (its top-1 leads by >= 0.05). Over all images the top-1 agreement is 90%, below the
-    issue's 95%: fp32 itself nearly ties on a quarter of these photos."""
+    """What holds on the full table (tools/lite0_accuracy.py, benchmarks/README.md
+    "EfficientNet-Lite0"), checked here on its first 24 images with 16 calibration crops:
+    int8's top-1 equal to fp32's on >= 95% (measured 23 of 24, with or without
+    mate-backgrounds' photos among them) and on every image where fp32 is sure (its top-1
+    leads by >= 0.05), fp32's top-1 within int8's top-5 on every image. Over the whole
+    152-image set the top-1 agreement is 93-94%, just under the issue's 95%: fp32 itself
+    nearly ties on 43 of those photos."""
     probs = np.concatenate([compiled.run(x)["probabilities"] for x in evaluation])
     stats = agreement(reference, probs)
-    assert stats.in_top5 >= 0.99, stats
-    assert stats.mean_kl < 0.02, stats
+    assert stats.top1 >= 0.95 and stats.in_top5 == 1.0, stats
+    assert stats.mean_kl < 0.02, stats  # measured 0.018 (0.0196 with mate-backgrounds)
     sure = agreement(reference, probs, min_margin=0.05)
-    assert sure.top1 >= 0.95, sure
+    assert sure.top1 == 1.0, sure
 
 
 @pytest.mark.slow

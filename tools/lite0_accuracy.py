@@ -1,11 +1,14 @@
 """EfficientNet-Lite0's int8 agreement with its PyTorch fp32 network on real photos, for
 accel's calibrations and onnxruntime's own int8 side by side (issue 14).
 
-    .venv/bin/python tools/lite0_accuracy.py                      # 152 images, PoCL
+    .venv/bin/python tools/lite0_accuracy.py                      # every image, PoCL
     .venv/bin/python tools/lite0_accuracy.py --images 64 --device intel-cpu --json out.json
 
-Evaluation images: accel.models.efficientnet_eval.photo_variants (scikit-image's photos,
-mirrored, cropped, halved, JPEG re-encoded; seed 0). Calibration images: crops of the same
+Evaluation images: accel.models.efficientnet_eval.photo_variants (the bundled photos,
+mirrored, cropped, halved, JPEG re-encoded; seed 0): 152, or 248 with Debian's
+mate-backgrounds installed; the table is repeated for each subset (photo_group: ordinary
+photos, textures/microscopy/astronomy, mate-backgrounds' nature photos) and for scikit-image's,
+scikit-learn's and matplotlib's 152 alone. Calibration images: crops of the same
 photos drawn with another seed (so no evaluation image is a calibration image, though they
 share the base photos). Each row: the share of images whose top-1 equals PyTorch fp32's, the
 share where fp32's top-1 is within the int8 top-5, the mean and largest KL(fp32 || int8)
@@ -91,10 +94,12 @@ def _accel_probs(compiled, inputs):
 
 
 CONFIDENT = 0.05  # the second table: images where fp32's top-1 leads by >= 0.05
-CONFIGS = ("minmax", "minmax+bc", "percentile+bc", "mse+bc")  # observer, +bias correction
+# observer, then +bc (bias correction) or +ebc (empirical bias correction)
+CONFIGS = ("minmax", "minmax+bc", "percentile+bc", "mse+bc", "auto+bc", "auto+ebc")
+BIAS_CORRECTION = {"": False, "bc": True, "ebc": "empirical"}
 
 
-def measure(images: int = 152, calibration: int = 32, device=None,
+def measure(images: int | None = None, calibration: int = 32, device=None,
             configs=CONFIGS, qdq: bool = True, log=print) -> dict:
     import accel
     from accel.isa import host_isa
@@ -114,10 +119,11 @@ def measure(images: int = 152, calibration: int = 32, device=None,
         observer, _, corrected = config.partition("+")
         start = time.perf_counter()
         compiled = accel.compile(proto, calibration=calib, device=device, observer=observer,
-                                 bias_correction=corrected == "bc", progress=False)
+                                 bias_correction=BIAS_CORRECTION[corrected], progress=False)
         seconds = time.perf_counter() - start
         probs = _accel_probs(compiled, inputs)
-        label = f"accel int8 ({observer}{', bias correction' if corrected else ''})"
+        label = f"accel int8 ({observer}" + {"": ")", "bc": ", bias correction)",
+                                             "ebc": ", empirical bias correction)"}[corrected]
         rows[label] = agreement(reference, probs)
         all_probs[label] = probs
         details[config] = {"compile_s": round(seconds, 1), "device": compiled.device.name}
@@ -135,7 +141,8 @@ def measure(images: int = 152, calibration: int = 32, device=None,
     result = {"device": details, "host_ort_u8s8_saturates": saturates,
               "rows": {k: v.to_dict() for k, v in rows.items()},
               "confident_rows": {k: agreement(reference, probs, CONFIDENT).to_dict()
-                                 for k, probs in all_probs.items()}}
+                                 for k, probs in all_probs.items()},
+              "subsets": _subsets([name for name, _ in evaluation], reference, all_probs)}
     if qdq:
         result["qdq"] = {}
         for reduce_range, model in qdq_models.items():
@@ -145,10 +152,28 @@ def measure(images: int = 152, calibration: int = 32, device=None,
     return result
 
 
+def _subsets(names, reference, all_probs) -> dict:
+    """The rows again on each photo_group, and on the images of the first 152 (the
+    photos of scikit-image, scikit-learn and matplotlib, without mate-backgrounds')."""
+    from accel.models.efficientnet_eval import agreement, photo_group
+    groups = {"scikit-image + scikit-learn + matplotlib": [not n.startswith("mate_")
+                                                            for n in names]}
+    for group in ("photo", "texture/science", "mate nature"):
+        groups[group] = [photo_group(n) == group for n in names]
+    out = {}
+    for group, keep in groups.items():
+        keep = np.array(keep)
+        if keep.any() and not keep.all():
+            out[group] = {k: agreement(reference[keep], p[keep]).to_dict()
+                          for k, p in all_probs.items()}
+    return out
+
+
 def _table(result: dict, key: str = "rows") -> str:
     lines = ["| model | images | top-1 = fp32 | fp32 top-1 in top-5 | mean KL | max KL |",
              "|---|---|---|---|---|---|"]
-    for label, row in result[key].items():
+    rows = result[key] if isinstance(key, str) else result[key[0]][key[1]]
+    for label, row in rows.items():
         lines.append(f"| {label} | {row['images']} | {100 * row['top1']:.1f}% | "
                      f"{100 * row['in_top5']:.1f}% | {row['mean_kl']:.4f} | "
                      f"{row['max_kl']:.3f} |")
@@ -157,11 +182,12 @@ def _table(result: dict, key: str = "rows") -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=152)
+    parser.add_argument("--images", type=int, default=None, help="the first N (default all)")
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--device", default=None)
     parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="observer[+bc] list: +bc adds bias correction")
+                        help="observer[+bc|+ebc] list: +bc adds bias correction, +ebc "
+                             "empirical bias correction")
     parser.add_argument("--no-qdq", action="store_true")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -171,6 +197,9 @@ def main(argv=None) -> int:
     print(_table(result))
     print(f"\nimages where PyTorch fp32's top-1 leads its second by >= {CONFIDENT}:")
     print(_table(result, "confident_rows"))
+    for group in result["subsets"]:
+        print(f"\nsubset: {group}")
+        print(_table(result, ("subsets", group)))
     if "qdq" in result:
         for key, value in result["qdq"].items():
             print(f"accel compiling onnxruntime's QDQ model ({key}): logits equal "

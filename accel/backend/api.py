@@ -131,13 +131,18 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     accel.Device or a selector such as "pocl", "intel-cpu", "fpga-emulator"; default the
     best present; or an accel.Context, e.g. one over pyopencl's). ``calibration``: an
     iterable of input arrays (or dicts by input name) from which activation scales are
-    chosen ("minmax", "percentile" or "mse" ``observer``: min/max, the 99.99th percentile of
-    each tail, or the range of least int8 squared error); optional for a QDQ model, whose own
-    scales win where it has them. ``report``: measure every layer's error against the float
-    model on the first calibration input (``.layer_errors``; the worst are printed when
-    ``progress``). ``bias_correction`` (fp32 models): shift each conv's bias by the mean
-    output error its int8 weights cause on the calibration inputs (quantize.correct_biases;
-    EfficientNet-Lite0's softmax KL to fp32 drops about 5x). ``input_shapes``: static
+    chosen ("minmax", "percentile", "mse" or "auto" ``observer``: min/max, the 99.99th
+    percentile of each tail, the range of least int8 squared error, or min/max for tensors
+    a ReLU6 bounds and MSE for the rest: quantize.bounded_observers); optional for a QDQ
+    model, whose own scales win where it has them. ``report``: measure every layer's error
+    against the float model on the first calibration input (``.layer_errors``; the worst
+    are printed when ``progress``). ``bias_correction`` (fp32 models): shift each conv's
+    bias by the mean output error its int8 weights cause on the calibration inputs
+    (quantize.correct_biases; EfficientNet-Lite0's softmax KL to fp32 drops about 5x);
+    "empirical": by the mean error
+    of a simulation of the whole int8 network, layer by layer (weights and every earlier
+    layer's activation rounding: quantize.correct_biases_empirically; holds every
+    calibration input's live activations in memory twice). ``input_shapes``: static
     shapes for inputs the model leaves dynamic, e.g. {"input": (1, 3, 224, 224)}; a dynamic
     batch alone defaults to the calibration inputs' batch, or 1 (with a
     DynamicBatchWarning).
@@ -147,8 +152,12 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     the compiled model, so that ``accel.Classifier(path)`` needs nothing else; each defaults
     to what the ONNX model records in its metadata_props ("accel.preprocessing",
     "accel.labels", "accel.task"), as ``accel.models.build`` writes them."""
-    if observer not in OBSERVERS:
-        raise ValueError(f"observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
+    if observer not in OBSERVERS and observer != "auto":
+        raise ValueError(f"observer must be one of {sorted(OBSERVERS) + ['auto']}, "
+                         f"got {observer!r}")
+    if bias_correction not in (False, True, "analytic", "empirical"):
+        raise ValueError("bias_correction must be False, True (\"analytic\") or "
+                         f"\"empirical\", got {bias_correction!r}")
     if not isinstance(device, Context):  # an accel.Context (e.g. over pyopencl's) as it is
         device = select_device(device)  # fail early, before the slow part
     if tf_format(model) is not None:  # a SavedModel, Keras or frozen GraphDef: ONNX first
@@ -164,19 +173,23 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     if calibration is None and not given:
         raise ValueError(f"model {graph.name!r} is fp32: compile it with calibration=[...] "
                          "(representative inputs) so int8 scales can be chosen")
-    channel_means = {} if bias_correction and not given else None
+    empirical = bias_correction == "empirical" and not given and calibration is not None
+    channel_means = {} if bias_correction and not empirical and not given else None
     observed = {} if calibration is None else quantize.observe(
-        graph, calibration, observer=OBSERVERS[observer], progress=progress,
-        channel_means=channel_means)
+        graph, calibration, observer=OBSERVERS.get(observer, MinMaxObserver),
+        progress=progress, channel_means=channel_means,
+        observer_for=quantize.bounded_observers(graph) if observer == "auto" else None)
     reference = graph
+    if (channel_means or empirical) and report:  # errors are measured against the float
+        reference = copy.deepcopy(graph)         # model as it was
     if channel_means:
-        if report:  # errors are measured against the float model as it was
-            reference = copy.deepcopy(graph)
         quantize.correct_biases(graph, channel_means)
     head, _, tail = partition(graph)
     host_only = {n.output for n in tail} | {n.x for n in head if n.x in graph.inputs}
     qparams = quantize.assign(graph, observed, device_reshapes(graph), given,
                               optional=host_only, share_concat_scales=not given)
+    if empirical:  # after the scales: it simulates the int8 network they make
+        quantize.correct_biases_empirically(graph, qparams, calibration, host_only)
     # A QDQ model's convs requantize like onnxruntime (float32); calibrated fp32 models keep
     # the fixed-point contract.
     # and their concat inputs keep their own scales (requantized into the concat like ORT's

@@ -52,9 +52,10 @@ def preprocessing_spec(proto, name: str | None):
               help="a folder of JPEG/PNG images to choose int8 scales on (default: the "
                    "bundled photos; not needed for an int8 QDQ model)")
 @device_option
-@click.option("--observer", type=click.Choice(["minmax", "percentile", "mse"]),
+@click.option("--observer", type=click.Choice(["minmax", "percentile", "mse", "auto"]),
               default="minmax", show_default=True,
-              help="how activation ranges are chosen (mse: least int8 error)")
+              help="how activation ranges are chosen (mse: least int8 error; auto: min/max "
+                   "where a ReLU6 bounds a tensor, mse elsewhere)")
 @click.option("--preprocessing", type=click.Choice(PREPROCESSING), default=None,
               help="the images' preprocessing (default: what the model records, else "
                    "imagenet fitted to its input)")
@@ -62,11 +63,14 @@ def preprocessing_spec(proto, name: str | None):
               help="class names: a bundled set or a text file, one name a line")
 @click.option("--report", is_flag=True,
               help="measure every layer's int8 error against the float model")
-@click.option("--bias-correction", is_flag=True,
-              help="correct each conv's bias for its int8 weights' mean error on the "
-                   "calibration images (trained nets: EfficientNet-Lite0)")
+@click.option("--bias-correction", type=click.Choice(["analytic", "empirical"]),
+              is_flag=False, flag_value="analytic", default=None,
+              help="correct each conv's bias on the calibration images (trained nets: "
+                   "EfficientNet-Lite0): analytic (the flag alone) for its int8 weights' "
+                   "mean error; empirical for the whole int8 network's error up to that "
+                   "layer (slower to compile)")
 def compile_command(model, output, calibration, device, observer, preprocessing, labels,
-                    report, bias_correction=False) -> None:
+                    report, bias_correction=None) -> None:
     """Compile MODEL to int8 for a device. MODEL: an .onnx file, a zoo name (resnet50, ...,
     or a seed name such as QuantizedResnet50), or a TensorFlow SavedModel directory,
     .keras/.h5 file or frozen .pb. The output directory loads with accel.load and runs with
@@ -99,7 +103,7 @@ def compile_command(model, output, calibration, device, observer, preprocessing,
               f"{target.name}", markup=False)
     start = time.perf_counter()
     compiled = accel.compile(proto, calibration=inputs, device=target, observer=observer,
-                             report=report, bias_correction=bias_correction,
+                             report=report, bias_correction=bias_correction or False,
                              preprocessing=spec, labels=labels,
                              input_shapes=sources.static_input_shapes(proto, batch))
     path = compiled.save(output)

@@ -1,7 +1,9 @@
 """Real photos for measuring a classifier's int8 agreement with its float network, made
 deterministically from the sample photos that installed packages bundle (nothing is
 downloaded): scikit-image's (public domain / CC0), scikit-learn's china.jpg and flower.jpg
-(CC-BY 2.0) and matplotlib's grace_hopper.jpg (public domain); each base photo, its mirror
+(CC-BY 2.0), matplotlib's grace_hopper.jpg (public domain) and, where the Debian package
+mate-backgrounds is installed, its 12 nature photographs (GPL-2+; MATE_NATURE); each base
+photo, its mirror
 image, crops, rescales and JPEG re-encodings, as encoded image bytes (what accel.preprocess
 takes), and the agreement statistics.
 
@@ -26,6 +28,14 @@ COLOUR_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle"
                  "hubble_deep_field", "immunohistochemistry", "retina")
 PACKAGED_PHOTOS = ("sklearn:china.jpg", "sklearn:flower.jpg", "matplotlib:grace_hopper.jpg")
 GREY_PHOTOS = ("camera", "coins", "clock", "moon", "grass", "gravel", "brick", "cell")
+# Debian's mate-backgrounds (apt): 12 nature photographs (flowers, a ladybird, leaves, a
+# dune, a storm, ...), used where installed, after the others (so the photos above keep their
+# variants whether it is or not)
+MATE_NATURE = "/usr/share/backgrounds/mate/nature"
+# scikit-image's textures, microscopy and astronomy: the subset where the float network itself
+# hesitates most (every other base photo is an ordinary photograph)
+TEXTURE_OR_SCIENCE = ("hubble_deep_field", "immunohistochemistry", "retina", "moon", "grass",
+                      "gravel", "brick", "cell")
 VARIANTS = ("original", "mirror", "crop_a", "crop_b", "crop_c", "half", "jpeg_q30",
             "mirror_crop_jpeg_q50")
 
@@ -43,13 +53,43 @@ def base_photos() -> list[tuple[str, np.ndarray]]:
             name = name.split(":")[1].rsplit(".", 1)[0]
         else:
             image = getattr(data, name)()
-        if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
-            image = image[0]
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        photos.append((name, np.ascontiguousarray(image[..., :3].astype(np.uint8))))
+        photos.append((name, _rgb(image)))
+    return photos + mate_photos()
+
+
+def mate_photos() -> list[tuple[str, np.ndarray]]:
+    """(name, RGB) of mate-backgrounds' nature photos, halved (they are 2-5 megapixels),
+    in name order; none where the package is not installed."""
+    from pathlib import Path
+
+    from PIL import Image
+    photos = []
+    for path in sorted(Path(MATE_NATURE).glob("*.jpg")):
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
+            photos.append((f"mate_{path.stem.lower()}", _rgb(np.asarray(image))))
     return photos
+
+
+def photo_group(name: str) -> str:
+    """The subset an image of photo_variants belongs to: "texture/science" (scikit-image's
+    textures, microscopy and astronomy: TEXTURE_OR_SCIENCE), "mate nature" (mate-backgrounds)
+    or "photo" (the other ordinary photographs)."""
+    base = name.split("/")[0]
+    if base in TEXTURE_OR_SCIENCE:
+        return "texture/science"
+    return "mate nature" if base.startswith("mate_") else "photo"
+
+
+def _rgb(image) -> np.ndarray:
+    """uint8 [H, W, 3]: grey replicated to RGB (as decoding with channels=3 would)."""
+    if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
+        image = image[0]
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3].astype(np.uint8))
 
 
 def _packaged(ref: str) -> np.ndarray | None:
@@ -109,15 +149,18 @@ def _variant(image: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
 
 
 def photo_variants(count: int | None = None, *, seed: int = 0) -> list[tuple[str, bytes]]:
-    """Up to len(base photos) x len(VARIANTS) (19 x 8 = 152) encoded images, the same for the same
+    """Up to len(base photos) x len(VARIANTS) (19 x 8 = 152, or 31 x 8 = 248 with
+    mate-backgrounds installed) encoded images, the same for the same
     ``seed`` (crops are drawn from it), ordered variant-major so that any prefix covers every
     base photo. ``count`` takes the first ones."""
     rng = np.random.default_rng(seed)
-    photos = base_photos()
+    extra_rng = np.random.default_rng([seed, 1])  # mate-backgrounds' photos: their own draws,
+    photos = base_photos()                        # so the others' crops do not depend on them
     out = []
     for kind in VARIANTS:
         for name, image in photos:
-            out.append((f"{name}/{kind}", _variant(image, kind, rng)))
+            draw = extra_rng if name.startswith("mate_") else rng
+            out.append((f"{name}/{kind}", _variant(image, kind, draw)))
             if count is not None and len(out) >= count:
                 return out
     return out
@@ -199,6 +242,6 @@ def _output_scale(compiled) -> float:
     return compiled.lowered.device_outputs[0].qparams.scale
 
 
-__all__ = ["COLOUR_PHOTOS", "PACKAGED_PHOTOS", "GREY_PHOTOS", "VARIANTS", "base_photos",
-           "photo_variants",
+__all__ = ["COLOUR_PHOTOS", "PACKAGED_PHOTOS", "GREY_PHOTOS", "MATE_NATURE", "TEXTURE_OR_SCIENCE",
+           "VARIANTS", "base_photos", "mate_photos", "photo_group", "photo_variants",
            "Agreement", "agreement", "qdq_bit_match", "logits_tensor", "with_output"]

@@ -88,15 +88,20 @@ class MSEObserver(PercentileObserver):
 
 def calibrate(run: Callable[[object], Mapping[str, np.ndarray]], inputs: Iterable,
               observer: Callable[[], object] = MinMaxObserver, progress: bool = True,
-              total: int | None = None) -> dict[str, QParams]:
+              total: int | None = None,
+              observer_for: Callable[[str], object] | None = None) -> dict[str, QParams]:
     """Runs ``run(input)`` (float activations by tensor name) over every input and returns the
-    QParams of each tensor. Shows a progress bar on stderr."""
+    QParams of each tensor. ``observer_for(name)``, if given, makes each tensor's observer
+    (a choice per tensor) instead of ``observer()``. Shows a progress bar on stderr."""
+    make = observer_for or (lambda name: observer())
     from ..progress import track
     observers: dict[str, object] = {}
     count = 0
     for item in track(inputs, "calibrating:", total=total, unit="inputs", enabled=progress):
         for name, value in run(item).items():
-            observers.setdefault(name, observer()).update(np.asarray(value))
+            if name not in observers:
+                observers[name] = make(name)
+            observers[name].update(np.asarray(value))
         count += 1
     if count == 0:
         raise ValueError("calibration needs at least one input")
