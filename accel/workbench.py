@@ -78,7 +78,23 @@ def _shape_text(shape) -> str:
     return "x".join(str(v) for v in shape)
 
 
-class ConvKernel:
+class GeometryCases:
+    """The test cases of a kernel whose shapes are conv geometries: the given shapes, or the
+    kernel's EDGES (each with two flags for ``case``) and ``random`` random geometries."""
+
+    def cases(self, seed: int, shapes: Sequence[tuple], random: int = 3) -> list[Case]:
+        if shapes:
+            return [self.case(f"shape-{i}", _rng(f"shape-{i}", seed), self.geometry(s))
+                    for i, s in enumerate(shapes)]
+        found = [self.case(name, _rng(name, seed), tuple(geometry), first, second)
+                 for name, *geometry, first, second in self.EDGES]
+        rng = _rng("random", seed)
+        for i, geometry in enumerate(self.random_geometries(rng, random)):
+            found.append(self.case(f"random-{i}", rng, geometry))
+        return found
+
+
+class ConvKernel(GeometryCases):
     """conv.cl through accel.ops.conv (direct NDRange conv)."""
     name = "conv"
     file = "conv.cl"
@@ -173,17 +189,6 @@ class ConvKernel:
                                                        **kwargs),
                     lambda: reference.conv2d(x, weights, bias, **kwargs), shape)
 
-    def cases(self, seed: int, shapes: Sequence[tuple], random: int = 3) -> list[Case]:
-        if shapes:
-            return [self.case(f"shape-{i}", _rng(f"shape-{i}", seed), self.geometry(s))
-                    for i, s in enumerate(shapes)]
-        found = [self.case(name, _rng(name, seed), tuple(geometry), residual, extremes)
-                 for name, *geometry, residual, extremes in self.EDGES]
-        rng = _rng("random", seed)
-        for i, geometry in enumerate(self.random_geometries(rng, random)):
-            found.append(self.case(f"random-{i}", rng, geometry))
-        return found
-
     def layer(self, shape):
         """The ConvLayer (ReLU, zero points 0) a bench or asm shape stands for."""
         from .ops.conv import ConvLayer
@@ -276,7 +281,7 @@ class WinogradKernel(ConvKernel):
         return {**self.winograd.tuned_knobs(tuning_key), **knobs}
 
 
-class DepthwiseKernel:
+class DepthwiseKernel(GeometryCases):
     """depthwise.cl through accel.ops.depthwise (one filter per channel)."""
     name = "depthwise"
     file = "depthwise.cl"
@@ -345,23 +350,16 @@ class DepthwiseKernel:
                                                        **kwargs),
                     lambda: reference.conv2d(x, weights, bias, **kwargs), shape)
 
-    def cases(self, seed: int, shapes: Sequence[tuple], random: int = 3) -> list[Case]:
-        if shapes:
-            return [self.case(f"shape-{i}", _rng(f"shape-{i}", seed), self.geometry(s))
-                    for i, s in enumerate(shapes)]
-        found = [self.case(name, _rng(name, seed), tuple(geometry), relu, extremes)
-                 for name, *geometry, relu, extremes in self.EDGES]
-        rng = _rng("random", seed)
-        while len(found) < len(self.EDGES) + random:
+    def random_geometries(self, rng, count: int) -> list[tuple]:
+        found = []
+        while len(found) < count:
             k = int(rng.choice([1, 3, 5]))
             pads = tuple(int(v) for v in rng.integers(0, k // 2 + 1, 4))
             n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 13)), int(rng.integers(1, 13))
             stride = int(rng.integers(1, 3))
             if h + pads[0] + pads[2] >= k and w + pads[1] + pads[3] >= k:
-                geometry = (n, h, w, int(rng.integers(1, 49)), k, k, (stride, stride), pads,
-                            (1, 1))
-                found.append(self.case(f"random-{len(found) - len(self.EDGES)}", rng,
-                                       geometry))
+                found.append((n, h, w, int(rng.integers(1, 49)), k, k, (stride, stride), pads,
+                              (1, 1)))
         return found
 
     def timed(self, ctx: Context, shape, knobs: dict) -> Timed:

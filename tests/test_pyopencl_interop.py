@@ -23,6 +23,7 @@ from accel.numerics import Activation
 from accel.ops import affine, conv, conv_f32, depthwise, eltwise, fpga, l2norm, pool, winograd
 from accel.reference import conv as conv_reference
 
+from program_builds import recorded_builds
 from registry_model import SIDE, tiny_onnx
 
 cl = pytest.importorskip("pyopencl")
@@ -459,16 +460,7 @@ def test_kernels_source_and_options_are_what_accel_builds(device, monkeypatch):
     """accel.kernels.source/options equal the text and flags the conv op builds with, and a
     program pyopencl builds from them gives the op's output bit for bit."""
     ctx = accel.Context(device)
-    built = []
-    real = accel.runtime.Program
-
-    class Recording:
-        @staticmethod
-        def from_source(context, source, options, cache_dir):
-            built.append((source, options))
-            return real.from_source(context, source, options, cache_dir)
-
-    monkeypatch.setattr(accel.runtime, "Program", Recording)
+    built = recorded_builds(monkeypatch)
     x, weights, bias, kwargs = conv_case(np.random.default_rng(5), 1, 6, 6, 32, 32, 3)
     expected = conv.conv2d(ctx, x, weights, bias, **kwargs)
     add = eltwise.AddParams((1, 2, 2, 16))
@@ -497,23 +489,6 @@ def test_kernels_source_and_options_are_what_accel_builds(device, monkeypatch):
 
 
 MODE_KNOBS = {"HAS_RESIDUAL", "REQUANT_F32", "ADD_F32", "AVG_F32"}  # set by the op per layer
-
-
-def recorded_builds(monkeypatch) -> list:
-    """(source, options) of every program accel builds while the list is being recorded."""
-    built = []
-    real = accel.runtime.Program
-
-    class Recording:
-        @staticmethod
-        def from_source(context, source, options, cache_dir):
-            built.append((source, options))
-            return real.from_source(context, source, options, cache_dir)
-
-        from_binary = real.from_binary
-
-    monkeypatch.setattr(accel.runtime, "Program", Recording)
-    return built
 
 
 @pytest.mark.slow  # about 9 s on the emulator with cold caches (the bitstream), under 1 s warm

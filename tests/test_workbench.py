@@ -17,6 +17,7 @@ from accel import kernel_source, workbench
 from accel.cli import main
 from accel.isa import host_isa
 from chosen_devices import chosen
+from program_builds import recorded_builds
 
 # A deliberately wrong conv.cl: every tap reads one pixel to the right (OFF, a knob of the
 # variant, defaults to that off-by-one; -D OFF=0 makes it the shipped kernel again).
@@ -36,16 +37,7 @@ def off_by_one(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kernel_test_conv_tile_w_5_passes(device, capsys, monkeypatch):
-    built = []  # the options of every program built: each conv.cl one has TILE_W=5
-    real = accel.runtime.Program
-
-    class Recording:
-        @staticmethod
-        def from_source(context, source, options, cache_dir):
-            built.append((source, options))
-            return real.from_source(context, source, options, cache_dir)
-
-    monkeypatch.setattr(accel.runtime, "Program", Recording)
+    built = recorded_builds(monkeypatch)  # each conv.cl program must have TILE_W=5
     assert main(["kernel", "test", "conv", "-D", "TILE_W=5", "--device", device.index]) == 0
     out = capsys.readouterr().out
     # the 11 edge cases and 3 random shapes, none skipped
