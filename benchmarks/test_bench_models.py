@@ -78,7 +78,9 @@ def test_onnxruntime_fp32(benchmark, model_name, onnx_model, images):
         benchmark, _session(onnx_model), images[2])
 
 
-def test_onnxruntime_int8(benchmark, model_name, onnx_model, images):
+@pytest.fixture(scope="module")
+def qdq_model(onnx_model, images):
+    """onnxruntime's quantize_static QDQ model (u8 activations, s8 per-channel weights)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -95,8 +97,21 @@ def test_onnxruntime_int8(benchmark, model_name, onnx_model, images):
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True)
-        session = _session(onnx.load(dst))
-    MEDIANS[(model_name, "onnxruntime int8 (QDQ)")] = _bench_session(benchmark, session, images[2])
+        return onnx.load(dst)
+
+
+def test_onnxruntime_int8(benchmark, model_name, qdq_model, images):
+    MEDIANS[(model_name, "onnxruntime int8 (QDQ)")] = _bench_session(
+        benchmark, _session(qdq_model), images[2])
+
+
+def test_accel_on_the_qdq_model(benchmark, device, model_name, qdq_model, images):
+    """accel running onnxruntime's QDQ file itself (its float32 requantization and the
+    float islands onnxruntime keeps), next to onnxruntime's int8 on the same file."""
+    compiled = accel.compile(qdq_model, device=device, progress=False)
+    benchmark.pedantic(compiled.run, args=(images[2],), rounds=ROUNDS, warmup_rounds=WARMUP)
+    MEDIANS[(model_name, f"accel on the QDQ {device.short_name}")] = \
+        float(benchmark.stats.stats.median)
 
 
 def test_accel_int8(benchmark, device, model_name, onnx_model, images):

@@ -446,7 +446,12 @@ def test_run_errors(capsys, work, tiny_artifact, case):
 
 
 # --- bench and profile --------------------------------------------------------------------------
-def test_bench_times_accel_next_to_onnxruntime_fp32_and_int8(capsys, work, tiny_onnx):
+def test_bench_times_accel_next_to_onnxruntime_fp32_and_int8(capsys, monkeypatch, work,
+                                                              tiny_onnx):
+    from accel.bench import THREAD_ENV
+    for name in THREAD_ENV:  # --threads sets them for the process: undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     plot = work / "layers.png"
     code, out, err = run_cli(capsys, "bench", tiny_onnx, "--iterations", "4", "--warmup", "1",
                              "--threads", "1", "--json", "--per-layer", "--plot", plot)

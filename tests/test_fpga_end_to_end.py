@@ -20,14 +20,20 @@ def device_of(kind: str, platform: str | None = None):
     return device
 
 
-@pytest.mark.slow
-def test_resnet50_on_the_fpga_emulator_equals_pocl_bit_for_bit():
-    emulator = device_of("fpga-emulator")
+@pytest.fixture(scope="module")
+def resnet50_on_pocl():
+    """ResNet-50 compiled on PoCL (one compile for the tests below), and its images."""
     pocl = device_of("cpu", "Portable Computing Language")
     rng = np.random.default_rng(0)
-    images = [rng.normal(0, 60, (1, 3, 224, 224)).astype(np.float32) for _ in range(2)]
-    on_pocl = accel.compile(models.build("resnet50"), calibration=images, device=pocl,
-                            progress=False)
+    images = [rng.normal(0, 60, (1, 3, 224, 224)).astype(np.float32) for _ in range(3)]
+    return accel.compile(models.build("resnet50"), calibration=images[:2], device=pocl,
+                         progress=False), images
+
+
+@pytest.mark.slow
+def test_resnet50_on_the_fpga_emulator_equals_pocl_bit_for_bit(resnet50_on_pocl):
+    emulator = device_of("fpga-emulator")
+    on_pocl, images = resnet50_on_pocl
     on_emulator = accel.CompiledModel(on_pocl.lowered, emulator)  # FPGA pipelines by default
     # The emulator's plan really is the FPGA shape: stages of concurrent pipeline kernels.
     assert on_emulator._bound.plan.num_queues >= 2
@@ -40,7 +46,7 @@ def test_resnet50_on_the_fpga_emulator_equals_pocl_bit_for_bit():
     (config,) = configs
     assert config.conv_modes == ("fixed", "residual") and config.pool_modes == ("fixed",)
     assert not any(config.switched.values())
-    for x in images[:1] + [rng.normal(0, 60, (1, 3, 224, 224)).astype(np.float32)]:
+    for x in (images[0], images[2]):  # a calibration image and another
         for ours, theirs in zip(on_emulator.run_int8(x), on_pocl.run_int8(x)):
             np.testing.assert_array_equal(ours, theirs)
 
@@ -156,13 +162,9 @@ def board_design():
 
 
 @pytest.mark.slow
-def test_resnet50_at_the_estimators_board_design_equals_pocl_bit_for_bit():
+def test_resnet50_at_the_estimators_board_design_equals_pocl_bit_for_bit(resnet50_on_pocl):
     emulator = device_of("fpga-emulator")
-    pocl = device_of("cpu", "Portable Computing Language")
-    rng = np.random.default_rng(0)
-    images = [rng.normal(0, 60, (1, 3, 224, 224)).astype(np.float32) for _ in range(2)]
-    on_pocl = accel.compile(models.build("resnet50"), calibration=images, device=pocl,
-                            progress=False)
+    on_pocl, images = resnet50_on_pocl
     on_emulator = accel.CompiledModel(on_pocl.lowered, emulator, fpga_design=board_design())
     (config,) = {kept.geometry.config for kept in on_emulator._bound.buffers
                  if hasattr(kept, "geometry")}
