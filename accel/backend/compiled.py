@@ -63,7 +63,6 @@ class CompiledModel:
 
     def __init__(self, lowered: Lowered, device=None, *, fpga_pipelines: bool | None = None,
                  preprocessing=None, labels=None, task: str | None = None, fpga_design=None):
-        self._lowered = lowered
         # what turns images into inputs and outputs into answers (saved in model.json)
         self.preprocessing = preprocessing
         self.labels = labels
