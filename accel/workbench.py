@@ -278,7 +278,8 @@ class WinogradKernel(ConvKernel):
         return (1, 8, 8, 32, 32, 1)
 
     def asm_knobs(self, tuning_key: str, knobs: dict, shape=None) -> dict:
-        return {**self.winograd.tuned_knobs(tuning_key), **knobs}
+        layer = self.layer(shape) if shape is not None else None
+        return {**self.winograd.tuned_knobs(tuning_key, layer), **knobs}
 
 
 class DepthwiseKernel(GeometryCases):

@@ -1,7 +1,7 @@
 """The server under load: ResNet-50 behind ``accel serve``, 16 concurrent gRPC clients x 500
-requests of a 640x480 JPEG (ACCEL_BENCH_SERVING_REQUESTS sets the count per client for a quick
-run). Records p50/p99 latency and throughput; checks 0 errors and a flat server RSS (sampled
-every second: the last third's mean no more than 5% above the first third's). Compares one
+requests of a 640x480 JPEG. Records p50/p99 latency and throughput; checks 0 errors and a flat
+server RSS (sampled every second: the last third's mean no more than 5% above the first
+third's, judged when the load phase gave at least 30 samples). Compares one
 client's p50 with in-process ``Classifier.classify()`` of the same JPEG, and the throughput
 with the device's back-to-back rate (CompiledModel.run on a preprocessed input, in this
 process, before the server starts) and reports the fraction of the load phase the server's
@@ -9,6 +9,14 @@ device was busy (its accel_device_seconds over the wall time). Figures are print
 into benchmarks/README.md.
 
     .venv/bin/python -m pytest benchmarks/test_bench_serving.py -s
+
+A quick, bounded run (e.g. on a busy 2-core host; its figures are not the README's): the
+environment sets the requests per client (ACCEL_BENCH_SERVING_REQUESTS, default 500), the
+clients (ACCEL_BENCH_SERVING_CLIENTS, 16) and the sequential one-client requests
+(ACCEL_BENCH_SERVING_SINGLE, 60):
+
+    ACCEL_BENCH_SERVING_REQUESTS=3 ACCEL_BENCH_SERVING_SINGLE=10 \
+        .venv/bin/python -m pytest benchmarks/test_bench_serving.py -s
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ import pytest
 
 from serving_util import Server, photo_640x480
 
-CLIENTS = 16
-REQUESTS = int(os.environ.get("ACCEL_BENCH_SERVING_REQUESTS", "500"))
-SINGLE = 60  # sequential requests of the one-client latency
+CLIENTS = int(os.environ.get("ACCEL_BENCH_SERVING_CLIENTS", "16"))
+REQUESTS = int(os.environ.get("ACCEL_BENCH_SERVING_REQUESTS", "500"))  # per client
+SINGLE = int(os.environ.get("ACCEL_BENCH_SERVING_SINGLE", "60"))  # one client, sequential
+RSS_SAMPLES = 30  # fewer (a quick run): RSS is reported, not judged (start-up would weigh)
 
 
 def _percentile(values, q):
@@ -179,10 +188,12 @@ def test_serving_load(resnet50, tmp_path):
         "in_process_classify_p50_ms": round(classify_p50, 2),
         "one_client_overhead_ms": round(single_p50 - classify_p50, 2),
         "rss_first_third_mb": round(first / 2**20, 1), "rss_last_third_mb": round(last / 2**20, 1),
-        "rss_samples": len(samples), "device": accel.select_device().short_name,
+        "rss_samples": len(samples), "rss_judged": len(samples) >= RSS_SAMPLES,
+        "device": accel.select_device().short_name,
     }
     print("\nserving load: " + json.dumps(figures))
     assert code == 0
     assert not errors, errors[:5]
     assert len(latencies) == CLIENTS * REQUESTS
-    assert last <= first * 1.05, figures
+    if len(samples) >= RSS_SAMPLES:
+        assert last <= first * 1.05, figures

@@ -184,6 +184,9 @@ PYBIND11_MODULE(_runtime, m) {
                     return Buffer::wrap(reinterpret_cast<cl_mem>(mem));
                   }, py::arg("mem"), "Wrap a live cl_mem buffer handle (retained).")
       .def_property_readonly("nbytes", &Buffer::nbytes)
+      .def("region", &Buffer::region, py::arg("offset"), py::arg("nbytes"),
+           "Bytes [offset, offset + nbytes) as a buffer of its own (an OpenCL sub-buffer; "
+           "offset aligned to the device's CL_DEVICE_MEM_BASE_ADDR_ALIGN).")
       .def_property_readonly("int_ptr", [](const Buffer& b) {
              return reinterpret_cast<uintptr_t>(b.get());
            }, "The cl_mem handle (for pyopencl.Buffer.from_int_ptr).")

@@ -34,6 +34,21 @@ Buffer Buffer::wrap(cl_mem mem) {
   return Buffer(nbytes, context, adopt(mem, clReleaseMemObject));
 }
 
+Buffer Buffer::region(size_t offset, size_t nbytes) const {
+  if (nbytes == 0 || offset > nbytes_ || nbytes > nbytes_ - offset) {
+    throw Error(ErrorClass::Memory, "clCreateSubBuffer", CL_INVALID_VALUE,
+                "region [" + std::to_string(offset) + ", " + std::to_string(offset + nbytes) +
+                    ") is empty or outside the buffer's " + std::to_string(nbytes_) + " bytes");
+  }
+  cl_buffer_region region{offset, nbytes};
+  cl_int status = CL_SUCCESS;
+  cl_mem mem = clCreateSubBuffer(mem_.get(), CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
+                                 &region, &status);
+  check(status, "clCreateSubBuffer",
+        std::to_string(nbytes) + " bytes at offset " + std::to_string(offset));
+  return Buffer(nbytes, context_, adopt(mem, clReleaseMemObject));
+}
+
 void Buffer::check_size(size_t nbytes, const char* what) const {
   if (nbytes != nbytes_) {
     throw Error(ErrorClass::Memory, what, CL_INVALID_VALUE,

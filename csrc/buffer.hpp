@@ -16,6 +16,10 @@ class Buffer {
   // An existing buffer (made by another library, e.g. pyopencl): retained here, released
   // when the last copy goes; its size and context are the driver's.
   static Buffer wrap(cl_mem mem);
+  // Bytes [offset, offset + nbytes) of this buffer as a buffer of its own (clCreateSubBuffer;
+  // offset a multiple of the device's CL_DEVICE_MEM_BASE_ADDR_ALIGN). The FPGA's persistent
+  // pipeline addresses every activation in one arena; the other kernels get regions of it.
+  Buffer region(size_t offset, size_t nbytes) const;
   size_t nbytes() const { return nbytes_; }
   cl_mem get() const { return mem_.get(); }
   cl_context context() const { return context_; }

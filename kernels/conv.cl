@@ -257,13 +257,13 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
       __global char* o = out + pixel * out_stride + out_offset + cout0;
 #if HAS_RESIDUAL
       const char16 r = vload16(0, residual + pixel * res_stride + cout0);
-      vstore16(accel_requantize_add16(acc[b][p], m, s, r, residual_zero_point,
-                                      residual_multiplier, residual_shift, output_zero_point,
-                                      lo, hi), 0, o);
+      accel_store16(accel_requantize_add16(acc[b][p], m, s, r, residual_zero_point,
+                                           residual_multiplier, residual_shift,
+                                           output_zero_point, lo, hi), o);
 #elif REQUANT_F32
-      vstore16(accel_requantize_f32_16(acc[b][p], m, s, output_zero_point, lo, hi), 0, o);
+      accel_store16(accel_requantize_f32_16(acc[b][p], m, s, output_zero_point, lo, hi), o);
 #else
-      vstore16(accel_requantize16(acc[b][p], m, s, output_zero_point, lo, hi), 0, o);
+      accel_store16(accel_requantize16(acc[b][p], m, s, output_zero_point, lo, hi), o);
 #endif
     }
   }

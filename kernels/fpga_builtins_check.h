@@ -11,6 +11,7 @@
  *                            "#pragma OPENCL EXTENSION cl_intel_channels : enable" is checked
  *   channel T name attr;     a program-scope extern __constant T (readable, any type)
  *   depth(N), max_global_work_dim(N)   attributes clang lacks: expand to nothing
+ *   CLK_CHANNEL_MEM_FENCE    the mem_fence flag for channel calls (a value of its own)
  *   read_channel_intel(ch)   the channel's value, of its element type
  *   write_channel_intel(ch, v)  a compile error ("array size is negative") unless v has the
  *                            channel's element type
@@ -34,5 +35,8 @@
 #define write_channel_intel(ch, value)                                                    \
   ((void)sizeof(char[__builtin_types_compatible_p(__typeof__(((void)0, (ch))),             \
                                                   __typeof__(((void)0, (value)))) ? 1 : -1]))
+
+/* The fence flag that orders channel calls against memory operations (aoc's). */
+#define CLK_CHANNEL_MEM_FENCE 0x10
 
 #endif /* ACCEL_FPGA_BUILTINS_CHECK_H */

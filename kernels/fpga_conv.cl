@@ -72,6 +72,11 @@
  *   FPGA_SYSTOLIC    1: the core passes the data vector lane to lane through registers
  *                    (short wires; per-lane weight and sum delay rings; LANE_NUM - 1 drain
  *                    cycles per layer); 0 (default): broadcast to every lane
+ *   FPGA_PERSISTENT  1: each kernel is launched once per segment of layers and loops over
+ *                    its table of layer descriptors (fpga_descriptor.h: the arguments below
+ *                    come from the table, a writer -> reader token orders the layers, the
+ *                    activations are one volatile arena); 0 (default): one launch per layer,
+ *                    the arguments as listed. The loop bodies are the same code.
  *   FPGA_CONV_FIXED, FPGA_CONV_RESIDUAL, FPGA_CONV_F32   the epilogue's compile-time modes
  *                    (0/1, default all): fixed-point requantize, the fused residual add on
  *                    top of it, onnxruntime's float32 requantize. A bitstream carries only the
@@ -146,6 +151,7 @@
 
 #if ACCEL_FPGA
 #pragma OPENCL EXTENSION cl_intel_channels : enable
+#include "fpga_descriptor.h"
 
 /* The reader's loop writes one half of each double buffer while it reads the other: no
  * dependency between iterations, which aoc cannot prove on its own (it would raise the II).
@@ -229,6 +235,12 @@ inline data_vec fpga_fill_vec(int zero_point) {
  * never drains between rows (PipeCNN flattens its reader the same way). Addresses advance by
  * increments: no multiply per step. */
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_conv_reader(FPGA_ACTIVATIONS const data_vec* restrict activations,
+                               __global const weight_vec* restrict weight_arena,
+                               __global const fpga_descriptor* restrict layers,
+                               const int num_layers) {
+#else
 __kernel void fpga_conv_reader(__global const data_vec* restrict input,
                                __global const weight_vec* restrict weights,
                                const int batch, const int in_height, const int in_width,
@@ -240,8 +252,24 @@ __kernel void fpga_conv_reader(__global const data_vec* restrict input,
                                const int dilation_h, const int dilation_w,
                                const int pad_top, const int pad_left,
                                const int input_zero_point, const int groups) {
+#endif
   __local data_vec window[2][WIN_BUF_VECS];
   __local weight_vec weight_buf[2][WEIGHT_BUF_VECS];
+#if FPGA_PERSISTENT
+  /* One layer per iteration (fpga_descriptor.h); the per-layer kernel's body below. */
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_CONV)
+  FPGA_ACTIVATIONS const data_vec* restrict input = activations + d[FD_IN_BASE];
+  __global const weight_vec* restrict weights = weight_arena + d[FD_WEIGHTS_BASE];
+  const int batch = d[FD_BATCH], in_height = d[FD_IN_HEIGHT], in_width = d[FD_IN_WIDTH];
+  const int in_channels = d[FD_IN_CHANNELS], in_stride_vecs = d[FD_IN_STRIDE_VECS];
+  const int in_offset_vecs = d[FD_IN_OFFSET_VECS];
+  const int out_height = d[FD_OUT_HEIGHT], out_width = d[FD_OUT_WIDTH];
+  const int kernel_h = d[FD_KERNEL_H], kernel_w = d[FD_KERNEL_W];
+  const int stride_h = d[FD_STRIDE_H], stride_w = d[FD_STRIDE_W];
+  const int dilation_h = d[FD_DILATION_H], dilation_w = d[FD_DILATION_W];
+  const int pad_top = d[FD_PAD_TOP], pad_left = d[FD_PAD_LEFT];
+  const int input_zero_point = d[FD_INPUT_ZERO_POINT], groups = d[FD_GROUPS];
+#endif
 
   const int cvecs = (in_channels + VEC_SIZE - 1) / VEC_SIZE;
   const int kvecs = kernel_h * kernel_w * cvecs;          /* reduction length in vectors */
@@ -275,6 +303,14 @@ __kernel void fpga_conv_reader(__global const data_vec* restrict input,
   /* Prologue: the first group's weights and the first row's window. */
   if (weights_on_chip)
     for (int i = 0; i < kvecs; ++i) weight_buf[0][i] = weights[i];
+#if FPGA_PERSISTENT
+  /* The weights are the host's: loaded while the previous layer drains and signals (the
+   * estimator charges what that does not hide). The activations are not: wait for the token
+   * of the writer that wrote them (fpga_descriptor.h). */
+  if (d[FD_WAIT] == FPGA_LAYER_CONV) (void)read_channel_intel(conv_to_conv_token);
+  if (d[FD_WAIT] == FPGA_LAYER_POOL) (void)read_channel_intel(pool_to_conv_token);
+  mem_fence(CLK_CHANNEL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+#endif
   if (window_on_chip) {
     int y = -pad_top, slot = 0, xs = col_first, cv = 0;
     int addr = y * image_row + col_first * in_stride_vecs + in_offset_vecs;
@@ -375,11 +411,23 @@ __kernel void fpga_conv_reader(__global const data_vec* restrict input,
                in_offset_vecs;
     }
   }
+#if FPGA_PERSISTENT
+  FPGA_END_LAYERS
+#endif
 }
 
 #if !FPGA_SYSTOLIC
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_conv_core(__global const fpga_descriptor* restrict layers,
+                             const int num_layers) {
+#else
 __kernel void fpga_conv_core(const int outputs, const int kvecs) {
+#endif
+#if FPGA_PERSISTENT
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_CONV)
+  const int outputs = d[FD_OUTPUTS], kvecs = d[FD_KVECS];
+#endif
   /* Per lane, ACC_DEPTH partial sums: each cycle adds into the oldest and shifts. */
   int acc[LANE_NUM][ACC_DEPTH];
 #pragma unroll
@@ -419,6 +467,9 @@ __kernel void fpga_conv_core(const int outputs, const int kvecs) {
     }
     k = last ? 0 : k + 1;
   }
+#if FPGA_PERSISTENT
+  FPGA_END_LAYERS
+#endif
 }
 #else
 /* The systolic core (FPGA_SYSTOLIC): the data vector is passed lane to lane, one lane per
@@ -448,9 +499,18 @@ __kernel void fpga_conv_core(const int outputs, const int kvecs) {
 #define SYS_MASK (SYS_DEPTH - 1)
 
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_conv_core(__global const fpga_descriptor* restrict layers,
+                             const int num_layers) {
+#else
 __kernel void fpga_conv_core(const int outputs, const int kvecs) {
+#endif
   __local data_vec weight_ring[LANE_NUM][SYS_DEPTH];  /* lane l's weights, l cycles late */
   __local int sum_ring[LANE_NUM][SYS_DEPTH];          /* lane l's sums, LANE-1-l cycles late */
+#if FPGA_PERSISTENT
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_CONV)
+  const int outputs = d[FD_OUTPUTS], kvecs = d[FD_KVECS];
+#endif
   bool done_ring[SYS_DEPTH];                          /* lane 0 finished a pixel then */
   int acc[LANE_NUM][ACC_DEPTH];
   data_vec chain[LANE_NUM];      /* chain[l]: the data vector lane l multiplies this cycle */
@@ -523,6 +583,9 @@ __kernel void fpga_conv_core(const int outputs, const int kvecs) {
     ptr = (ptr + 1) & SYS_MASK;
     if (in) k = last ? 0 : k + 1;
   }
+#if FPGA_PERSISTENT
+  FPGA_END_LAYERS
+#endif
 }
 #endif
 
@@ -560,6 +623,27 @@ inline char fpga_conv_requantize(int value, int multiplier, int shift, int side,
 #endif
 
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_conv_epilogue(FPGA_ACTIVATIONS const char* restrict activations,
+                                 __global const int* restrict int_arena,
+                                 __global const fpga_descriptor* restrict layers,
+                                 const int num_layers) {
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_CONV)
+  __global const int* restrict bias = int_arena + d[FD_BIAS_BASE];
+  __global const int* restrict multipliers = int_arena + d[FD_MULT_BASE];
+  __global const int* restrict shifts = int_arena + d[FD_SHIFT_BASE];
+  FPGA_ACTIVATIONS const char* restrict residual = activations + d[FD_RESIDUAL_BASE];
+  const int groups = d[FD_GROUPS], pixels = d[FD_PIXELS];
+  const int out_channels_padded = d[FD_OUT_CHANNELS_PADDED];
+  const int output_zero_point = d[FD_OUTPUT_ZERO_POINT], lo = d[FD_LO], hi = d[FD_HI];
+  const int has_residual = d[FD_HAS_RESIDUAL], residual_stride = d[FD_RESIDUAL_STRIDE];
+  const int residual_zero_point = d[FD_RESIDUAL_ZERO_POINT];
+  const int residual_multiplier = d[FD_RESIDUAL_MULTIPLIER];
+  const int residual_shift = d[FD_RESIDUAL_SHIFT];
+#if FPGA_CONV_FIXED && FPGA_CONV_F32  /* the mode select exists only with both datapaths */
+  const int requant_f32 = d[FD_REQUANT_F32];
+#endif
+#else
 __kernel void fpga_conv_epilogue(__global const int* restrict bias,
                                  __global const int* restrict multipliers,
                                  __global const int* restrict shifts,
@@ -570,6 +654,7 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
                                  const int has_residual, const int residual_stride,
                                  const int residual_zero_point, const int residual_multiplier,
                                  const int residual_shift, const int requant_f32) {
+#endif
   /* EPILOGUE_STEPS cycles per output vector, EPILOGUE_LANES lanes each: the requantize
    * datapaths are EPILOGUE_LANES wide, not LANE_NUM (the core spends kvecs >= EPILOGUE_STEPS
    * cycles on each vector, so the narrow epilogue keeps up; the estimator charges any layer
@@ -622,6 +707,9 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
       res_base = res_pixel;
     }
   }
+#if FPGA_PERSISTENT
+  FPGA_END_LAYERS
+#endif
 }
 
 /* Aligned OUT_STORE_BYTES-wide stores (out_vec), out_stride_units and out_offset_units in
@@ -629,9 +717,21 @@ __kernel void fpga_conv_epilogue(__global const int* restrict bias,
  * the units past it (the last group of a layer whose padded channels are not a multiple of
  * LANE_NUM) are not: one predicate per unit, fixed for the whole group. */
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_conv_writer(FPGA_ACTIVATIONS out_vec* restrict activations,
+                               __global const fpga_descriptor* restrict layers,
+                               const int num_layers) {
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_CONV)
+  FPGA_ACTIVATIONS out_vec* restrict output = activations + d[FD_OUT_BASE];
+  const int groups = d[FD_GROUPS], pixels = d[FD_PIXELS];
+  const int out_channels_padded = d[FD_OUT_CHANNELS_PADDED];
+  const int out_stride_units = d[FD_OUT_STRIDE_UNITS];
+  const int out_offset_units = d[FD_OUT_OFFSET_UNITS];
+#else
 __kernel void fpga_conv_writer(__global out_vec* restrict output, const int groups,
                                const int pixels, const int out_channels_padded,
                                const int out_stride_units, const int out_offset_units) {
+#endif
   int p = 0;
   int base = out_offset_units;               /* (p * out_stride + out_offset + g * LANE) / unit */
   int group_base = out_offset_units;         /* (out_offset + g * LANE) / unit */
@@ -653,6 +753,13 @@ __kernel void fpga_conv_writer(__global out_vec* restrict output, const int grou
       left -= OUT_STORES; units = min(OUT_STORES, left);
     }
   }
+#if FPGA_PERSISTENT
+  /* The layer is in memory: tell the next layer's reader (fpga_descriptor.h). */
+  mem_fence(CLK_GLOBAL_MEM_FENCE | CLK_CHANNEL_MEM_FENCE);
+  if (d[FD_SIGNAL] == FPGA_LAYER_CONV) write_channel_intel(conv_to_conv_token, layer);
+  if (d[FD_SIGNAL] == FPGA_LAYER_POOL) write_channel_intel(conv_to_pool_token, layer);
+  FPGA_END_LAYERS
+#endif
 }
 
 #endif /* ACCEL_FPGA */

@@ -36,6 +36,8 @@
  *   VEC_SIZE    channels per step (the same value as fpga_conv.cl's bitstream)
  *   POOL_DEPTH  depth of pool_ch (fpga_pool -> fpga_pool_writer); default 16 on a board,
  *               8192 in Intel's emulator (see fpga_conv.cl's channel depths)
+ *   FPGA_PERSISTENT  both kernels loop over a segment's layer descriptors (fpga_descriptor.h,
+ *               fpga_conv.cl's banner)
  * ================================================================================== */
 #include "quant.h"
 
@@ -61,6 +63,7 @@
 
 #if ACCEL_FPGA
 #pragma OPENCL EXTENSION cl_intel_channels : enable
+#include "fpga_descriptor.h"
 
 /* One aligned vector per tap (see fpga_conv.cl's data_vec). */
 typedef struct __attribute__((aligned(VEC_SIZE))) { char v[VEC_SIZE]; } pool_vec;
@@ -91,6 +94,39 @@ typedef struct __attribute__((aligned(POOL_STORE_BYTES))) { char v[POOL_STORE_BY
 channel pool_vec pool_ch __attribute__((depth(POOL_DEPTH)));
 
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_pool(FPGA_ACTIVATIONS const pool_vec* restrict activations,
+                        __global const int* restrict int_arena,
+                        __global const float* restrict float_arena,
+                        __global const fpga_descriptor* restrict layers,
+                        const int num_layers) {
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_POOL)
+  FPGA_ACTIVATIONS const pool_vec* restrict input = activations + d[FD_IN_BASE];
+  __global const int* restrict multipliers = int_arena + d[FD_MULT_BASE];
+  __global const int* restrict shifts = int_arena + d[FD_SHIFT_BASE];
+  __global const float* restrict dequantized = float_arena + d[FD_DEQUANT_BASE];
+  __global const float* restrict count_reciprocals = float_arena + d[FD_RECIP_BASE];
+  const int batch = d[FD_BATCH], in_height = d[FD_IN_HEIGHT], in_width = d[FD_IN_WIDTH];
+  const int channels = d[FD_IN_CHANNELS], in_stride_vecs = d[FD_IN_STRIDE_VECS];
+  const int out_height = d[FD_OUT_HEIGHT], out_width = d[FD_OUT_WIDTH];
+  const int kernel_h = d[FD_KERNEL_H], kernel_w = d[FD_KERNEL_W];
+  const int stride_h = d[FD_STRIDE_H], stride_w = d[FD_STRIDE_W];
+  const int pad_top = d[FD_PAD_TOP], pad_left = d[FD_PAD_LEFT], is_max = d[FD_IS_MAX];
+  const int count_h0 = d[FD_COUNT_H0], count_h1 = d[FD_COUNT_H1];
+  const int count_w0 = d[FD_COUNT_W0], count_w1 = d[FD_COUNT_W1];
+  const int input_zero_point = d[FD_INPUT_ZERO_POINT];
+  const int output_zero_point = d[FD_OUTPUT_ZERO_POINT], lo = d[FD_LO], hi = d[FD_HI];
+#if FPGA_POOL_FIXED + FPGA_POOL_F32 + FPGA_POOL_AVG_F32 > 1  /* a mode select only then */
+  const int float32_mode = d[FD_FLOAT32_MODE];
+#endif
+  const float out_scale = as_float(d[FD_OUT_SCALE]);
+  const float out_scale_reciprocal = as_float(d[FD_OUT_SCALE_RECIPROCAL]);
+  const int offset = d[FD_OFFSET];
+  /* The activations are the previous layer's: wait for its writer (fpga_descriptor.h). */
+  if (d[FD_WAIT] == FPGA_LAYER_CONV) (void)read_channel_intel(conv_to_pool_token);
+  if (d[FD_WAIT] == FPGA_LAYER_POOL) (void)read_channel_intel(pool_to_pool_token);
+  mem_fence(CLK_CHANNEL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+#else
 __kernel void fpga_pool(__global const pool_vec* restrict input,
                         __global const int* restrict multipliers,
                         __global const int* restrict shifts,
@@ -108,6 +144,7 @@ __kernel void fpga_pool(__global const pool_vec* restrict input,
                         __global const float* restrict count_reciprocals,
                         const float out_scale, const float out_scale_reciprocal,
                         const int offset) {
+#endif
   const int cvecs = (channels + VEC_SIZE - 1) / VEC_SIZE;
   const long steps = (long)batch * out_height * out_width * cvecs * kernel_h * kernel_w;
   pool_vec fill;
@@ -200,15 +237,29 @@ __kernel void fpga_pool(__global const pool_vec* restrict input,
       }
     }
   }
+#if FPGA_PERSISTENT
+  FPGA_END_LAYERS
+#endif
 }
 
 /* Aligned POOL_STORE_BYTES-wide stores (pool_out_vec; out_stride_units and out_offset_units
  * in those units): each store unit of a vector below the padded channel count is written
  * whole (channels, strides and offsets are multiples of 16), one predicate per unit. */
 __attribute__((max_global_work_dim(0)))
+#if FPGA_PERSISTENT
+__kernel void fpga_pool_writer(FPGA_ACTIVATIONS pool_out_vec* restrict activations,
+                               __global const fpga_descriptor* restrict layers,
+                               const int num_layers) {
+  FPGA_FOR_EACH_LAYER(FPGA_LAYER_POOL)
+  FPGA_ACTIVATIONS pool_out_vec* restrict output = activations + d[FD_OUT_BASE];
+  const int pixels = d[FD_PIXELS], channels = d[FD_IN_CHANNELS];
+  const int out_stride_units = d[FD_OUT_STRIDE_UNITS];
+  const int out_offset_units = d[FD_OUT_OFFSET_UNITS];
+#else
 __kernel void fpga_pool_writer(__global pool_out_vec* restrict output, const int pixels,
                                const int channels, const int out_stride_units,
                                const int out_offset_units) {
+#endif
   const int cvecs = (channels + VEC_SIZE - 1) / VEC_SIZE;
   const int total_units = channels / POOL_STORE_BYTES;
   int cv = 0, left = total_units;                /* units from vector cv on */
@@ -227,6 +278,13 @@ __kernel void fpga_pool_writer(__global pool_out_vec* restrict output, const int
     left -= POOL_STORES;
     if (++cv == cvecs) { cv = 0; left = total_units; pixel += out_stride_units; base = pixel; }
   }
+#if FPGA_PERSISTENT
+  /* The layer is in memory: tell the next layer's reader (fpga_descriptor.h). */
+  mem_fence(CLK_GLOBAL_MEM_FENCE | CLK_CHANNEL_MEM_FENCE);
+  if (d[FD_SIGNAL] == FPGA_LAYER_CONV) write_channel_intel(pool_to_conv_token, layer);
+  if (d[FD_SIGNAL] == FPGA_LAYER_POOL) write_channel_intel(pool_to_pool_token, layer);
+  FPGA_END_LAYERS
+#endif
 }
 
 #endif /* ACCEL_FPGA */

@@ -57,4 +57,16 @@ inline char16 accel_requantize_f32_16(int16 acc, int16 mantissa, int16 shift, in
   return convert_char16(convert_int16(bounded) + zero_point);
 }
 
+/* 16 bytes to out[0..15] as one vector store. PoCL's vstore16 of a char16 came out as 16
+ * byte stores (as many instructions as a fast requantization); a plain store through a
+ * pointer to a 1-byte-aligned char16 is one unaligned vector store. x86 targets only (PoCL's
+ * compiler defines __SSE2__ there): an under-aligned vector type is a clang extension that
+ * other OpenCL compilers need not take, and elsewhere vstore16 is already one store. */
+#if defined(__clang__) && defined(__SSE2__)
+typedef char16 accel_char16_unaligned __attribute__((aligned(1)));
+#define accel_store16(value, out) (*(__global accel_char16_unaligned*)(out) = (value))
+#else
+#define accel_store16(value, out) vstore16((value), 0, (out))
+#endif
+
 #endif /* ACCEL_QUANT_VEC_H */

@@ -223,13 +223,13 @@ __kernel void winograd_conv3x3_nhwc(__global const char* restrict x,
       __global char* o = out + opix * out_stride + out_offset + cout0;
 #if HAS_RESIDUAL
       const char16 res = vload16(0, residual + opix * res_stride + cout0);
-      vstore16(accel_requantize_add16(acc, mult, shift, res, residual_zero_point,
-                                      residual_multiplier, residual_shift, output_zero_point,
-                                      lo, hi), 0, o);
+      accel_store16(accel_requantize_add16(acc, mult, shift, res, residual_zero_point,
+                                           residual_multiplier, residual_shift,
+                                           output_zero_point, lo, hi), o);
 #elif REQUANT_F32
-      vstore16(accel_requantize_f32_16(acc, mult, shift, output_zero_point, lo, hi), 0, o);
+      accel_store16(accel_requantize_f32_16(acc, mult, shift, output_zero_point, lo, hi), o);
 #else
-      vstore16(accel_requantize16(acc, mult, shift, output_zero_point, lo, hi), 0, o);
+      accel_store16(accel_requantize16(acc, mult, shift, output_zero_point, lo, hi), o);
 #endif
     }
   }

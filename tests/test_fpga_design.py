@@ -143,7 +143,9 @@ def test_published_clock_points_and_the_fitted_rule():
     # a fuller array never clocks faster
     assert fmax.achievable_mhz("a10gx1150", "broadcast", 0.9) < \
         fmax.achievable_mhz("a10gx1150", "broadcast", 0.3)
-    assert fmax.achievable_mhz("a10gx1150", "systolic", 0.9) >= 300
+    # a systolic array holds its clock better than a broadcast one (tests/test_fpga_fmax.py)
+    assert fmax.achievable_mhz("a10gx1150", "systolic", 0.9) > \
+        fmax.achievable_mhz("a10gx1150", "broadcast", 0.9) + 50
 
 
 def test_cli_report(capsys):
@@ -199,7 +201,9 @@ def test_modelled_only_options_build_no_kernel():
     from dataclasses import replace
     board = design_module.BOARD_DESIGN
     assert board.modelled_only == () and DEFAULT_DESIGN.modelled_only == ()
-    for record in (design_module.PERSISTENT_DESIGN, design_module.ON_CHIP_DESIGN,
+    assert design_module.PERSISTENT_DESIGN.modelled_only == ()  # built (FPGA_PERSISTENT)
+    assert design_module.PERSISTENT_DESIGN.defines()["FPGA_PERSISTENT"] == 1
+    for record in (design_module.ON_CHIP_DESIGN,
                    design_module.TWO_PIXEL_DESIGN, design_module.FOUR_PIXEL_DESIGN):
         assert record.modelled_only and "(modelled only)" in record.describe()
         with pytest.raises(ValueError, match="is modelled only"):

@@ -21,6 +21,13 @@ import accel.fpga.estimate  # noqa: E402
 from accel.fpga.cli import main as fpga_main  # noqa: E402
 
 DEPTH = fpga.ACCEL_DESIGN.pipeline_depth_cycles
+
+
+def loads(vectors, vector_bytes, mhz=200):
+    """Cycles of a prologue load: a vector per cycle at most, no faster than the board's DDR
+    (a LANE x VEC weight vector of 256 B takes two cycles' DDR bytes at 200 MHz)."""
+    return max(vectors, -(-vectors * vector_bytes * mhz * 10**6 //
+                          int(ARRIA10_GX1150.ddr_bytes_per_s)))
 PARAM = sys.modules["accel.fpga.estimate"].PARAM_BYTES_PER_CHANNEL
 
 
@@ -95,15 +102,16 @@ def test_stride_and_fc_cycles():
     # columns it reads per output row: no stall
     one_cycle = FpgaDesign(vec_size=16, lane_num=16)   # the epilogue in 1 cycle per vector
     row = conv_row(model, vec=16, lane=16, fpga_design=one_cycle)
-    assert row.cycles == 4 * 4 + (1 + 4) + DEPTH and row.stall_ms == 0
+    assert loads(1, 16 * 16) == 2                      # the first weights: DDR-bound
+    assert row.cycles == 4 * 4 + (2 + 4) + DEPTH and row.stall_ms == 0
     # the board design's epilogue takes 2 cycles per vector: a 1-vector reduction waits
     row = conv_row(model, vec=16, lane=16)
-    assert row.cycles == 4 * 4 * 2 + (1 + 4) + DEPTH
+    assert row.cycles == 4 * 4 * 2 + (2 + 4) + DEPTH
     assert row.stall_ms == pytest.approx(16 / 200e6 * 1e3)
     # a whole-row window (the reader before it) reloads all 8 columns: 4 stalls per row
     row = conv_row(model, vec=16, lane=16,
                    design=dataclasses.replace(fpga.ACCEL_DESIGN, compact_window=False))
-    assert row.cycles == 4 * 8 + (1 + 8) + DEPTH
+    assert row.cycles == 4 * 8 + (2 + 8) + DEPTH
     assert row.compute_ms == pytest.approx(16 / 200e6 * 1e3)
     assert row.stall_ms == pytest.approx(16 / 200e6 * 1e3)
     g = Graph((1, 100))
@@ -139,13 +147,14 @@ def test_the_stem_runs_space_to_depth_as_the_compiler_lowers_it():
                      design=dataclasses.replace(fpga.ACCEL_DESIGN, stem_space_to_depth=False))
     folded = conv_row(model, vec=16, lane=16,
                       design=dataclasses.replace(fpga.ACCEL_DESIGN, fold_stem=False))
-    assert plain.cycles - (49 + 7 * 16) - DEPTH == 8 * 8 * 7 * 7      # 3 channels, 1 vector
-    assert folded.cycles - (16 + 4 * 11) - DEPTH == 8 * 8 * 4 * 4     # 12 channels, 1 vector
+    w = 16 * 16                                        # bytes of a weight vector
+    assert plain.cycles - (loads(49, w) + 7 * 16) - DEPTH == 8 * 8 * 7 * 7  # 3 channels
+    assert folded.cycles - (loads(16, w) + 4 * 11) - DEPTH == 8 * 8 * 4 * 4  # 12 channels
     # the FPGA binding also folds the 4 kernel columns into channels (fpga_layout.fold_stems):
     # 4x1 over 48 channels, 3 vectors per tap row; the 1x1-wide window holds the 8 columns read
     columns = conv_row(model, vec=16, lane=16)
     assert columns.shape.startswith("48x") and "k4x1" in columns.shape
-    assert columns.cycles - (4 * 3 + 4 * 8 * 3) - DEPTH == 8 * 8 * 4 * 3
+    assert columns.cycles - (loads(4 * 3, w) + 4 * 8 * 3) - DEPTH == 8 * 8 * 4 * 3
 
 
 def test_standalone_pool_and_eltwise_by_hand():
@@ -541,7 +550,12 @@ def test_the_systolic_core_adds_its_drain_and_delay_rings():
     assert rings["systolic weight delay rings"].m20k == 64 * 8     # 64 x 32 B: 8 blocks wide
     assert rings["systolic sum de-skew rings"].m20k == 64
     assert ring.dsp.used == flat.dsp.used and ring.m20k.used == flat.m20k.used + 64 * 9
-    assert ring.fmax_achievable_mhz > flat.fmax_achievable_mhz + 80
+    # each at its style's rule for its use (fmax.py); the systolic rule well above
+    from accel.fpga import fmax
+    for res, style in ((ring, "systolic"), (flat, "broadcast")):
+        use = max(res.dsp.utilization, res.m20k.utilization)
+        assert res.fmax_achievable_mhz == fmax.achievable_mhz("a10gx1150", style, use)
+    assert ring.fmax_achievable_mhz > flat.fmax_achievable_mhz + 50
 
 
 # ---------------------------------------------------------------- faster by design (modelled)
@@ -571,15 +585,44 @@ def test_persistent_kernels_trade_the_launch_for_a_layer_sync():
     launch_ms = ARRIA10_GX1150.launch_overhead_us * 1e-3
     sync_ms = fpga.ACCEL_DESIGN.layer_sync_cycles / 200e6 * 1e3
     assert persistent[0].time_ms == pytest.approx(host[0].time_ms)   # the host starts pass 1
-    # pass 2: no launch, the sync instead, its 36 first weight vectors (9 x 4) prefetched
+    # pass 2: no launch, the sync instead; its 36 first weight vectors (9 x 4, 32 B each)
+    # load while pass 1 drains and signals, which takes longer: wholly hidden
+    assert loads(36, 32) == 36 < DEPTH + 7 + fpga.ACCEL_DESIGN.layer_sync_cycles
     assert persistent[1].time_ms == pytest.approx(
         host[1].time_ms - launch_ms + sync_ms - 36 / 200e6 * 1e3)
-    # charged: descriptor load units and decode; no DSP, no clock change
+    # charged: one wide descriptor load unit per persistent kernel, each kernel's copy of
+    # the descriptor in registers, the layer loop and tokens; no DSP
+    est = sys.modules["accel.fpga.estimate"]
     base = fpga.resources("a10gx1150", 32, 64, fpga_design=_at(design.BOARD_DESIGN))
     more = fpga.resources("a10gx1150", 32, 64, fpga_design=_at(design.PERSISTENT_DESIGN))
-    assert more.dsp.used == base.dsp.used and more.m20k.used > base.m20k.used
-    assert more.alm.used > base.alm.used
-    assert "layer descriptors (persistent)" in [c.name for c in more.components]
+    (unit,) = [c for c in more.components if c.name == "layer descriptors (persistent)"]
+    lsus = len(est.PERSISTENT_KERNELS)
+    assert lsus == 6 and unit.m20k == lsus * fpga.ACCEL_DESIGN.lsu_m20k
+    assert unit.alm == lsus * (fpga.ACCEL_DESIGN.lsu_alm + 64 * 32 // 4) + \
+        fpga.ACCEL_DESIGN.descriptor_alm
+    assert more.dsp.used == base.dsp.used and more.m20k.used == base.m20k.used + unit.m20k
+    assert more.alm.used == base.alm.used + unit.alm
+
+
+def test_a_persistent_pass_hides_its_first_weights_behind_the_drain_and_sync_only():
+    """fpga_conv.cl's persistent reader loads a pass's first weights, then waits for the
+    previous pass's token: the previous pass's drain and the layer sync hide that much of the
+    load (DDR-bound for LANE x VEC-byte vectors), the rest is charged."""
+    from accel.fpga import design
+    g = Graph((1, 128, 4, 4))
+    model = g.model(g.conv(g.conv("x", 128, 128, 3, pad=1, name="a"), 128, 128, 3, pad=1,
+                           name="b"))
+    at = dict(vec_size=32, lane_num=64, fmax_mhz=200)
+    host = fpga.estimate(model, fpga_design=_at(design.BOARD_DESIGN), **at).layers
+    persistent = fpga.estimate(model, fpga_design=_at(design.PERSISTENT_DESIGN), **at).layers
+    weights = loads(9 * 4, 64 * 32)        # 36 vectors of 2,048 B
+    sync = fpga.ACCEL_DESIGN.layer_sync_cycles
+    hidden = DEPTH + 63 + sync             # pass a's drain (the systolic skew too), the sync
+    assert weights > hidden
+    launch_ms = ARRIA10_GX1150.launch_overhead_us * 1e-3
+    assert persistent[1].time_ms == pytest.approx(
+        host[1].time_ms - launch_ms + (sync - hidden) / 200e6 * 1e3)
+    assert persistent[1].overhead_ms > (weights - hidden) / 200e6 * 1e3
 
 
 def test_on_chip_intermediates_remove_their_ddr_traffic_and_cost_m20k():
@@ -610,7 +653,7 @@ def test_on_chip_intermediates_remove_their_ddr_traffic_and_cost_m20k():
 
 def test_resnet50_bottleneck_intermediates_on_chip(resnet50):
     """Every 1x1 -> 3x3 and 3x3 -> 1x1 intermediate of ResNet-50 but layer2.0's 56x56x128 one
-    stays on chip; the model is compute-bound at 303 MHz, so DDR falls and time barely moves."""
+    stays on chip; the model is compute-bound at the systolic clock, so DDR falls and time barely moves."""
     from accel.fpga import design
     est = sys.modules["accel.fpga.estimate"]
     record = _at(design.ON_CHIP_DESIGN)
@@ -623,7 +666,8 @@ def test_resnet50_bottleneck_intermediates_on_chip(resnet50):
     persistent = fpga.estimate(resnet50, fpga_design=_at(design.PERSISTENT_DESIGN))
     chip = fpga.estimate(resnet50, fpga_design=record)
     assert chip.fits and chip.ddr_bytes < 0.8 * persistent.ddr_bytes
-    assert chip.latency_ms <= persistent.latency_ms
+    # time barely moves: compute-bound, and the buffers' M20K cost the clock a MHz or two
+    assert chip.latency_ms <= 1.01 * persistent.latency_ms
     today = fpga.estimate(resnet50)
     assert persistent.latency_ms < today.latency_ms - 0.5        # 55 host launches saved
 

@@ -59,9 +59,10 @@ SINGLE_CONV = [(("fixed",), "accel_requantize("), (("fixed", "residual"), "accel
                (("float32",), "accel_requantize_f32(")]
 
 
+@pytest.mark.parametrize("persistent", [False, True], ids=["per-layer", "persistent"])
 @pytest.mark.parametrize("modes, function", SINGLE_CONV, ids=["fixed", "residual", "float32"])
-def test_a_single_mode_conv_bitstream_has_no_run_time_mode_switch(modes, function):
-    source = preprocess(FpgaDesign(conv_modes=modes))
+def test_a_single_mode_conv_bitstream_has_no_run_time_mode_switch(modes, function, persistent):
+    source = preprocess(FpgaDesign(conv_modes=modes, persistent=persistent))
     lanes = function_body(source, "fpga_conv_requantize") + function_body(source,
                                                                          "fpga_conv_epilogue")
     assert "use_f32" not in function_body(source, "fpga_conv_requantize")
@@ -82,9 +83,10 @@ def test_a_mixed_conv_bitstream_selects_per_layer_and_says_so():
     assert not FpgaDesign(conv_modes=("float32",)).switched["conv"]
 
 
+@pytest.mark.parametrize("persistent", [False, True], ids=["per-layer", "persistent"])
 @pytest.mark.parametrize("modes", [("fixed",), ("float32",), ("avg_f32",)])
-def test_a_single_mode_pool_bitstream_has_no_run_time_mode_switch(modes):
-    source = preprocess(FpgaDesign(pool_modes=modes))
+def test_a_single_mode_pool_bitstream_has_no_run_time_mode_switch(modes, persistent):
+    source = preprocess(FpgaDesign(pool_modes=modes, persistent=persistent))
     body = function_body(source, "fpga_pool")
     assert "float32_mode" not in body
     floats = "running_f32" in body or "accel_quantize_f32" in body
@@ -125,8 +127,11 @@ def loops(source: str):
 @pytest.mark.parametrize("design", [FpgaDesign(), FpgaDesign(conv_modes=("float32",),
                                                              pool_modes=("avg_f32",)),
                                     FpgaDesign(vec_size=32, lane_num=64, epilogue_steps=2,
-                                               systolic=True)],
-                         ids=["every-mode", "qdq", "board"])
+                                               systolic=True),
+                                    FpgaDesign(persistent=True),
+                                    FpgaDesign(vec_size=32, lane_num=64, epilogue_steps=2,
+                                               systolic=True, persistent=True)],
+                         ids=["every-mode", "qdq", "board", "persistent", "board-persistent"])
 def test_every_loop_has_a_trip_count_known_before_it_starts(design):
     source = preprocess(design)
     found = 0
@@ -147,13 +152,17 @@ def test_every_loop_has_a_trip_count_known_before_it_starts(design):
     assert found >= 20
     for kernel in ("fpga_conv_reader", "fpga_conv_core", "fpga_conv_epilogue",
                    "fpga_conv_writer", "fpga_pool", "fpga_pool_writer"):
-        assert not re.search(r"\b(while|do)\b", function_body(source, kernel)), kernel
+        body = function_body(source, kernel)
+        assert not re.search(r"\b(while|do)\b", body), kernel
+        # the persistent kernels' outer loop, over the segment's layer table, is checked too
+        assert ("layer < num_layers" in body) == design.persistent, kernel
 
 
-def test_the_reader_streams_in_one_flat_loop():
+@pytest.mark.parametrize("persistent", [False, True], ids=["per-layer", "persistent"])
+def test_the_reader_streams_in_one_flat_loop(persistent):
     """One loop over every output row of every group (no per-row inner loop whose trip count
     changes with the row): the pipeline never drains between rows."""
-    body = function_body(preprocess(FpgaDesign()), "fpga_conv_reader")
+    body = function_body(preprocess(FpgaDesign(persistent=persistent)), "fpga_conv_reader")
     headers = [h for h, _ in loops(body)]
     assert "long i = 0; i < total_steps; ++i" in headers
     main = body[body.index("i < total_steps"):]

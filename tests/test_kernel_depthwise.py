@@ -54,6 +54,9 @@ SHAPES = {
     "3x3-dilation2": (1, 9, 10, 20, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
     "3x2-mixed-stride-dilation": (2, 7, 12, 5, 3, 2, (1, 2), (0, 3, 1, 0), (2, 3)),
     "7x7-wide-row": (1, 3, 37, 16, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),
+    # tiles inside the row on image rows, and on rows above and below the image (pad row)
+    "5x5-stride2-wide": (1, 9, 30, 24, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1)),
+    "3x3-dilation2-wide": (1, 6, 29, 32, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
 }
 SMALLEST = {"3x3-channels-not-16", "1x1-spatial-3x3", "3x2-mixed-stride-dilation"}
 
@@ -66,6 +69,47 @@ def test_depthwise_shapes(ctx, name):
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     check(ctx, *make_case(rng, n, h, w, c, kh, kw, stride=stride, pads=pads,
                           dilation=dilation))
+
+
+# Kernel widths 1, 2, 3 and 5: no tap pair, one pair, a pair and an odd tap, two and one.
+PAIR_SHAPES = ["1x1-spatial-3x3", "3x2-mixed-stride-dilation", "5x5-stride2-wide",
+               "3x3-dilation2-wide", "7x7-wide-row"]
+
+
+@pytest.mark.parametrize("knobs", [{"PAIR_MAC_EMULATE": 1}, {"X86_PAIR_MAC": 0}],
+                         ids=["pairs-emulated", "no-pairs"])
+@pytest.mark.parametrize("name", PAIR_SHAPES)
+def test_depthwise_tap_pairs(ctx, name, knobs):
+    """The two-tap pair path in plain C (its zipping and tap walk checked on every device,
+    whatever its instruction set) and the one-tap path (the default off x86)."""
+    n, h, w, c, kh, kw, stride, pads, dilation = SHAPES[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + 2)
+    check(ctx, *make_case(rng, n, h, w, c, kh, kw, stride=stride, pads=pads,
+                          dilation=dilation), knobs=knobs)
+
+
+def test_depthwise_requantize_shifts_both_sides_of_32(ctx):
+    """quant_vec.h's 16-lane requantization takes a 32-bit path when every shift of the block
+    is at least 32 and the 64-bit one otherwise: blocks of each kind, and one mixing both."""
+    rng = np.random.default_rng(11)
+    x, weights, bias, kwargs = make_case(rng, 1, 6, 7, 48, 3, 3, pads=(1, 1, 1, 1),
+                                         activation=Activation(-100, 120))
+    # inputs near the zero point and a small bias: with multipliers above 1/2 (shifts below
+    # 32) outputs still fall inside int8, so the rounding is compared, not just the clamp
+    zx = kwargs["input_zero_point"]
+    x = np.clip(zx + rng.integers(-3, 4, x.shape), -128, 127).astype(np.int8)
+    bias = rng.integers(-60, 60, 48).astype(np.int32)
+    reals = np.concatenate([rng.uniform(0.05, 0.4, 16),                       # all S >= 32
+                            rng.uniform(0.05, 0.4, 8), rng.uniform(0.5, 3.0, 8),  # mixed
+                            rng.uniform(0.5, 3.0, 16)])                      # all S < 32
+    weights = (weights // 8).astype(np.int8)
+    kwargs["multipliers"], kwargs["shifts"] = numerics.quantize_multipliers(reals)
+    shifts = kwargs["shifts"].reshape(3, 16)
+    assert (shifts[0] >= 32).all() and (shifts[2] < 32).all()
+    assert (shifts[1] >= 32).any() and (shifts[1] < 32).any()
+    y = check(ctx, x, weights, bias, kwargs)
+    inside = ((y > -100) & (y < 120)).reshape(-1, 3, 16)
+    assert inside.mean(axis=(0, 2)).min() > 0.5  # most outputs of every block unclamped
 
 
 @pytest.mark.parametrize("case", ["relu", "relu6", "saturating"])

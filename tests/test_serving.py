@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -74,7 +75,7 @@ def bits(array) -> bytes:
 # --- the seed's client: official stubs, empty model_spec, its metadata, 10 s deadline -----------
 def test_official_tf_serving_stub(server, images, expected, request):
     """The seed's calls over plain gRPC to a server without keys, then (same process: TF
-    starts once) over TLS to a server with keys."""
+    starts once) over TLS to a server with keys, and a request over a server's size limit."""
     if importlib.util.find_spec("tensorflow_serving") is None:
         missing_setup("the official tensorflow-serving-api stubs are not installed")
     args = {"target": server.grpc_target, "images": [str(p) for p in images],
@@ -83,6 +84,9 @@ def test_official_tf_serving_stub(server, images, expected, request):
     if tls is not None:
         args["secure"] = {"target": tls.grpc_target, "root_cert": str(tls.cert),
                           "token": "s3cret", "service": "secure"}
+    limited = request.getfixturevalue("slow_server")
+    args["oversize"] = {"target": limited.grpc_target, "bytes": 3 * LIMIT}
+    counted = _refusals(limited)
     done = subprocess.run([sys.executable, str(Path(__file__).parent / "tf_serving_client.py"),
                            json.dumps(args)], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -111,6 +115,8 @@ def test_official_tf_serving_stub(server, images, expected, request):
             assert base64.b64decode(value) == bits(expected[:1])
         assert secure["codes"] == {"empty_key": "UNAUTHENTICATED",
                                    "wrong_key": "UNAUTHENTICATED"}
+    assert result["oversize"]["code"] == "RESOURCE_EXHAUSTED"
+    _assert_refused(limited, result["oversize"]["details"], counted, 3 * LIMIT)
 
 
 # --- accel's client -------------------------------------------------------------------------
@@ -382,7 +388,9 @@ def test_auth_off_takes_any_authorization_header(server, images, expected):
         assert bits(answer.json()["predictions"]) == bits(expected[:1])
 
 
-def test_access_log_is_json(server):
+def test_access_log_is_json(server, client, images):
+    client.score_file(images[0])  # its own calls: the test must not lean on earlier ones
+    assert httpx.get(f"{server.url}/v1/models/nope").status_code == 404
     entries = server.log()
     requests = [e for e in entries if e.get("event") == "request"]
     assert any(e["protocol"] == "grpc" and e["code"] == "OK" for e in requests)
@@ -464,14 +472,93 @@ def slow_server(model_dir, tmp_path_factory):
     assert srv.stop() == 0
 
 
-def test_request_too_large(slow_server):
+LIMIT = 65536  # slow_server's --max-request-mb
+
+
+def _refusals(server) -> tuple[float, float, list[dict]]:
+    """What the server has counted and logged of gRPC Predicts refused for their size:
+    (accel_requests_total, accel_request_errors_total, access-log entries)."""
+    labels = 'code="RESOURCE_EXHAUSTED",model="tiny",protocol="grpc"'
+    entries = [e for e in server.log() if e.get("event") == "request"
+               and e["protocol"] == "grpc" and e["code"] == "RESOURCE_EXHAUSTED"
+               and "limit of" in e.get("error", "")]
+    return (_metric(server, f"accel_requests_total{{{labels}}}"),
+            _metric(server, f"accel_request_errors_total{{{labels}}}"), entries)
+
+
+def _assert_refused(server, details: str, before, data_bytes: int) -> None:
+    """``details`` says in one line that the request (its image data ``data_bytes`` and a
+    little framing) is over the limit, and the server counted it once and logged it."""
+    said = re.fullmatch(rf"the request is (\d+) bytes, larger than the server's limit of "
+                        rf"{LIMIT} bytes", details)
+    assert said, details
+    assert data_bytes < int(said.group(1)) < data_bytes + 64
+    requests, errors, entries = _refusals(server)
+    assert (requests, errors) == (before[0] + 1, before[1] + 1)
+    (entry,) = entries[len(before[2]):]
+    assert entry["method"] == "Predict" and entry["model"] == "tiny"
+    assert entry["error"] == details and entry["peer"]
+
+
+def test_request_too_large(slow_server, images):
+    """Over the limit: RESOURCE_EXHAUSTED / 413 with one line naming the limit and the size,
+    counted and logged like every answer; the server goes on serving."""
+    from accel.client import PredictionClient, ServerError
+    from accel.serving.grpc_limits import hard_cap
     big = jpeg(5, (900, 900), quality=100)
-    assert len(big) > 65536
-    assert _grpc_predict(slow_server.grpc_target,
-                         {"images": (7, [1], [big])}) == "RESOURCE_EXHAUSTED"
+    assert LIMIT < len(big) < hard_cap(LIMIT)
+    before = _refusals(slow_server)
+    code, details = _grpc_call(slow_server.grpc_target, {"images": (7, [1], [big])})
+    assert code == "RESOURCE_EXHAUSTED"
+    _assert_refused(slow_server, details, before, len(big))
+    with PredictionClient(slow_server.grpc_target) as client:
+        before = _refusals(slow_server)
+        with pytest.raises(ServerError) as refused:
+            client.score_image(big)
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        _assert_refused(slow_server, refused.value.details, before, len(big))  # no retry
+        # the same client, on the same connection, is answered next
+        assert client.score_image(images[0].read_bytes()).shape == (10,)
     answer = httpx.post(f"{slow_server.url}/v1/models/tiny:predict",
                         json={"instances": [{"b64": base64.b64encode(big).decode()}]})
-    assert answer.status_code == 413 and "limit" in answer.json()["error"]
+    assert answer.status_code == 413
+    assert answer.json()["error"] == f"the request is {len(answer.request.content)} bytes, " \
+                                     f"larger than the server's limit of {LIMIT} bytes"
+    # over the hard cap gRPC core refuses the message itself, unread (and uncounted)
+    code, details = _grpc_call(slow_server.grpc_target,
+                               {"images": (7, [1], [b"\xff" * hard_cap(LIMIT)])})
+    assert code == "RESOURCE_EXHAUSTED" and f"vs. {hard_cap(LIMIT)})" in details, details
+    assert _grpc_predict(slow_server.grpc_target, {"images": (7, [1], [big[:LIMIT // 2]])}) \
+        == "INVALID_ARGUMENT"  # under the limit: read and parsed (a truncated JPEG)
+
+
+def test_refused_requests_free_their_memory(slow_server):
+    """A request between the limit and core's hard cap is received whole before it is
+    refused; none may stay behind: the server's memory stays flat over many."""
+    from accel.serving.grpc_limits import hard_cap
+    from accel.serving.protos import tf_serving_pb2, tf_serving_pb2_grpc
+    request = tf_serving_pb2.PredictRequest()
+    request.inputs["images"].dtype = 7
+    request.inputs["images"].tensor_shape.dim.add(size=1)
+    request.inputs["images"].string_val.append(b"\xff" * (hard_cap(LIMIT) - 1024))
+
+    def rss_mib() -> float:
+        status = Path(f"/proc/{slow_server.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    with grpc.insecure_channel(slow_server.grpc_target) as channel:
+        stub = tf_serving_pb2_grpc.PredictionServiceStub(channel)
+
+        def refuse(count: int) -> None:
+            for _ in range(count):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.Predict(request, timeout=10)
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "limit of" in refused.value.details()
+        refuse(10)  # the allocator's pools settle
+        start = rss_mib()
+        refuse(60)  # 60 MiB received
+        assert rss_mib() - start < 20
 
 
 def _wait_in_flight(server, count: int, timeout: float = 30) -> None:

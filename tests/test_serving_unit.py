@@ -76,6 +76,25 @@ def test_auth_off_ignores_the_header(compares):
         core.pool.shutdown()
 
 
+# --- the size limit ------------------------------------------------------------------------------
+def test_size_limit_hard_cap_and_message():
+    """gRPC core accepts up to 4x the configured limit (at least 1 MiB more, within a C int)
+    so the server itself refuses, counts and logs what is between; gRPC and REST refuse in
+    the same words."""
+    from accel.serving.errors import too_large
+    from accel.serving.grpc_limits import INT_MAX, hard_cap
+    assert hard_cap(32 << 20) == 128 << 20
+    assert hard_cap(65536) == 65536 + (1 << 20)
+    assert hard_cap(2048 << 20) == INT_MAX == 2**31 - 1  # the CLI's largest --max-request-mb
+    error = too_large(100030, 65536)
+    assert error.status is Status.TOO_LARGE and error.status.http_status == 413
+    assert error.status.grpc_code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.message == ("the request is 100030 bytes, larger than the server's limit of "
+                             "65536 bytes")
+    assert too_large(70000, 65536, at_least=True).message.startswith(
+        "the request is at least 70000 bytes,")
+
+
 # --- the client's retries ----------------------------------------------------------------------
 class FakeRpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode, details: str = "what went wrong"):

@@ -1,8 +1,9 @@
 """Tuning as data and ``accel tune``: every knob and selection rule comes from
 kernels/tuning.json through accel.ops.tuning, checked against the constraints it declares
-(which the kernels' #error guards mirror); the tuner writes per-shape entries to the user's
-file, and a compiled model runs each conv layer with its shape's entry. Timings are never
-asserted: a fake measure makes the choice deterministic where the choice is under test."""
+(which the kernels' #error guards mirror); the tuner writes per-shape entries (knobs, and
+Winograd or the direct conv) to the user's file, and a compiled model runs each conv layer
+with its shape's entry. Timings are never asserted: a fake measure makes the choice
+deterministic where the choice is under test."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import accel
 import accel.cli
 from accel import numerics, tuner
+from accel.backend import binding
 from accel.errors import BuildError
 from accel.numerics import Activation
 from accel.ops import conv as conv_ops
@@ -76,22 +78,42 @@ def test_quick_tune_writes_the_user_file_and_compile_applies_each_shapes_knobs(
         result["chosen"]
     assert written.get("shapes", {}) == result["shapes"]
     assert set(result["shapes"]) <= {tuner.shape_class(SMALL[0]), tuner.shape_class(STRIDED[0])}
-    # what the table now gives each layer is what a compiled model prepares it with
+    # the 3x3 stride-1 shape got a measured kernel selection, the strided one none
+    assert set(result["winograd_shapes"]) == {tuner.shape_class(SMALL[0])}
+    assert json.loads(user_file.read_text())["winograd.cl"][key]["shapes"] == \
+        result["winograd_shapes"]
+    # what the table now gives each layer is what a compiled model runs it with
     ctx = accel.Context(fastest_cpu)
     for layer in result["layers"]:
         conv = tuner.conv_layer(tuple(layer["shape"]))
-        assert conv_ops.tuned_knobs(key, conv) == layer["knobs"]
-        assert tuned_part(prepared_knobs(ctx, conv)) == layer["knobs"]
-        assert layer["own_entry"] == (layer["shape_class"] in result["shapes"])
+        winograd = layer["kernel"] == "winograd"
+        assert accel.ops.winograd.use_for(key, conv, None) == winograd
+        if winograd:
+            assert accel.ops.winograd.tuned_knobs(key, conv) == layer["knobs"]
+            assert layer["winograd_ms"] == layer["tuned_ms"]
+        else:
+            assert conv_ops.tuned_knobs(key, conv) == layer["knobs"]
+            assert tuned_part(prepared_knobs(ctx, conv)) == layer["knobs"]
+            assert layer["own_entry"] == (layer["shape_class"] in result["shapes"])
 
 
 def fake_measure(winners: dict, tile_w: int):
-    """A measure that makes ``winners[shape]`` (adapted knobs) the fastest on its shape and
-    otherwise prefers TILE_W ``tile_w``; no kernel runs."""
-    def measure(device, shape, knobs, rounds):
-        if winners.get(shape) == knobs:
-            return 0.5
-        return 1.0 if knobs.get("TILE_W") == tile_w else 2.0
+    """A measure that makes ``winners[shape]`` (conv.cl's adapted knobs, or a kernel, "conv"
+    or "winograd", and its knobs) the fastest on its shape in every round and otherwise
+    prefers conv.cl with TILE_W ``tile_w`` and winograd.cl with its shipped knobs, equally
+    (so the shipped kernel stays); no kernel runs."""
+    def measure(ctx, shape, options, rounds):
+        winner = winners.get(shape)
+        winner = ("conv", winner) if isinstance(winner, dict) else winner
+
+        def ms(kernel, knobs):
+            if winner is not None and (winner == (kernel, knobs) or winner == (kernel, None)):
+                return 0.5
+            if kernel == "winograd":
+                shipped = tuning.knobs("winograd.cl", ctx.device.tuning_key)
+                return 1.0 if knobs == shipped else 2.0
+            return 1.0 if knobs.get("TILE_W") == tile_w else 2.0
+        return [[ms(kernel, knobs)] * rounds for kernel, knobs in options]
     return measure
 
 
@@ -154,6 +176,167 @@ def test_each_shape_gets_its_own_winner_and_compile_applies_it(fastest_cpu, user
         {c: k for c, k in shipped.items() if c != cls}
 
 
+# two 3x3 stride-1 convs of different shape classes (both Winograd-eligible): the net
+# two_conv_onnx builds, as workbench conv shapes
+SIDE = 16
+WINO_A = ((1, SIDE, SIDE, 3, 8, 3, 1, 1), 1)
+WINO_B = ((1, SIDE, SIDE, 8, 16, 3, 1, 1), 1)
+
+
+def two_conv_onnx():
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                     name)
+             for name, shape in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (16, 8, 3, 3)),
+                                 ("b2", (16,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                           [1, 3, SIDE, SIDE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, SIDE, SIDE])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def two_conv_artifact(fastest_cpu, tmp_path_factory):
+    rng = np.random.default_rng(1)
+    calibration = [rng.normal(0, 1, (1, 3, SIDE, SIDE)).astype(np.float32) for _ in range(2)]
+    compiled = accel.compile(two_conv_onnx(), calibration=calibration, device=fastest_cpu,
+                             progress=False)
+    return compiled.save(tmp_path_factory.mktemp("two_convs") / "two_convs.accel")
+
+
+def conv_kernels(model) -> dict:
+    """Shape class -> the op module each conv layer of a loaded model runs on."""
+    return {conv_ops.shape_class(p.layer): "winograd" if isinstance(
+                p, accel.ops.winograd.PreparedWinograd) else "conv"
+            for p in model._bound.buffers if isinstance(p, conv_ops.PreparedConv)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("winograd_on", ["A", "B"])
+def test_each_3x3_shape_runs_the_kernel_measured_faster_on_it(
+        fastest_cpu, user_file, monkeypatch, two_conv_artifact, winograd_on):
+    """The tuner times winograd.cl against conv.cl per 3x3 stride-1 shape and writes the
+    selection; a model bound afterwards runs each layer on its shape's winner, and its
+    outputs stay the same bits."""
+    fast, slow = (WINO_A, WINO_B) if winograd_on == "A" else (WINO_B, WINO_A)
+    monkeypatch.setattr(tuner, "measure", fake_measure(
+        {fast[0]: ("winograd", None), slow[0]: ("conv", None)}, tile_w=0))
+    result = tuner.tune(fastest_cpu, layers=(WINO_A, WINO_B), space=tuner.QUICK_CANDIDATES,
+                        show_progress=False)
+    fast_class, slow_class = tuner.shape_class(fast[0]), tuner.shape_class(slow[0])
+    assert result.winograd_shapes == {fast_class: {"WINOGRAD": 1},
+                                      slow_class: {"WINOGRAD": 0}}
+    assert {r.shape_class: r.kernel for r in result.layers} == \
+        {fast_class: "winograd", slow_class: "conv"}
+    written = json.loads(user_file.read_text())["winograd.cl"][fastest_cpu.tuning_key]
+    assert written["shapes"] == result.winograd_shapes
+
+    tuned = accel.load(two_conv_artifact, fastest_cpu)
+    assert conv_kernels(tuned) == {fast_class: "winograd", slow_class: "conv"}
+    x = np.random.default_rng(2).normal(0, 1, (1, 3, SIDE, SIDE)).astype(np.float32)
+    monkeypatch.setattr(binding, "WINOGRAD", False)  # every layer direct
+    direct = accel.load(two_conv_artifact, fastest_cpu)
+    assert set(conv_kernels(direct).values()) == {"conv"}
+    np.testing.assert_array_equal(tuned.run(x)["y"], direct.run(x)["y"])
+
+
+@pytest.mark.parametrize("fast, shipped_rounds, wins", [
+    ([8.0, 10.5, 10.4, 10.6, 10.2, 10.3], [10.0] * 6, False),  # one lucky round
+    ([9.8] * 6, [10.0] * 6, False),                            # 2%: within the noise
+    ([9.5, 9.6, 12.0, 9.5, 9.6, 9.4], [10.0] * 6, True),       # >= 3% in 5 of 6 rounds
+    ([9.5, 9.6, 9.5, 9.6, 9.4, 9.5], [10.0, 13.0, 9.0, 9.0, 9.0, 14.0], False),  # 3 of 6
+])
+def test_a_candidate_other_than_the_shipped_one_must_win_consistently(fast, shipped_rounds,
+                                                                      wins):
+    assert tuner.pick("shipped", {"shipped": shipped_rounds, "other": fast}) == \
+        ("other" if wins else "shipped")
+    # the shipped one wins ties and any best round
+    assert tuner.pick("shipped", {"shipped": fast, "other": fast}) == "shipped"
+
+
+def test_a_shapes_winner_must_win_again_head_to_head(fastest_cpu, user_file, monkeypatch):
+    """A shape's own winner is measured a second time against the incumbent alone: one that
+    was lucky in the first measurement (here: only there) is not written."""
+    key = fastest_cpu.tuning_key
+    layer = tuner.conv_layer(STRIDED[0])
+    shipped = conv_ops.tuned_knobs(key, layer)
+    other = next(k for k in (conv_ops.layer_knobs(layer, {**shipped, "TILE_W": w},
+                                                  tuning.rules("conv.cl", key))
+                             for w in (1, 2, 3, 4)) if k != shipped)
+    calls = []
+
+    def measure(ctx, shape, options, rounds):
+        if shape == STRIDED[0]:
+            calls.append([knobs for _, knobs in options])
+        lucky = len(calls) == 1 and shape == STRIDED[0]  # its first measurement only
+        return [[0.5 if lucky and knobs == other else 1.0] * rounds for _, knobs in options]
+    monkeypatch.setattr(tuner, "measure", measure)
+    # SMALL, all ties, weighs so much that the network's default stays the shipped one
+    result = tuner.tune(fastest_cpu, layers=((SMALL[0], 100), STRIDED), space={
+        "TILE_W": (1, 2, 3, 4), "COUT_BLOCKS": (shipped["COUT_BLOCKS"],),
+        "CIN_STEP": (shipped["CIN_STEP"],)}, show_progress=False)
+    assert result.chosen == tuning.knobs("conv.cl", key)
+    assert len(calls) == 2 and calls[1] == [shipped, other]  # the head-to-head measurement
+    assert result.shapes == {} and result.layers[1].knobs == shipped
+
+
+def test_candidates_run_in_rotation():
+    orders = [tuner.rotation(3, r) for r in range(3)]
+    assert orders == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+
+
+@pytest.mark.slow
+def test_tuning_into_the_shipped_table_keeps_its_other_entries_and_rules(
+        fastest_cpu, monkeypatch, tmp_path):
+    """``accel tune -o kernels/tuning.json``: the device's entries become the tuner's (its
+    provenance, its values), every other entry and the device's selection rules stay."""
+    from accel import kernel_source
+    before = json.loads((kernel_source.kernel_dir() / "tuning.json").read_text())
+    copy = tmp_path / "tuning.json"
+    copy.write_text(json.dumps(before))
+    monkeypatch.setattr(tuner, "measure", fake_measure({}, tile_w=0))
+    result = tuner.tune(fastest_cpu, layers=(SMALL, STRIDED), space=tuner.QUICK_CANDIDATES,
+                        show_progress=False, path=copy, command="accel tune -o tuning.json")
+    after = json.loads(copy.read_text())
+    key = fastest_cpu.tuning_key
+    assert {f: v for f, v in after.items() if f.startswith("_")} == \
+        {f: v for f, v in before.items() if f.startswith("_")}
+    for kernel_file, entries in before.items():
+        if not kernel_file.startswith("_"):
+            assert {k: v for k, v in after[kernel_file].items() if k != key} == \
+                {k: v for k, v in entries.items() if k != key}
+    for kernel_file, chosen in (("conv.cl", result.chosen),
+                                ("winograd.cl", result.winograd_chosen)):
+        old, new = before[kernel_file].get(key, {}), after[kernel_file][key]
+        rule_names = tuning.declared(kernel_file, "_rules")
+        assert {k: v for k, v in new.items() if k in rule_names} == \
+            {k: v for k, v in old.items() if k in rule_names}
+        assert {k: v for k, v in new.items() if k in tuning.declared(kernel_file)} == chosen
+        made = new["_provenance"]
+        assert (made["tool"], made["command"]) == ("accel tune", "accel tune -o tuning.json")
+    # ties keep the shipped values; the 3x3 shape's selection is the shipped kernel
+    assert result.chosen == tuning.knobs("conv.cl", key)
+    assert result.winograd_chosen == tuning.knobs("winograd.cl", key)
+    assert result.winograd_shapes == {tuner.shape_class(SMALL[0]): {"WINOGRAD": int(
+        accel.ops.winograd.use_for(key, tuner.conv_layer(SMALL[0]), None))}}
+    assert tuner.dumps(after).count("\n") > 50  # laid out, one member a line
+
+
+def test_the_fpga_emulator_is_not_tuned(emulator, user_file, capsys):
+    assert accel.cli.main(["tune", "--quick", "--device", emulator.index]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "FPGA design" in err
+    assert not user_file.exists()
+
+
 def test_the_user_file_wins_over_the_shipped_table(fastest_cpu, user_file):
     key = fastest_cpu.tuning_key
     shipped = tuning.knobs("conv.cl", key)
@@ -177,6 +360,32 @@ def test_the_user_file_wins_over_the_shipped_table(fastest_cpu, user_file):
     write(user_file, {"winograd.cl": {key: {"WINOGRAD": 0}}})
     assert tuning.rules("winograd.cl", key)["WINOGRAD"] == 0
     assert not accel.ops.winograd.enabled_on(key)
+
+
+def test_a_shape_selection_decides_for_its_class_and_the_users_file_wins_as_a_whole(
+        fastest_cpu, user_file, monkeypatch):
+    import functools
+    from accel.ops import winograd
+    key = fastest_cpu.tuning_key
+    layer, other = tuner.conv_layer(SMALL[0]), tuner.conv_layer((1, 8, 8, 32, 64, 3, 1, 1))
+    cls = conv_ops.shape_class(layer)
+    shipped = json.loads(json.dumps(tuning._table()))
+    entry = shipped["winograd.cl"].setdefault(key, {})
+    monkeypatch.setattr(tuning, "_table", functools.lru_cache(maxsize=None)(lambda: shipped))
+    # a measured selection wins over the device's threshold, for its class only
+    entry.update(WINOGRAD=1, WINOGRAD_MIN_OUTPUT_PIXELS=10 ** 6, shapes={cls: {"WINOGRAD": 1}})
+    assert winograd.use_for(key, layer, None) and not winograd.use_for(key, other, None)
+    entry.update(WINOGRAD_MIN_OUTPUT_PIXELS=0, shapes={cls: {"WINOGRAD": 0, "TILES": 1}})
+    assert not winograd.use_for(key, layer, None) and winograd.use_for(key, other, None)
+    assert winograd.tuned_knobs(key, layer)["TILES"] == 1
+    # the user's device values win over the shipped shape entry; the user's shape entry
+    # over both
+    write(user_file, {"winograd.cl": {key: {"WINOGRAD": 1, "TILES": 4}}})
+    assert winograd.use_for(key, layer, None) and winograd.tuned_knobs(key, layer)["TILES"] == 4
+    write(user_file, {"winograd.cl": {key: {"WINOGRAD": 1, "shapes": {cls: {"WINOGRAD": 0}}}}})
+    assert not winograd.use_for(key, layer, None) and winograd.use_for(key, other, None)
+    write(user_file, {"winograd.cl": {key: {"WINOGRAD": 0}}})  # off for the device
+    assert not winograd.use_for(key, layer, None) and not winograd.use_for(key, other, None)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -215,6 +424,22 @@ def test_the_shipped_table_holds_every_rule_and_default_knob():
         assert set(tuning.knobs(CONV_F32, key)) == set(tuning.declared(CONV_F32))
     assert tuning.knobs("affine.cl", "intel-cpu/avx2")["VEC"] != \
         tuning.knobs("affine.cl", "pocl-cpu/avx2")["VEC"]
+
+
+def test_every_shipped_entry_says_where_it_came_from():
+    """Each entry's _provenance: accel tune's record (tool, command, host, device, date) or
+    a line saying it is hand-set."""
+    for kernel_file, entries in tuning._table().items():
+        if kernel_file.startswith("_"):
+            continue
+        for key, entry in entries.items():
+            made = entry.get("_provenance")
+            assert made, f"{kernel_file} {key} has no _provenance"
+            if isinstance(made, dict):
+                assert made["tool"] == "accel tune" and \
+                    {"command", "host", "device", "when", "layers"} <= set(made), \
+                    f"{kernel_file} {key}"
+                assert made["host"].split()[0] == key.split("/")[1], f"{kernel_file} {key}"
 
 
 def bad_value(constraint: dict) -> int:

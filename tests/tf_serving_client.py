@@ -5,7 +5,8 @@ did (run as a subprocess by tests/test_serving.py: TensorFlow stays out of the t
 
 Prints one JSON object: per input name the outputs (dtype, shape, float32 bytes in base64),
 the signature map from GetModelMetadata, the status codes of bad requests, with "secure":
-{"target", "root_cert", "token"} the answers of a TLS server with keys, and whether
+{"target", "root_cert", "token"} the answers of a TLS server with keys, with "oversize":
+{"target", "bytes"} the refusal of a request over a server's size limit, and whether
 accel's own generated messages match TensorFlow's field by field (in this same process, which
 also shows the two sets of descriptors coexist).
 """
@@ -123,6 +124,18 @@ def secure(args: dict, image: str) -> dict:
     return result
 
 
+def oversize(args: dict) -> dict:
+    """One Predict of ``bytes`` bytes of image data, as the seed's client sent it: the code
+    and detail of the server's refusal."""
+    stub, metadata = seed_stub(args)
+    try:
+        stub.Predict(request_like_the_seed(b"\xff" * args["bytes"], "images"), 10.0,
+                     metadata=metadata)
+        return {"code": "OK", "details": ""}
+    except grpc.RpcError as error:
+        return {"code": error.code().name, "details": error.details()}
+
+
 def main(args: dict) -> dict:
     stub, metadata = seed_stub(args)
     result = {"predict": {}, "codes": {}}
@@ -159,6 +172,8 @@ def main(args: dict) -> dict:
     result["descriptor_problems"] = compare_descriptors()
     if args.get("secure"):
         result["secure"] = secure(args["secure"], args["images"][0])
+    if args.get("oversize"):
+        result["oversize"] = oversize(args["oversize"])
     return result
 
 

@@ -5,14 +5,16 @@ accel's calibrations and onnxruntime's own int8 side by side (issue 14).
     .venv/bin/python tools/lite0_accuracy.py --images 64 --device intel-cpu --json out.json
 
 Evaluation images: accel.models.efficientnet_eval.photo_variants (the bundled photos,
-mirrored, cropped, halved, JPEG re-encoded; seed 0): 152, or 248 with Debian's
-mate-backgrounds installed; the table is repeated for each subset (photo_group: ordinary
-photos, textures/microscopy/astronomy, mate-backgrounds' nature photos) and for scikit-image's,
-scikit-learn's and matplotlib's 152 alone. Calibration images: crops of the same
-photos drawn with another seed (so no evaluation image is a calibration image, though they
-share the base photos). Each row: the share of images whose top-1 equals PyTorch fp32's, the
-share where fp32's top-1 is within the int8 top-5, the mean and largest KL(fp32 || int8)
-of the softmax. The last block compiles onnxruntime's QDQ model with accel and counts how
+mirrored, cropped, halved, JPEG re-encoded; seed 0): 152, 248 with Debian's
+mate-backgrounds installed, 368 with lomiri-wallpapers-16.04 too; the table is repeated for
+each subset (photo_group: ordinary photos, textures/microscopy/astronomy, mate-backgrounds'
+nature photos, lomiri-wallpapers' photos) and for scikit-image's, scikit-learn's and
+matplotlib's 152 alone. Calibration images: crops of the same photos drawn with another
+seed (so no evaluation image is a calibration image, though they share the base photos;
+lomiri-wallpapers' photos are never used: held out). Each row: the share of images whose
+top-1 equals PyTorch fp32's, the share where fp32's top-1 is within the int8 top-5, the mean
+and largest KL(fp32 || int8) of the softmax. The last block compiles onnxruntime's QDQ
+model with accel and counts how
 many of its int8 outputs equal onnxruntime's (the QDQ bit-exactness claim).
 Needs the [pretrained] extra.
 """
@@ -37,7 +39,8 @@ def _inputs(images, spec):
 
 def _calibration_images(count: int):
     from accel.models.efficientnet_eval import photo_variants
-    crops = [item for item in photo_variants(seed=1) if "/crop" in item[0]]
+    crops = [item for item in photo_variants(seed=1)
+             if "/crop" in item[0] and not item[0].startswith("lomiri_")]  # those held out
     return crops[:count]
 
 
@@ -94,13 +97,33 @@ def _accel_probs(compiled, inputs):
 
 
 CONFIDENT = 0.05  # the second table: images where fp32's top-1 leads by >= 0.05
-# observer, then +bc (bias correction) or +ebc (empirical bias correction)
-CONFIGS = ("minmax", "minmax+bc", "percentile+bc", "mse+bc", "auto+bc", "auto+ebc")
+# observer, then +bc (bias correction) or +ebc (empirical bias correction), then +ar
+# (AdaRound weight rounding, its default steps per layer) or +arN (N steps per layer)
+CONFIGS = ("minmax", "minmax+bc", "percentile+bc", "mse+bc", "auto+bc", "auto+ebc",
+           "auto+ebc+ar")
 BIAS_CORRECTION = {"": False, "bc": True, "ebc": "empirical"}
+BIAS_LABEL = {"": "", "bc": ", bias correction", "ebc": ", empirical bias correction"}
+
+
+def parse_config(config: str) -> dict:
+    """"auto+ebc+ar200" -> observer "auto", empirical bias correction, AdaRound 200 steps."""
+    observer, *rest = config.split("+")
+    corrected = next((r for r in rest if r in BIAS_CORRECTION), "")
+    rounding = next((r for r in rest if r.startswith("ar")), "")
+    unknown = [r for r in rest if r not in (corrected, rounding)]
+    if unknown or (rounding and rounding != "ar" and not rounding[2:].isdigit()):
+        raise ValueError(f"bad configuration {config!r}: observer[+bc|+ebc][+ar|+arN]")
+    iterations = int(rounding[2:]) if rounding[2:] else None
+    label = f"accel int8 ({observer}{BIAS_LABEL[corrected]}" + (
+        f", AdaRound{f' {iterations} steps' if iterations else ''})" if rounding else ")")
+    return {"observer": observer, "bias_correction": BIAS_CORRECTION[corrected],
+            "weight_rounding": "adaround" if rounding else "nearest",
+            "adaround_iterations": iterations, "label": label}
 
 
 def measure(images: int | None = None, calibration: int = 32, device=None,
-            configs=CONFIGS, qdq: bool = True, log=print) -> dict:
+            configs=CONFIGS, qdq: bool = True, log=print, progress: bool = False,
+            onnxruntime: bool = True) -> dict:
     import accel
     from accel.isa import host_isa
     from accel.models import build, efficientnet
@@ -116,21 +139,21 @@ def measure(images: int | None = None, calibration: int = 32, device=None,
     all_probs = {"onnxruntime fp32": _ort_probs(proto, inputs)}
     rows["onnxruntime fp32"] = agreement(reference, all_probs["onnxruntime fp32"])
     for config in configs:
-        observer, _, corrected = config.partition("+")
+        options = parse_config(config)
+        label = options.pop("label")
         start = time.perf_counter()
-        compiled = accel.compile(proto, calibration=calib, device=device, observer=observer,
-                                 bias_correction=BIAS_CORRECTION[corrected], progress=False)
+        compiled = accel.compile(proto, calibration=calib, device=device, progress=progress,
+                                 **options)
         seconds = time.perf_counter() - start
         probs = _accel_probs(compiled, inputs)
-        label = f"accel int8 ({observer}" + {"": ")", "bc": ", bias correction)",
-                                             "ebc": ", empirical bias correction)"}[corrected]
         rows[label] = agreement(reference, probs)
         all_probs[label] = probs
         details[config] = {"compile_s": round(seconds, 1), "device": compiled.device.name}
         log(f"{label}: {rows[label]} ({seconds:.0f} s compile)")
     saturates = not host_isa().has_vnni
     qdq_models = {}
-    for reduce_range in (False, True):
+    qdq = qdq and onnxruntime
+    for reduce_range in ((False, True) if onnxruntime else ()):
         model = _ort_qdq(proto, calib, reduce_range)
         qdq_models[reduce_range] = model
         label = "onnxruntime int8 (quantize_static u8/s8 per-channel" + (
@@ -154,11 +177,11 @@ def measure(images: int | None = None, calibration: int = 32, device=None,
 
 def _subsets(names, reference, all_probs) -> dict:
     """The rows again on each photo_group, and on the images of the first 152 (the
-    photos of scikit-image, scikit-learn and matplotlib, without mate-backgrounds')."""
+    photos of scikit-image, scikit-learn and matplotlib, without the Debian packages')."""
     from accel.models.efficientnet_eval import agreement, photo_group
-    groups = {"scikit-image + scikit-learn + matplotlib": [not n.startswith("mate_")
-                                                            for n in names]}
-    for group in ("photo", "texture/science", "mate nature"):
+    groups = {"scikit-image + scikit-learn + matplotlib": [
+        not n.startswith(("mate_", "lomiri_")) for n in names]}
+    for group in ("photo", "texture/science", "mate nature", "lomiri photo"):
         groups[group] = [photo_group(n) == group for n in names]
     out = {}
     for group, keep in groups.items():
@@ -186,14 +209,19 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--device", default=None)
     parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="observer[+bc|+ebc] list: +bc adds bias correction, +ebc "
-                             "empirical bias correction")
+                        help="observer[+bc|+ebc][+ar|+arN] list: +bc adds bias correction, "
+                             "+ebc empirical bias correction, +ar AdaRound weight rounding "
+                             "(+arN: N steps per layer)")
+    parser.add_argument("--progress", action="store_true", help="show the compiles' bars")
     parser.add_argument("--no-qdq", action="store_true")
+    parser.add_argument("--no-onnxruntime", action="store_true",
+                        help="leave out onnxruntime's int8 rows (and the QDQ block)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     result = measure(args.images, args.calibration, args.device,
                      tuple(o for o in args.configs.split(",") if o), not args.no_qdq,
-                     log=lambda text: print(text, file=sys.stderr))
+                     log=lambda text: print(text, file=sys.stderr), progress=args.progress,
+                     onnxruntime=not args.no_onnxruntime)
     print(_table(result))
     print(f"\nimages where PyTorch fp32's top-1 leads its second by >= {CONFIDENT}:")
     print(_table(result, "confident_rows"))

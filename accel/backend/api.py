@@ -23,6 +23,7 @@ from ..compiler.tf import tf_format
 from ..models.labels import label_set
 from ..preprocess import PreprocessSpec
 from ..devices import select_device
+from ..fpga import presets as fpga_presets
 from ..runtime import Context
 from ..quantization import MinMaxObserver, MSEObserver, PercentileObserver
 from . import quantize
@@ -122,9 +123,10 @@ def _batch_of(calibration) -> int | None:
 
 def compile(model, *, calibration=None, device=None, observer: str = "minmax",
             progress: bool = True, report: bool = False, bias_correction: bool = False,
+            weight_rounding: str = "nearest", adaround_iterations: int | None = None,
             input_shapes: Mapping[str, tuple] | None = None,
             preprocessing: PreprocessSpec | dict | None = None, labels=None,
-            task: str | None = None) -> CompiledModel:
+            task: str | None = None, fpga_design=None) -> CompiledModel:
     """Compile an ONNX model (a .onnx path or onnx.ModelProto; fp32, or a QDQ model from
     onnxruntime's quantize_static; or a TensorFlow SavedModel directory, .keras/.h5 file or
     frozen GraphDef .pb, converted by accel.compiler.tf) to int8 on ``device`` (an
@@ -142,7 +144,11 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     "empirical": by the mean error
     of a simulation of the whole int8 network, layer by layer (weights and every earlier
     layer's activation rounding: quantize.correct_biases_empirically; holds every
-    calibration input's live activations in memory twice). ``input_shapes``: static
+    calibration input's live activations in memory twice). ``weight_rounding`` (fp32 models,
+    with calibration): "nearest", or "adaround" to round each layer's int8 weights up or down
+    as its output on the calibration inputs needs (accel.quantization.adaround; then the bias
+    correction, if any, for those weights), ``adaround_iterations`` steps per layer (default
+    300). ``input_shapes``: static
     shapes for inputs the model leaves dynamic, e.g. {"input": (1, 3, 224, 224)}; a dynamic
     batch alone defaults to the calibration inputs' batch, or 1 (with a
     DynamicBatchWarning).
@@ -151,13 +157,21 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     or a list of class names) and ``task`` ("classification" / "detection") are saved with
     the compiled model, so that ``accel.Classifier(path)`` needs nothing else; each defaults
     to what the ONNX model records in its metadata_props ("accel.preprocessing",
-    "accel.labels", "accel.task"), as ``accel.models.build`` writes them."""
+    "accel.labels", "accel.task"), as ``accel.models.build`` writes them.
+
+    ``fpga_design``: on an FPGA or the FPGA emulator, the bitstream's design, a name
+    ("default", "board", "persistent": accel.fpga.presets) or an accel.fpga.FpgaDesign;
+    default the compiler's (VEC 16 x LANE 16, broadcast). Saved with the compiled model."""
     if observer not in OBSERVERS and observer != "auto":
         raise ValueError(f"observer must be one of {sorted(OBSERVERS) + ['auto']}, "
                          f"got {observer!r}")
     if bias_correction not in (False, True, "analytic", "empirical"):
         raise ValueError("bias_correction must be False, True (\"analytic\") or "
                          f"\"empirical\", got {bias_correction!r}")
+    if weight_rounding not in ("nearest", "adaround"):
+        raise ValueError("weight_rounding must be \"nearest\" or \"adaround\", got "
+                         f"{weight_rounding!r}")
+    fpga_design = fpga_presets.resolve(fpga_design)  # a bad name fails before the slow part
     if not isinstance(device, Context):  # an accel.Context (e.g. over pyopencl's) as it is
         device = select_device(device)  # fail early, before the slow part
     if tf_format(model) is not None:  # a SavedModel, Keras or frozen GraphDef: ONNX first
@@ -180,23 +194,32 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
         progress=progress, channel_means=channel_means,
         observer_for=quantize.bounded_observers(graph) if observer == "auto" else None)
     reference = graph
-    if (channel_means or empirical) and report:  # errors are measured against the float
-        reference = copy.deepcopy(graph)         # model as it was
-    if channel_means:
+    adaround = weight_rounding == "adaround" and not given and calibration is not None
+    if (channel_means or empirical or adaround) and report:  # errors are measured
+        reference = copy.deepcopy(graph)  # against the float model as it was
+    if channel_means and not adaround:
         quantize.correct_biases(graph, channel_means)
     head, _, tail = partition(graph)
     host_only = {n.output for n in tail} | {n.x for n in head if n.x in graph.inputs}
     qparams = quantize.assign(graph, observed, device_reshapes(graph), given,
                               optional=host_only, share_concat_scales=not given)
-    if empirical:  # after the scales: it simulates the int8 network they make
-        quantize.correct_biases_empirically(graph, qparams, calibration, host_only)
+    if empirical or adaround:  # after the scales: it simulates the int8 network they make
+        rounded: dict = {}
+        quantize.correct_biases_empirically(
+            graph, qparams, calibration, host_only, correct=empirical, rounded=rounded,
+            weight_rounding=weight_rounding if adaround else "nearest",
+            iterations=adaround_iterations, progress=progress)
+        if adaround:
+            if channel_means:  # analytic correction, for the weights AdaRound chose
+                quantize.correct_biases(graph, channel_means, rounded)
+            quantize.apply_rounding(graph, rounded)
     # A QDQ model's convs requantize like onnxruntime (float32); calibrated fp32 models keep
     # the fixed-point contract.
     # and their concat inputs keep their own scales (requantized into the concat like ORT's
     # QLinearConcat).
     lowered = lower(graph, qparams, requant="float32" if given else "fixed",
                     concat_copies=bool(given))
-    compiled = CompiledModel(lowered, device, **metadata)
+    compiled = CompiledModel(lowered, device, fpga_design=fpga_design, **metadata)
     compiled.source = model  # what it was compiled from (for accel.fpga.estimate); not saved
     if report:
         if not calibration:

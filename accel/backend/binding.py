@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 from ..ops import conv as conv_ops
 from ..ops import fpga as fpga_ops
+from ..ops import fpga_segment
 from ..ops import winograd as winograd_ops
 from ..runtime import check_concurrent_kernels
 from .allocate import allocate
 from .errors import compile_errors
+from . import fpga_segments
 from .fpga_layout import layout_for_fpga
 from .lowered import Lowered
 from .steps import step_kind
@@ -58,12 +60,17 @@ class BoundPlan:
     input_buffers: list
     output_buffers: list
     buffers: list          # every device buffer (kept alive with the plan)
-    launch_names: list[str]
-    launch_counts: list[int]  # kernels per step (an FPGA pipeline stage has several)
+    launch_names: list[str]   # per stage of the plan: its step (or a segment's steps)
+    launch_counts: list[int]  # kernels per stage (an FPGA pipeline stage has several)
     device_bytes: int
     step_launches: list = field(default_factory=list)  # per step: [(kernel, global, local)]
     buffer_of: dict = field(default_factory=dict)      # root tensor -> Buffer
     lowered: Lowered | None = None  # what was bound (re-strided for an FPGA's VEC_SIZE)
+    # The plan's stages as recorded, and each one's op: one per step, except with a
+    # persistent FPGA design, where a segment of pipeline steps is one stage
+    # ("fpga_segment", named "first..last").
+    stages: list = field(default_factory=list)
+    stage_ops: list = field(default_factory=list)
 
 
 class Binder:
@@ -95,7 +102,10 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None,
     against the same reference. ``fpga_design``: the bitstream's knobs (an
     accel.fpga.FpgaDesign; default accel.ops.fpga.DEFAULT_CONFIG), narrowed to the model's
     modes; the model's stem is folded and, with VEC_SIZE above 16, its tensors re-strided
-    for it (fpga_layout.layout_for_fpga); ``BoundPlan.lowered`` is what was bound."""
+    for it (fpga_layout.layout_for_fpga); ``BoundPlan.lowered`` is what was bound. A
+    persistent design (``FpgaDesign.persistent``) puts every activation in one arena and
+    launches each run of consecutive pipeline steps once, with a table of layer descriptors
+    (accel.backend.fpga_segments, accel.ops.fpga_segment)."""
     fpga = fpga_ops.is_fpga(ctx) if fpga_pipelines is None else bool(fpga_pipelines)
     if fpga:  # one bitstream for the model, carrying only the modes its layers use
         fpga_config = fpga_ops.config_for(
@@ -104,7 +114,11 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None,
         with compile_errors("the FPGA layout", (ValueError,)):
             lowered = layout_for_fpga(lowered, fpga_config.vec_size)
     assignment, sizes = allocate(lowered)
-    buffers = [ctx.buffer(max(size, 1)) for size in sizes]
+    persistent = fpga and fpga_config.persistent
+    if persistent:  # the segments' descriptors address every activation in one arena
+        arena, buffers, offsets = fpga_segments.arena(ctx, sizes)
+    else:
+        buffers = [ctx.buffer(max(size, 1)) for size in sizes]
 
     def buf(name):
         return buffers[assignment[lowered.placements[name].root]]
@@ -121,23 +135,57 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None,
     binder = Binder(ctx, buf)
     if fpga:
         binder.fpga_config = fpga_config
-    names, counts, step_launches = [], [], []
-    for step in lowered.steps:
-        with compile_errors(f"{step.op} {step.name!r}", (ValueError, TypeError)):
-            kind = step_kind(step.op)
-            params = kind.params(step)
-            binds = kind.bind_fpga if fpga and kind.bind_fpga is not None else kind.bind
-            launches = [(k, list(g), list(lo)) for k, g, lo in binds(binder, step, params)]
+    names, counts, step_launches, stages, stage_ops = [], [], [], [], []
+
+    def add_stage(launches, name, op):
         if len(launches) == 1:
             plan.add_launch(*launches[0])
         else:  # an FPGA stage: its kernels run at the same time, one queue each
             plan.add_concurrent(launches)
         binder.keep(launches)
-        step_launches.append(launches)
-        names.append(step.name)
+        stages.append(launches)
+        names.append(name)
         counts.append(len(launches))
+        stage_ops.append(op)
+
+    segment = []  # persistent design: the pipeline steps not yet launched, as segment layers
+
+    def end_segment():
+        if not segment:
+            return
+        with compile_errors(f"the FPGA segment {segment[0].name!r}..{segment[-1].name!r}",
+                            (ValueError, TypeError)):
+            bound = fpga_segment.bind_segment(ctx, segment, arena, config=fpga_config)
+            singles = fpga_segment.single_layer_stages(ctx, segment, bound, config=fpga_config)
+        binder.keep(bound)
+        for stage, row in singles:  # each step alone (trace); the plan runs the segment
+            binder.keep(row)
+            step_launches.append([(k, list(g), list(lo)) for k, g, lo in stage])
+        binder.keep(step_launches[-len(singles):])
+        name = segment[0].name if len(segment) == 1 else f"{segment[0].name}..{segment[-1].name}"
+        add_stage([(k, list(g), list(lo)) for k, g, lo in bound.stage], name, "fpga_segment")
+        segment.clear()
+
+    def region(tensor):
+        index = assignment[lowered.placements[tensor].root]
+        return offsets[index], sizes[index]
+
+    for step in lowered.steps:
+        with compile_errors(f"{step.op} {step.name!r}", (ValueError, TypeError)):
+            kind = step_kind(step.op)
+            params = kind.params(step)
+            if persistent and kind.bind_fpga is not None:
+                segment.append(fpga_segments.describe(step, params, region, fpga_config))
+                continue
+            binds = kind.bind_fpga if fpga and kind.bind_fpga is not None else kind.bind
+            launches = [(k, list(g), list(lo)) for k, g, lo in binds(binder, step, params)]
+        end_segment()
+        step_launches.append(launches)
+        add_stage(launches, step.name, step.op)
+    end_segment()
     if counts:  # too few emulator threads: a clear error, not a deadlocked pipeline
         check_concurrent_kernels(ctx.device, max(counts))
     buffer_of = {root: buffers[index] for root, index in assignment.items()}
-    return BoundPlan(plan, input_buffers, output_buffers, buffers + binder.kept, names, counts,
-                     sum(sizes), step_launches, buffer_of, lowered)
+    kept = buffers + binder.kept + ([arena] if persistent else [])
+    return BoundPlan(plan, input_buffers, output_buffers, kept, names, counts,
+                     sum(sizes), step_launches, buffer_of, lowered, stages, stage_ops)

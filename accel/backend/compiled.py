@@ -23,6 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import AccelError
+from ..fpga import presets as fpga_presets
 from ..interop import is_device_array
 from ..models.labels import label_set
 from ..ops.layout import pad_channels
@@ -70,9 +71,11 @@ class CompiledModel:
         # an accel.Context as it is (e.g. Context.from_pyopencl: run_device's arrays live there)
         self._ctx = device if isinstance(device, Context) else Context(device)
         self._device_plan = None  # run_device's launches, without the Plan's host copies
-        # fpga_design: the FPGA bitstream's knobs (accel.fpga.FpgaDesign; default the
-        # DEFAULT_CONFIG); the lowered model as bound (re-strided for its VEC_SIZE) is kept
-        self._bound = bind(self._ctx, lowered, fpga_pipelines, fpga_design)
+        # fpga_design: the FPGA bitstream's knobs (accel.fpga.FpgaDesign or a name in
+        # accel.fpga.presets; default the DEFAULT_CONFIG), saved with the model; the lowered
+        # model as bound (re-strided for its VEC_SIZE) is kept
+        self.fpga_design = fpga_presets.resolve(fpga_design)
+        self._bound = bind(self._ctx, lowered, fpga_pipelines, self.fpga_design)
         self._lowered = self._bound.lowered
         self._ops = [s.op for s in lowered.steps]
         self.layer_errors = None  # set by compile(..., report=True)
@@ -310,7 +313,7 @@ class CompiledModel:
         """The plan's launches in a Plan with no inputs or outputs (no host copies)."""
         if self._device_plan is None:
             plan = self._ctx.plan()
-            for launches in self._bound.step_launches:
+            for launches in self._bound.stages:  # as the plan runs them
                 if len(launches) == 1:
                     plan.add_launch(*launches[0])
                 else:
@@ -340,7 +343,7 @@ class CompiledModel:
             plan.set_profiling(False)
         totals /= max(1, int(repeat))
         return [LayerTime(name, op, float(ns) / 1e6)
-                for name, op, ns in zip(self._bound.launch_names, self._ops, totals)]
+                for name, op, ns in zip(self._bound.launch_names, self._bound.stage_ops, totals)]
 
     def trace(self, inputs) -> dict[str, np.ndarray]:
         """Every step's output, dequantized, in its logical (NCHW) shape: the steps run one
@@ -384,6 +387,8 @@ class CompiledModel:
         doc["preprocessing"] = None if self.preprocessing is None else self.preprocessing.to_dict()
         doc["labels"] = self.labels
         doc["task"] = self.task
+        if self.fpga_design is not None:
+            doc["fpga_design"] = fpga_presets.to_dict(self.fpga_design)
         params = path / PARAMS_FILE
         np.savez(params, **arrays)
         doc["params_sha256"] = _sha256(params)
@@ -442,6 +447,8 @@ def load(path, device=None) -> CompiledModel:
         lowered = from_document(doc, arrays)
         # absent from artifacts saved before they were recorded
         metadata = {key: doc.get(key) for key in ("preprocessing", "labels", "task")}
+        if doc.get("fpga_design") is not None:
+            metadata["fpga_design"] = fpga_presets.from_dict(doc["fpga_design"])
         return CompiledModel(lowered, device, **metadata)
     except (KeyError, TypeError, ValueError, IndexError, zipfile.BadZipFile, OSError) as e:
         raise ModelLoadError(f"compiled model {os.fspath(path)!r} is malformed: "

@@ -92,7 +92,8 @@ def _channel_mean(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=(0, 2, 3)) if x.ndim == 4 else x.reshape(x.shape[0], -1).mean(axis=0)
 
 
-def correct_biases(graph: ir.Graph, channel_means: Mapping[str, np.ndarray]) -> int:
+def correct_biases(graph: ir.Graph, channel_means: Mapping[str, np.ndarray],
+                   rounded: Mapping[str, tuple] | None = None) -> int:
     """Bias correction (Nagel et al. 2019, "Data-free quantization", section 4.2): int8
     weights W_q differ from the float W by a fixed error E = W_q - W, which shifts each
     output channel's mean by E @ E[x]; subtract that from the float bias, with E[x] the
@@ -102,7 +103,9 @@ def correct_biases(graph: ir.Graph, channel_means: Mapping[str, np.ndarray]) -> 
 
     Unsafe where the calibration inputs' means are not representative; approximate at the
     borders of padded convs (padding adds zeros that the mean does not count). Returns the
-    number of layers corrected; each gets a new bias constant (shared ones stay intact)."""
+    number of layers corrected; each gets a new bias constant (shared ones stay intact).
+    ``rounded``: {weight tensor: (int8 weights, scales)} chosen otherwise (AdaRound), in place
+    of nearest rounding."""
     corrected = 0
     for node in graph.nodes:
         if not isinstance(node, (ir.Conv, ir.Dense)) or node.x not in channel_means:
@@ -111,7 +114,7 @@ def correct_biases(graph: ir.Graph, channel_means: Mapping[str, np.ndarray]) -> 
         if tensor.quant is not None or tensor.data is None:
             continue  # a QDQ model's own integer weights: its bias matches them
         weights = np.asarray(tensor.data, np.float64)
-        q, scales = quantize_weights_per_channel(tensor.data)
+        q, scales = (rounded or {}).get(node.weight) or quantize_weights_per_channel(tensor.data)
         error = q.astype(np.float64) * scales.astype(np.float64).reshape(
             (-1,) + (1,) * (weights.ndim - 1)) - weights
         mean = np.asarray(channel_means[node.x], np.float64)
@@ -132,7 +135,10 @@ def correct_biases(graph: ir.Graph, channel_means: Mapping[str, np.ndarray]) -> 
 
 
 def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], calibration,
-                               host_only: set[str] = frozenset()) -> int:
+                               host_only: set[str] = frozenset(), *, correct: bool = True,
+                               weight_rounding: str = "nearest", rounded: dict | None = None,
+                               iterations: int | None = None, progress: bool = False,
+                               rounding_results: dict | None = None) -> int:
     """Empirical bias correction (Nagel et al. 2019, section 4.2, its empirical variant):
     run the calibration inputs through the float model and, beside it, through a simulation
     of the int8 one (activations rounded to ``qparams``, weights quantized per channel as
@@ -140,60 +146,128 @@ def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], 
     per-channel difference of its pre-activation output, so that the int8 network's mean
     matches the float one's where it counts, after the rounding of every earlier layer
     (analytic correction sees only the layer's own weight error). Only layers whose float
-    weights we quantize; tensors in ``host_only`` stay float. Returns the number corrected."""
+    weights we quantize; tensors in ``host_only`` stay float. Returns the number corrected.
+
+    ``weight_rounding="adaround"``: each layer's int8 weights are first rounded by AdaRound
+    (accel.quantization.adaround) on this same simulation (its inputs as the int8 network
+    computes them, its float output as the target), then its bias is corrected for them;
+    ``iterations`` per layer (default adaround.ITERATIONS), a progress bar if ``progress``.
+    ``rounded``, if given, receives {weight tensor: (int8 weights, scales)} of every layer
+    (to give the scheduler: apply_rounding). ``correct=False`` leaves the biases (AdaRound
+    alone); the simulation then carries the uncorrected error on. ``rounding_results``, if
+    given, receives AdaRound's RoundingResult of each layer by node name."""
     from collections import ChainMap
     from dataclasses import replace
 
     from ..compiler.interpret import evaluate_node
-    from ..quantization import dequantize, quantize
+    from ..progress import task
+    from ..quantization import adaround, dequantize, quantize
 
-    def rounded(name, value):
+    if weight_rounding not in ("nearest", "adaround"):
+        raise ValueError(f"weight_rounding must be \"nearest\" or \"adaround\", got "
+                         f"{weight_rounding!r}")
+    steps = adaround.ITERATIONS if iterations is None else int(iterations)
+
+    def fake_quant(name, value):
         q = qparams.get(name)
         if q is None or name in host_only or value.dtype != np.float32:
             return value
         return dequantize(quantize(value, q), q)
 
+    def round_weights(node, weight, advance):
+        if weight_rounding == "nearest":
+            return quantize_weights_per_channel(weight.data)
+        stats = _patch_statistics(graph, node)
+        for e, g in zip(exact, simulated):
+            stats.add(e[node.x], g[node.x])
+        q, scales, result = adaround.adaround(weight.data, stats, iterations=steps,
+                                              advance=advance)
+        if rounding_results is not None:
+            rounding_results[node.name] = result
+        return q, scales
+
     consts = {n: t.data for n, t in graph.tensors.items() if t.is_const}
     items = [as_input_dict(graph, item) for item in calibration]
     exact = [dict(item) for item in items]
-    simulated = [{n: rounded(n, v) for n, v in item.items()} for item in items]
+    simulated = [{n: fake_quant(n, v) for n, v in item.items()} for item in items]
     readers = {name: len(users) for name, users in graph.consumers().items()}
+    layers = [node for node in graph.nodes if _float_weights(graph, node) is not None]
     corrected = 0
-    for node in graph.nodes:
-        weight = graph.tensors[node.weight] if isinstance(node, (ir.Conv, ir.Dense)) else None
-        if weight is not None and weight.quant is None and weight.data is not None:
-            q, scales = quantize_weights_per_channel(weight.data)
-            rounded_w = {node.weight: q * scales.reshape((-1,) + (1,) * (q.ndim - 1))}
-            linear = replace(node, clamp=ir.Clamp())
-            want = [evaluate_node(linear, graph, ChainMap(e, consts)) for e in exact]
-            got = [evaluate_node(linear, graph, ChainMap(e, rounded_w, consts))
-                   for e in simulated]
-            axes = (0, 2, 3) if want[0].ndim == 4 else (0,)
-            shift = np.mean([(g.astype(np.float64) - w).mean(axis=axes)
-                             for g, w in zip(got, want)], axis=0)
-            bias = graph.const(node.bias)
-            bias = np.zeros(shift.size) if bias is None else bias.astype(np.float64)
-            node.bias = graph.add_const(f"{node.name}/empirical_bias",
-                                        (bias - shift).astype(np.float32))
-            reshape = (1, -1, 1, 1) if axes == (0, 2, 3) else (1, -1)
-            for e, w, g in zip(exact, want, got):
-                e[node.output] = node.clamp.apply(w)
-            for e, g in zip(simulated, got):
-                g = node.clamp.apply(g - shift.reshape(reshape).astype(np.float32))
-                e[node.output] = rounded(node.output, g.astype(np.float32))
-            corrected += 1
-        else:
-            for e in exact:
-                e[node.output] = evaluate_node(node, graph, ChainMap(e, consts))
-            for e in simulated:
-                e[node.output] = rounded(node.output,
-                                         evaluate_node(node, graph, ChainMap(e, consts)))
-        for name in node.input_names():  # free what nothing reads any more
-            readers[name] = readers.get(name, 1) - 1
-            if readers[name] == 0 and name not in graph.outputs:
-                for env in exact + simulated:
-                    env.pop(name, None)
+    with task("adaround:", total=len(layers) * steps, unit="steps",
+              enabled=progress and weight_rounding == "adaround") as advance:
+        for node in graph.nodes:
+            weight = _float_weights(graph, node)
+            if weight is not None:
+                q, scales = round_weights(node, weight, advance)
+                if rounded is not None:
+                    rounded[node.weight] = (q, scales)
+                rounded_w = {node.weight: q * scales.reshape((-1,) + (1,) * (q.ndim - 1))}
+                linear = replace(node, clamp=ir.Clamp())
+                want = [evaluate_node(linear, graph, ChainMap(e, consts)) for e in exact]
+                got = [evaluate_node(linear, graph, ChainMap(e, rounded_w, consts))
+                       for e in simulated]
+                axes = (0, 2, 3) if want[0].ndim == 4 else (0,)
+                shift = np.zeros(want[0].shape[1])
+                if correct:
+                    shift = np.mean([(g.astype(np.float64) - w).mean(axis=axes)
+                                     for g, w in zip(got, want)], axis=0)
+                    bias = graph.const(node.bias)
+                    bias = np.zeros(shift.size) if bias is None else bias.astype(np.float64)
+                    node.bias = graph.add_const(f"{node.name}/empirical_bias",
+                                                (bias - shift).astype(np.float32))
+                    corrected += 1
+                reshape = (1, -1, 1, 1) if axes == (0, 2, 3) else (1, -1)
+                for e, w in zip(exact, want):
+                    e[node.output] = node.clamp.apply(w)
+                for e, g in zip(simulated, got):
+                    g = node.clamp.apply(g - shift.reshape(reshape).astype(np.float32))
+                    e[node.output] = fake_quant(node.output, g.astype(np.float32))
+            else:
+                for e in exact:
+                    e[node.output] = evaluate_node(node, graph, ChainMap(e, consts))
+                for e in simulated:
+                    e[node.output] = fake_quant(node.output,
+                                                evaluate_node(node, graph, ChainMap(e, consts)))
+            for name in node.input_names():  # free what nothing reads any more
+                readers[name] = readers.get(name, 1) - 1
+                if readers[name] == 0 and name not in graph.outputs:
+                    for env in exact + simulated:
+                        env.pop(name, None)
     return corrected
+
+
+def _float_weights(graph: ir.Graph, node: ir.Node):
+    """The weight tensor of a conv or dense whose float weights we quantize, else None."""
+    if not isinstance(node, (ir.Conv, ir.Dense)):
+        return None
+    weight = graph.tensors[node.weight]
+    return weight if weight.quant is None and weight.data is not None else None
+
+
+def _patch_statistics(graph: ir.Graph, node: ir.Node):
+    from ..quantization.adaround import PatchStatistics
+    shape = graph.tensors[node.weight].data.shape
+    if isinstance(node, ir.Dense):
+        return PatchStatistics.for_dense(shape)
+    return PatchStatistics.for_conv(shape, node.strides, node.pads, node.dilations, node.groups)
+
+
+def apply_rounding(graph: ir.Graph, rounded: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Gives the scheduler each weight tensor's chosen int8 values: the tensor becomes those
+    values times their per-channel scales, annotated with the scales (as a QDQ model's int8
+    weights are), which op_lowering.quantize_weights then takes as they are (checked here:
+    ValueError if they would not come back exactly)."""
+    from .op_lowering import quantize_weights
+    for name, (q, scales) in rounded.items():
+        shape = (-1,) + (1,) * (q.ndim - 1)
+        value = (q.astype(np.float32) * scales.reshape(shape)).astype(np.float32)
+        quant = ir.QuantParams(scale=np.asarray(scales, np.float32), zero_point=0,
+                               dtype="int8", axis=0)
+        again, again_scales = quantize_weights(value, quant)
+        if not (np.array_equal(again, q) and np.array_equal(again_scales, scales)):
+            raise ValueError(f"rounded weights of {name!r} do not come back exactly")
+        graph.tensors[name].data = value
+        graph.tensors[name].quant = quant
 
 
 def activations(graph: ir.Graph) -> list[str]:

@@ -69,8 +69,19 @@ def preprocessing_spec(proto, name: str | None):
                    "EfficientNet-Lite0): analytic (the flag alone) for its int8 weights' "
                    "mean error; empirical for the whole int8 network's error up to that "
                    "layer (slower to compile)")
+@click.option("--weight-rounding", type=click.Choice(["nearest", "adaround"]),
+              default="nearest", show_default=True,
+              help="int8 weights: nearest rounding, or adaround (each weight up or down as "
+                   "the layer's output on the calibration images needs; slower to compile)")
+@click.option("--adaround-iterations", type=click.IntRange(min=1), default=None,
+              help="AdaRound's optimisation steps per layer (default 300)")
+@click.option("--fpga-design", default=None, metavar="NAME",
+              help="on an FPGA or the FPGA emulator, the bitstream's design: default "
+                   "(VEC 16 x LANE 16, broadcast), board (the Arria 10 design the estimator "
+                   "models: VEC 32 x LANE 64, systolic) or persistent; saved with the model")
 def compile_command(model, output, calibration, device, observer, preprocessing, labels,
-                    report, bias_correction=None) -> None:
+                    report, bias_correction=None, weight_rounding="nearest",
+                    adaround_iterations=None, fpga_design=None) -> None:
     """Compile MODEL to int8 for a device. MODEL: an .onnx file, a zoo name (resnet50, ...,
     or a seed name such as QuantizedResnet50), or a TensorFlow SavedModel directory,
     .keras/.h5 file or frozen .pb. The output directory loads with accel.load and runs with
@@ -79,8 +90,10 @@ def compile_command(model, output, calibration, device, observer, preprocessing,
 
     from .. import images, sources
     from ..devices import select_device
+    from ..fpga import presets as fpga_presets
     labels = read_labels(labels)
     target = select_device(device)  # fail early on a bad device
+    fpga_design = fpga_presets.resolve(fpga_design)  # and on an unknown design name
     calibration_files = images.image_files([calibration]) if calibration else None
     source = sources.resolve(model)
     if source.kind == "compiled":
@@ -104,8 +117,11 @@ def compile_command(model, output, calibration, device, observer, preprocessing,
     start = time.perf_counter()
     compiled = accel.compile(proto, calibration=inputs, device=target, observer=observer,
                              report=report, bias_correction=bias_correction or False,
-                             preprocessing=spec, labels=labels,
-                             input_shapes=sources.static_input_shapes(proto, batch))
+                             weight_rounding=weight_rounding,
+                             adaround_iterations=adaround_iterations, preprocessing=spec,
+                             labels=labels,
+                             input_shapes=sources.static_input_shapes(proto, batch),
+                             fpga_design=fpga_design)
     path = compiled.save(output)
     size = compiled.device_bytes
     memory = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"

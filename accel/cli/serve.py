@@ -57,7 +57,8 @@ def resolve_model(ref: str) -> tuple[str, Path, int]:
 @click.option("--max-queue", type=click.IntRange(1, 100000), default=64, show_default=True,
               help="requests in flight per model before new ones get RESOURCE_EXHAUSTED / 429")
 @click.option("--max-request-mb", type=click.FloatRange(0.001, 2048), default=32.0,
-              show_default=True, help="largest request body (larger: RESOURCE_EXHAUSTED / 413)")
+              show_default=True, help="largest request body (larger: RESOURCE_EXHAUSTED / 413; past 4x "
+                   "gRPC refuses it uncounted)")
 @click.option("--workers", type=click.IntRange(0, 256), default=0,
               help="decode/preprocess threads (default: one per core, 2 to 8)")
 @click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=30.0,

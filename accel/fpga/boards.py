@@ -65,7 +65,10 @@ ARRIA10_GX1150 = Board(
         "bsp": "assumption: the OpenCL BSP static region (PCIe, DMA, DDR controllers) takes "
                "about 10% of ALMs and M20K and no DSP",
         "fmax_ceiling_mhz": "assumption: an almost empty OpenCL design on Arria 10 closes near "
-                            "300 MHz (Intel's hand-tuned DLA reached 303 MHz, FPGA 2017)",
+                            "300 MHz (Intel's hand-tuned DLA reached 303 MHz, FPGA 2017; the "
+                            "FPGA AI Suite's small RTL builds 325-345 MHz and Zhang and Li's "
+                            "OpenCL VGG-16 370-385 MHz, fmax.py: each style's fitted scale "
+                            "corrects it)",
         "launch_overhead_us": "assumption: host enqueue + kernel start per layer, overlapped "
                               "only partly by several queues",
     },

@@ -31,6 +31,8 @@ MODE_MACROS = {("conv", "fixed"): "FPGA_CONV_FIXED", ("conv", "residual"): "FPGA
                ("pool", "float32"): "FPGA_POOL_F32", ("pool", "avg_f32"): "FPGA_POOL_AVG_F32"}
 # The bit of each mode in the fpga_config kernel's mode word (fpga_bitstream.cl).
 MODE_BITS = {key: 1 << i for i, key in enumerate(MODE_MACROS)}
+# ... and the bit saying the kernels are the persistent ones (FPGA_PERSISTENT).
+PERSISTENT_BIT = 1 << len(MODE_MACROS)
 
 
 def _is_power_of_two(value) -> bool:
@@ -58,14 +60,18 @@ class FpgaDesign:
     systolic: bool = False
     conv_modes: tuple = CONV_MODES
     pool_modes: tuple = POOL_MODES
+    # One persistent kernel set per segment of consecutive pipeline layers, each kernel
+    # looping over a table of layer descriptors from DDR (kernels/fpga_descriptor.h,
+    # FPGA_PERSISTENT): one host launch per segment instead of one per layer; a writer ->
+    # reader token orders the layers. The next layer's weights load while the previous
+    # layer drains. A bitstream is either persistent or per-layer (the kernels' arguments
+    # differ); the compiler's binding builds the tables (accel.ops.fpga.bind_segment).
+    persistent: bool = False
     # -- modelled only (MODELLED_ONLY): the estimator charges these, no kernel has them yet,
     # and defines() refuses a record that sets one (a bitstream cannot be built from it).
     # Output pixels per cycle sharing each weight vector (1, 2 or 4): the MAC array, the
     # epilogue and the result channels P times wider, the window read P vectors per cycle.
     pixels_per_cycle: int = 1
-    # One persistent kernel set reading a table of layer descriptors from DDR (no host launch
-    # per pass; the next pass's first weights prefetched during the last group of this one).
-    persistent: bool = False
     # Bytes of each of two on-chip buffers (M20K) holding a conv's output when the next conv
     # is its only reader and it fits (bottleneck intermediates); 0: every tensor in DDR.
     # Needs ``persistent``: OpenCL local memory does not outlive a kernel launch.
@@ -128,7 +134,7 @@ class FpgaDesign:
                "STREAM_DEPTH": depth or self.stream_depth,
                "RESULT_DEPTH": depth or self.result_depth,
                "POOL_DEPTH": depth or self.pool_depth, "EPILOGUE_STEPS": self.epilogue_steps,
-               "FPGA_SYSTOLIC": int(self.systolic)}
+               "FPGA_SYSTOLIC": int(self.systolic), "FPGA_PERSISTENT": int(self.persistent)}
         for (pipeline, mode), macro in MODE_MACROS.items():
             out[macro] = int(mode in (self.conv_modes if pipeline == "conv" else self.pool_modes))
         return out
@@ -152,8 +158,8 @@ class FpgaDesign:
 
     @property
     def mode_word(self) -> int:
-        """The modes as fpga_config reports them (MODE_BITS)."""
-        word = 0
+        """The modes as fpga_config reports them (MODE_BITS; PERSISTENT_BIT)."""
+        word = PERSISTENT_BIT if self.persistent else 0
         for (pipeline, mode), bit in MODE_BITS.items():
             if mode in (self.conv_modes if pipeline == "conv" else self.pool_modes):
                 word |= bit
@@ -172,10 +178,10 @@ class FpgaDesign:
                 "pool": len(self.pool_modes) > 1}
 
     def layout_key(self) -> tuple:
-        """What a program must agree on with the host: data layout and modes (channel depths
-        change timing only)."""
+        """What a program must agree on with the host: data layout, modes and the kernels'
+        arguments (per-layer or persistent); channel depths change timing only."""
         return (self.vec_size, self.lane_num, self.win_buf_size, self.weight_buf_size,
-                self.conv_modes, self.pool_modes)
+                self.conv_modes, self.pool_modes, self.persistent)
 
     def with_modes(self, conv_modes=None, pool_modes=None) -> "FpgaDesign":
         return replace(self, conv_modes=tuple(conv_modes or self.conv_modes),
@@ -204,11 +210,13 @@ DEFAULT_DESIGN = FpgaDesign()
 # and the compiler's default stays DEFAULT_DESIGN (broadcast, 1 cycle: any model, no stall).
 BOARD_DESIGN = FpgaDesign(epilogue_steps=2, systolic=True)
 
-# "Faster by design" options the estimator models and no kernel implements yet (issue 16);
-# their costs are Design coefficients in accel/fpga/estimate.py, each with its assumption.
-MODELLED_ONLY = ("pixels_per_cycle", "persistent", "chain_buf_size")
-# (a) One persistent kernel set reading a layer descriptor table: no host launch per pass.
+# "Faster by design" (issue 16). (a) One persistent kernel set reading a layer descriptor
+# table: no host launch per pass (built: FpgaDesign.persistent, FPGA_PERSISTENT; bit-exact
+# with the per-layer kernels; its costs, counted from the kernels, in accel/fpga/estimate.py).
 PERSISTENT_DESIGN = replace(BOARD_DESIGN, persistent=True)
+# The options the estimator models and no kernel implements yet; their costs are Design
+# coefficients in accel/fpga/estimate.py, each with its assumption.
+MODELLED_ONLY = ("pixels_per_cycle", "chain_buf_size")
 # (b) Bottleneck intermediates on chip: two buffers of 56 x 56 x 64 bytes hold every
 # ResNet-50 1x1 -> 3x3 and 3x3 -> 1x1 intermediate but one (layer2.0's 56 x 56 x 128).
 ON_CHIP_DESIGN = replace(PERSISTENT_DESIGN, chain_buf_size=56 * 56 * 64)

@@ -14,9 +14,10 @@ for row_steps = max(stream, window prefetch, weight prefetch) iterations, where
 
 so cycles = groups x rows x row_steps (the MAC array is busy stream of them; the rest are
 stalls: window reloads longer than the row's stream, e.g. 1x1 stride-2 projections), plus the
-prologue (first weights and window), the pipeline fill, per-row restarts (``Design.
-row_restart_cycles``: 0 for the flattened reader, ~150 for the per-row loops it replaced) and
-the launch. DDR bytes: the window reload (KH input rows per output row and group, or every tap
+prologue (first weights and window: a vector per cycle, no faster than DDR delivers them, so
+a LANE x VEC-byte weight vector takes several cycles), the pipeline fill, per-row restarts
+(``Design.row_restart_cycles``: 0 for the flattened reader, ~150 for the per-row loops it
+replaced) and the launch. DDR bytes: the window reload (KH input rows per output row and group, or every tap
 when the window does not fit), weights once per group (or per row when they do not fit),
 parameters, output, fused residual. Pools: one tap vector per cycle, every tap from DDR.
 The stem as the compiler and the FPGA binding lower it: space-to-depth, then its kernel
@@ -26,21 +27,26 @@ columns folded into channels where that shortens the reduction. QDQ models (``re
     layer time = max(cycles / fmax, DDR bytes / bandwidth) + (prologue + fill + restarts) / fmax
                  + launch overhead
 
+The ``persistent`` kernels (built: kernels/fpga_descriptor.h) run every pass after the first
+of a segment from its layer descriptor: no host launch but ``Design.layer_sync_cycles``; the
+reader loads the pass's first weights before it waits for the previous pass's token, so that
+pass's drain and the sync hide only that much of the load (the rest is charged).
 Options no kernel has yet (design.MODELLED_ONLY; steps.py's rows marked "no"): P =
-``pixels_per_cycle`` output pixels per cycle (above); ``persistent`` kernels reading a layer
-descriptor table (no launch per pass but ``Design.layer_sync_cycles``, the next pass's first
-weights prefetched); ``chain_buf_size`` on-chip intermediates (a conv output read only by the
-next conv stays in M20K: no DDR bytes for it, no window reload or prologue for its reader).
+``pixels_per_cycle`` output pixels per cycle (above); ``chain_buf_size`` on-chip
+intermediates (a conv output read only by the next conv stays in M20K: no DDR bytes for it,
+no window reload or prologue for its reader).
 
 Resources by component (``resources(...).components``): the MAC array (VEC x LANE x P int8
-products, two per DSP; P > 1 reads the window over 2P column banks), the conv epilogue's DSPs per requantize datapath (LANE /
-EPILOGUE_STEPS) for each compiled-in mode, the pool's per VEC lane, the window and weight
-double buffers (M20K by width and depth), every channel FIFO (registers when shallow, M20K by
-width when deep), each global load unit and each writer store unit (one per aligned 16-byte
-store), the NDRange add where a model has unfused adds, the persistent kernels' descriptor
-units, the on-chip intermediate buffers, address and control logic, the board's static region. The design record defaults to design.BOARD_DESIGN (the epilogue in 2
-cycles). fmax follows accel/fpga/fmax.py (fitted to
-published designs). PIPECNN_DESIGN keeps PipeCNN's own datapath (kernels=False) for the
+products, two per DSP; P > 1 reads the window over 2P column banks), the conv epilogue's DSPs
+per requantize datapath (LANE / EPILOGUE_STEPS) for each compiled-in mode, the pool's per VEC
+lane, the window and weight double buffers (M20K by width and depth), every channel FIFO
+(registers when shallow, M20K by width when deep), each global load unit and each writer store
+unit (one per aligned 16-byte store), the NDRange add where a model has unfused adds, the
+persistent kernels' descriptor load units (one wide one per kernel, PERSISTENT_KERNELS) and
+registers, the on-chip intermediate buffers, address and control logic, the board's static
+region. The design record defaults to design.BOARD_DESIGN (the epilogue in 2 cycles). fmax
+follows accel/fpga/fmax.py (fitted to published designs). PIPECNN_DESIGN keeps PipeCNN's own
+datapath (kernels=False) for the
 calibration against its published figures (accel/fpga/calibration.py).
 """
 
@@ -57,6 +63,13 @@ from .layers import ExtractedModel, Layer, extract_layers
 
 ACTIVATION_ALIGN = 16        # device layout: channels padded to CHANNEL_ALIGN (accel/ops/layout)
 PARAM_BYTES_PER_CHANNEL = 12  # int32 bias, multiplier and shift per output channel
+# The kernels that loop over a persistent segment's descriptor table, each copying a layer's
+# descriptor into registers with one wide load (kernels/fpga_descriptor.h FPGA_FOR_EACH_LAYER;
+# tests/test_fpga_persistent.py checks the preprocessed source has exactly these load sites),
+# and the words of a descriptor (FD_WORDS; accel/ops/fpga_segment.DESCRIPTOR_WORDS).
+PERSISTENT_KERNELS = ("fpga_conv_reader", "fpga_conv_core", "fpga_conv_epilogue",
+                      "fpga_conv_writer", "fpga_pool", "fpga_pool_writer")
+DESCRIPTOR_WORDS = 64
 
 
 @dataclass(frozen=True)
@@ -92,16 +105,20 @@ class Design:
     register_fifo_depth: int = 8         # channels this shallow are registers, deeper M20K
     pipeline_depth_cycles: int = 64      # fill/drain of reader -> MAC -> writer per layer
     row_restart_cycles: int = 0          # drain + refill of the reader between output rows
-    # Costs of the modelled-only options (design.MODELLED_ONLY; no kernel has them yet, so
-    # each number is an assumption). (a) persistent kernels: a descriptor load unit in each
-    # kernel that takes layer arguments today (reader, epilogue/writer, pool), their decode
-    # and the writer -> reader "layer done" token channels; per pass, instead of the host
-    # launch, the descriptor fetch and the previous pass's last stores reaching DDR (a fence,
-    # then the token) before this pass's window loads: ~0.7 us at 300 MHz, a DDR round trip.
-    descriptor_lsus: int = 3
+    # The persistent kernels (FpgaDesign.persistent, kernels/fpga_descriptor.h; built): one
+    # wide descriptor load unit per kernel (PERSISTENT_KERNELS, counted in the source by
+    # tests/test_fpga_persistent.py) at lsu_m20k / lsu_alm, the descriptor's FD_WORDS words
+    # in registers per kernel (aoc prunes those a kernel never reads: an upper bound), and
+    # descriptor_alm for the layer loop, the kind test and the four 1-deep token channels
+    # (an assumption). Per pass, instead of the host launch: the previous pass's last stores
+    # reaching DDR, its writer's fence and token, before this pass's window loads (~0.7 us
+    # at 300 MHz, a DDR round trip; an assumption). The reader loads the pass's first weights
+    # before it waits for the token, so they hide behind the previous pass's drain and that
+    # sync only (the estimator charges the rest).
     descriptor_alm: int = 3_000
     layer_sync_cycles: int = 200
-    # (b) on-chip intermediates: the writer's and the reader's DDR / on-chip select.
+    # Cost of a modelled-only option (design.MODELLED_ONLY; no kernel has it yet, an
+    # assumption): on-chip intermediates, the writer's and the reader's DDR / on-chip select.
     chain_alm: int = 2_000
     stem_space_to_depth: bool = True     # the compiler's stem rewrite (schedule.py), on
     fold_stem: bool = True               # the FPGA binding folds its kernel columns too
@@ -129,7 +146,7 @@ PIPECNN_DESIGN = replace(ACCEL_DESIGN, name="pipecnn-like", kernels=False,
 
 # The knobs choose_knobs("resnet50", "a10gx1150", lane_nums=multiples of 16) returns (kept in
 # sync by a test; LANE_NUM % 16 == 0 keeps the writer's stores whole 16-byte vectors). With
-# every multiple of 8 the search takes VEC 64 x LANE 40 (7.4 ms modelled, 99% of the DSPs).
+# every multiple of 8 the search takes VEC 64 x LANE 40 (7.8 ms modelled, 99% of the DSPs).
 DEFAULT_VEC_SIZE = 32
 DEFAULT_LANE_NUM = 64
 
@@ -418,12 +435,15 @@ def _kernel_components(board: Board, record: FpgaDesign, design: Design) -> list
                                note=f"{lane} lanes x {depth} x 32 bits"))
         comps.append(Component("systolic data chain", alm=lane * vec * pixels * 2,
                                note=f"{lane} x {8 * vec * pixels} bits of registers"))
-    if record.persistent:   # modelled only: see Design.descriptor_lsus
+    if record.persistent:   # fpga_descriptor.h: see Design.descriptor_alm
+        units = len(PERSISTENT_KERNELS)
+        registers = units * _ceil_div(32 * DESCRIPTOR_WORDS, 4)
         comps.append(Component("layer descriptors (persistent)",
-                               m20k=design.descriptor_lsus * design.lsu_m20k,
-                               alm=design.descriptor_lsus * design.lsu_alm + design.descriptor_alm,
-                               note=f"{design.descriptor_lsus} descriptor load units, decode, "
-                                    f"layer-done tokens (assumption)"))
+                               m20k=units * design.lsu_m20k,
+                               alm=units * design.lsu_alm + registers + design.descriptor_alm,
+                               note=f"{units} wide descriptor load units (one per kernel), "
+                                    f"{DESCRIPTOR_WORDS}-word copies in registers, layer "
+                                    f"loop and tokens"))
     if record.chain_buf_size:   # modelled only: read VEC x P (banked), written LANE x P / steps
         width = max(vec * banks, lane * pixels // record.epilogue_steps)
         comps.append(Component("on-chip intermediates",
@@ -556,15 +576,29 @@ def _layer_estimate(layer: Layer, vec: int, lane: int, fmax_hz: float, batch: in
         fused=tuple(layer.fused))
 
 
+def _fill_cycles(layer: Layer, record: FpgaDesign, design: Design) -> int:
+    """Cycles from the reader's last vector to the writer's last store (a pass's drain)."""
+    systolic = record.systolic and layer.kind in ("conv", "fc")
+    return design.pipeline_depth_cycles + (record.lane_num - 1 if systolic else 0)
+
+
+def _load_cycles(vectors: int, vector_bytes: int, fmax_hz: float, board: Board) -> int:
+    """Cycles of a prologue loop loading ``vectors`` vectors, one per cycle at most and no
+    faster than DDR delivers them (a LANE x VEC weight vector takes several DDR beats)."""
+    return max(vectors, math.ceil(vectors * vector_bytes * fmax_hz / board.ddr_bytes_per_s))
+
+
 def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, batch: int,
                            board: Board, design: Design, launch: bool = True,
-                           input_on_chip: bool = False,
+                           hidden_cycles: int = 0, input_on_chip: bool = False,
                            output_on_chip: bool = False) -> LayerEstimate:
-    """One pass of fpga_conv.cl / fpga_pool.cl as written (the module docstring). With the
-    modelled-only options: ``launch`` False for a pass a persistent kernel starts from its
-    descriptor (layer sync instead of the host launch, its first weights prefetched during
-    the previous pass); ``input_on_chip`` / ``output_on_chip``: the tensor read / written
-    is an on-chip intermediate (no DDR bytes, no window reload or prologue)."""
+    """One pass of fpga_conv.cl / fpga_pool.cl as written (the module docstring).
+    ``launch`` False: a pass the persistent kernels start from its descriptor (the layer
+    sync instead of the host launch; the reader loads the pass's first weights before it
+    waits for the previous pass's token, so ``hidden_cycles``, that pass's drain and the
+    sync, hide that much of the load). With the modelled-only option: ``input_on_chip`` /
+    ``output_on_chip``: the tensor read / written is an on-chip intermediate (no DDR bytes,
+    no window reload or prologue)."""
     vec, lane, pixels_per_cycle = record.vec_size, record.lane_num, record.pixels_per_cycle
     bandwidth = board.ddr_bytes_per_s
     prologue = restarts = 0
@@ -595,8 +629,13 @@ def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, bat
         row_steps = max(row_steps, epilogue_row)
         cycles = passes * rows * row_steps
         mac_cycles = passes * rows * stream
-        prologue = (kvecs if weights_on_chip and launch else 0) + \
-            (row_vecs if window_on_chip and not input_on_chip else 0)
+        first_weights = _load_cycles(kvecs, lane * vec, fmax_hz, board) \
+            if weights_on_chip else 0
+        if not launch:   # loaded while the previous pass drains and signals
+            first_weights = max(0, first_weights - hidden_cycles)
+        prologue = first_weights + \
+            (_load_cycles(row_vecs, vec, fmax_hz, board)
+             if window_on_chip and not input_on_chip else 0)
         restarts = passes * rows * design.row_restart_cycles
         if input_on_chip:
             input_bytes = 0
@@ -621,9 +660,7 @@ def _kernel_layer_estimate(layer: Layer, record: FpgaDesign, fmax_hz: float, bat
         ddr_bytes = batch * layer.out_h * layer.out_w * (_align(layer.in_c) + _align(layer.out_c))
     else:
         raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
-    fill = design.pipeline_depth_cycles
-    if record.systolic and layer.kind in ("conv", "fc"):
-        fill += lane - 1                 # the systolic core drains its skew
+    fill = _fill_cycles(layer, record, design)   # a systolic core drains its skew too
     compute_s = mac_cycles / fmax_hz
     loop_s = cycles / fmax_hz
     memory_s = ddr_bytes / bandwidth
@@ -853,8 +890,11 @@ def estimate(model, board: str | Board = "a10gx1150", vec_size: int = DEFAULT_VE
             # still launches the first pass, each NDRange add and the pass after it
             host = not record.persistent or i == 0 or "eltwise" in \
                 (layer.kind, passes[i - 1].kind)
+            hidden = 0 if host else \
+                _fill_cycles(passes[i - 1], record, design) + design.layer_sync_cycles
             rows.append(_kernel_layer_estimate(layer, record, fmax * 1e6, batch, board, design,
-                                               launch=host, input_on_chip=i - 1 in chained,
+                                               launch=host, hidden_cycles=hidden,
+                                               input_on_chip=i - 1 in chained,
                                                output_on_chip=i in chained))
     else:
         rows = [_layer_estimate(layer, vec_size, lane_num, fmax * 1e6, batch, board, design)

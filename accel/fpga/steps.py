@@ -1,6 +1,7 @@
 """The FPGA design's history as modelled configurations: the estimate before issue 16, the
-kernels as reviewed with every cost counted, then each change, then designs not built yet
-("faster by design", design.MODELLED_ONLY), then published designs for comparison.
+kernels as reviewed with every cost counted, then each change, then "faster by design": the
+persistent kernels (built) and designs not built yet (design.MODELLED_ONLY), then published
+designs for comparison.
 benchmarks/README.md's FPGA table is ``python -m accel.fpga.steps`` (a test keeps them equal).
 
 Each step is (label, Design cost coefficients, FpgaDesign record or None for the model's
@@ -38,6 +39,8 @@ class Step:
     own_modes: bool = False         # narrow the record's modes to each model's
     requant: str = "fixed"          # "float32": the models as QDQ models (model_modes)
     clock: str | None = None        # a fmax rule style to clock it at instead of its own
+    clock_worst: bool = False       # that rule's clock times its worst published ratio
+    clock_verified: bool = False    # that rule fitted to the verified points only
 
 
 NO_FOLD = replace(ACCEL_DESIGN, fold_stem=False)  # the stem's kernel columns not in channels
@@ -68,8 +71,16 @@ STEPS = (
     Step("+ stem kernel columns folded into channels", ACCEL_DESIGN, NARROW_EPILOGUE, True,
          own_modes=True),
     Step("+ systolic MAC array, data passed lane to lane (= today)", ACCEL_DESIGN, None, True),
-    # The same kernels at the clock the broadcast rule gives their size: the conservative
-    # figure if the systolic rule (one published Arria 10 design, fmax.py) does not hold.
+    # The same kernels at other clocks for their size (fmax.py): the systolic rule as far
+    # below it as the furthest published design fell; fitted to the verified points only (the
+    # FPGA AI Suite's, RTL), and that at its worst ratio; the broadcast rule (the conservative
+    # figure should a systolic OpenCL core not close like the published systolic designs).
+    Step("today at the systolic rule's worst published ratio", ACCEL_DESIGN, None, True,
+         clock="systolic", clock_worst=True),
+    Step("today, systolic rule fitted to verified points only", ACCEL_DESIGN, None, True,
+         clock="systolic", clock_verified=True),
+    Step("the same at its worst published ratio", ACCEL_DESIGN, None, True,
+         clock="systolic", clock_verified=True, clock_worst=True),
     Step("today at the broadcast rule's clock (conservative)", ACCEL_DESIGN, None, True,
          clock="broadcast"),
     Step("today, fastest fitting VEC x LANE", ACCEL_DESIGN, SYSTOLIC, True, search=True,
@@ -79,9 +90,10 @@ STEPS = (
     Step("QDQ models, broadcast, epilogue in 1 cycle", ACCEL_DESIGN, ONE_CYCLE, True,
          own_modes=True, requant="float32"),
     Step("QDQ models, today's design", ACCEL_DESIGN, None, True, requant="float32"),
-    # Faster by design, modelled only (design.MODELLED_ONLY; costs: estimate.Design).
-    Step("today + persistent kernel reading layer descriptors (modelled)", ACCEL_DESIGN,
-         PERSISTENT_DESIGN, False, own_modes=True),
+    # Faster by design. Built: FpgaDesign.persistent (kernels/fpga_descriptor.h), bit-exact
+    # on the emulator. The rest modelled only (design.MODELLED_ONLY; costs: estimate.Design).
+    Step("today + persistent kernel reading layer descriptors", ACCEL_DESIGN,
+         PERSISTENT_DESIGN, True, own_modes=True),
     Step("+ bottleneck intermediates on chip (modelled)", ACCEL_DESIGN, ON_CHIP_DESIGN, False,
          own_modes=True),
     Step("today + 2 px per cycle, fastest fitting (modelled)", ACCEL_DESIGN, TWO_PIXEL_DESIGN,
@@ -120,11 +132,19 @@ def _estimate(step: Step, extracted, board, vec: int, lane: int):
     kw = dict(design=step.design, fpga_design=_record(step, extracted, vec, lane),
               requant=step.requant)
     est = estimate(extracted, board, vec, lane, **kw)
-    if step.clock is not None:   # the same design at another style's clock for its size
-        use = max(est.resources.dsp.utilization, est.resources.m20k.utilization)
-        mhz = math.floor(fmax_rule.achievable_mhz(board, step.clock, use))
+    if step.clock is not None:   # the same design at another rule's clock for its size
+        mhz = math.floor(step_clock_mhz(step, board, est.resources))
         est = estimate(extracted, board, vec, lane, fmax_mhz=mhz, **kw)
     return est
+
+
+def step_clock_mhz(step: Step, board, resources) -> float:
+    """The clock a step with ``clock`` set runs at, for a design of these resources."""
+    use = max(resources.dsp.utilization, resources.m20k.utilization)
+    mhz = fmax_rule.achievable_mhz(board, step.clock, use, verified_only=step.clock_verified)
+    if step.clock_worst:
+        mhz *= fmax_rule.worst_ratio(step.clock, verified_only=step.clock_verified)
+    return mhz
 
 
 def run(step: Step, model, board="a10gx1150"):

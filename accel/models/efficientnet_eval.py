@@ -2,7 +2,8 @@
 deterministically from the sample photos that installed packages bundle (nothing is
 downloaded): scikit-image's (public domain / CC0), scikit-learn's china.jpg and flower.jpg
 (CC-BY 2.0), matplotlib's grace_hopper.jpg (public domain) and, where the Debian package
-mate-backgrounds is installed, its 12 nature photographs (GPL-2+; MATE_NATURE); each base
+mate-backgrounds is installed, its 12 nature photographs (GPL-2+; MATE_NATURE), and where
+lomiri-wallpapers-16.04 is, its 15 photographs (CC-BY(-SA) 4.0; LOMIRI_PHOTOS); each base
 photo, its mirror
 image, crops, rescales and JPEG re-encodings, as encoded image bytes (what accel.preprocess
 takes), and the agreement statistics.
@@ -32,6 +33,17 @@ GREY_PHOTOS = ("camera", "coins", "clock", "moon", "grass", "gravel", "brick", "
 # dune, a storm, ...), used where installed, after the others (so the photos above keep their
 # variants whether it is or not)
 MATE_NATURE = "/usr/share/backgrounds/mate/nature"
+# Debian's lomiri-wallpapers-16.04 (apt): 15 photographs (Ubuntu 16.04's wallpaper contest:
+# a dog, a clock, a dragonfly, a fig, paintbrushes, mountains, dandelions, ...; CC-BY(-SA)
+# 4.0), used where installed, after all the others, never for calibration (held out)
+LOMIRI_DIR = "/usr/share/backgrounds"
+LOMIRI_PHOTOS = ("Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace",
+                 "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede",
+                 "aitzgorri_by_Aitzol_Berasategi", "analogpattern_by_Peter_Nerlich",
+                 "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi",
+                 "greentock_by_Peter_Nerlich", "life_by_Aitzol_Berasategi",
+                 "picosdeeuropa_by_Aitzol_Berasategi", "seeding_by_Clements_Engelhardt",
+                 "sunset_by_Aitzol_Berasategi", "umang_by_Abhishek_Mudgal")
 # scikit-image's textures, microscopy and astronomy: the subset where the float network itself
 # hesitates most (every other base photo is an ordinary photograph)
 TEXTURE_OR_SCIENCE = ("hubble_deep_field", "immunohistochemistry", "retina", "moon", "grass",
@@ -54,7 +66,7 @@ def base_photos() -> list[tuple[str, np.ndarray]]:
         else:
             image = getattr(data, name)()
         photos.append((name, _rgb(image)))
-    return photos + mate_photos()
+    return photos + mate_photos() + lomiri_photos()
 
 
 def mate_photos() -> list[tuple[str, np.ndarray]]:
@@ -72,13 +84,35 @@ def mate_photos() -> list[tuple[str, np.ndarray]]:
     return photos
 
 
+def lomiri_photos() -> list[tuple[str, np.ndarray]]:
+    """(name, RGB) of lomiri-wallpapers-16.04's photographs, scaled to at most 1024 pixels
+    wide (they are 2-12 megapixels); none where the package is not installed."""
+    from pathlib import Path
+
+    from PIL import Image
+    photos = []
+    for stem in LOMIRI_PHOTOS:
+        path = Path(LOMIRI_DIR) / f"{stem}.jpg"
+        if not path.is_file():
+            continue
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.width > 1024:
+                height = round(image.height * 1024 / image.width)
+                image = image.resize((1024, height), Image.Resampling.LANCZOS)
+            photos.append((f"lomiri_{stem.split('_by_')[0].lower()}", _rgb(np.asarray(image))))
+    return photos
+
+
 def photo_group(name: str) -> str:
     """The subset an image of photo_variants belongs to: "texture/science" (scikit-image's
-    textures, microscopy and astronomy: TEXTURE_OR_SCIENCE), "mate nature" (mate-backgrounds)
-    or "photo" (the other ordinary photographs)."""
+    textures, microscopy and astronomy: TEXTURE_OR_SCIENCE), "mate nature" (mate-backgrounds),
+    "lomiri photo" (lomiri-wallpapers-16.04) or "photo" (the other ordinary photographs)."""
     base = name.split("/")[0]
     if base in TEXTURE_OR_SCIENCE:
         return "texture/science"
+    if base.startswith("lomiri_"):
+        return "lomiri photo"
     return "mate nature" if base.startswith("mate_") else "photo"
 
 
@@ -149,17 +183,20 @@ def _variant(image: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
 
 
 def photo_variants(count: int | None = None, *, seed: int = 0) -> list[tuple[str, bytes]]:
-    """Up to len(base photos) x len(VARIANTS) (19 x 8 = 152, or 31 x 8 = 248 with
-    mate-backgrounds installed) encoded images, the same for the same
+    """Up to len(base photos) x len(VARIANTS) (19 x 8 = 152; 31 x 8 = 248 with
+    mate-backgrounds installed, 46 x 8 = 368 with lomiri-wallpapers-16.04 too) encoded
+    images, the same for the same
     ``seed`` (crops are drawn from it), ordered variant-major so that any prefix covers every
     base photo. ``count`` takes the first ones."""
     rng = np.random.default_rng(seed)
     extra_rng = np.random.default_rng([seed, 1])  # mate-backgrounds' photos: their own draws,
     photos = base_photos()                        # so the others' crops do not depend on them
+    lomiri_rng = np.random.default_rng([seed, 2])  # and lomiri-wallpapers' theirs
     out = []
     for kind in VARIANTS:
         for name, image in photos:
             draw = extra_rng if name.startswith("mate_") else rng
+            draw = lomiri_rng if name.startswith("lomiri_") else draw
             out.append((f"{name}/{kind}", _variant(image, kind, draw)))
             if count is not None and len(out) >= count:
                 return out
@@ -243,5 +280,6 @@ def _output_scale(compiled) -> float:
 
 
 __all__ = ["COLOUR_PHOTOS", "PACKAGED_PHOTOS", "GREY_PHOTOS", "MATE_NATURE", "TEXTURE_OR_SCIENCE",
-           "VARIANTS", "base_photos", "mate_photos", "photo_group", "photo_variants",
+           "LOMIRI_PHOTOS", "VARIANTS", "base_photos", "mate_photos", "lomiri_photos",
+           "photo_group", "photo_variants",
            "Agreement", "agreement", "qdq_bit_match", "logits_tensor", "with_output"]

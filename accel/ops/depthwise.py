@@ -36,7 +36,7 @@ from accel.runtime import Buffer, Context, Event, Kernel, Program
 KERNEL_FILE = "depthwise.cl"
 KERNEL_NAME = "depthwise2d_nhwc"
 CHANNEL_BLOCK = 16  # channels per work-item (the kernel's vector width)
-USER_KNOBS = ("TILE_W",)  # REQUANT_F32 follows the layer
+USER_KNOBS = ("TILE_W", "X86_PAIR_MAC", "PAIR_MAC_EMULATE")  # REQUANT_F32 follows the layer
 # The knobs' range and the default values are kernels/tuning.json's (read by accel.ops.tuning).
 TILE_W_MAX = tuning.declared(KERNEL_FILE)["TILE_W"]["max"]
 DEFAULT_KNOBS = tuning.knobs(KERNEL_FILE, "default")
@@ -203,7 +203,8 @@ def pack_parameters(layer: DepthwiseLayer, weights: np.ndarray, bias: np.ndarray
 
 
 def check_knobs(knobs: dict) -> dict:
-    """depthwise.cl knobs, checked: only USER_KNOBS, TILE_W an integer in 1..TILE_W_MAX."""
+    """depthwise.cl knobs, checked: only USER_KNOBS, each within kernels/tuning.json's
+    constraints (TILE_W in 1..TILE_W_MAX, the pair-path switches 0 or 1)."""
     if "REQUANT_F32" in knobs:
         raise ValueError("REQUANT_F32 is not a caller's knob: it follows the layer")
     check_knob_names(knobs, USER_KNOBS, KERNEL_FILE)

@@ -30,6 +30,10 @@ the CHANNEL_ALIGN=16 layout for VEC_SIZE up to 16; for a larger VEC_SIZE the com
 re-strides the tensors the pipelines read, accel/backend/fpga_layout.py; the numpy entry points
 here upload 16-padded arrays, so they need VEC_SIZE <= 16 for inputs of other widths). The
 writers store aligned 16-byte vectors (fewer where LANE_NUM or VEC_SIZE is smaller).
+
+A persistent design (FpgaConfig.persistent) has other kernel arguments: its layers run from a
+table of layer descriptors, one launch per segment of layers (accel.ops.fpga_segment); bind
+and bind_pool refuse it.
 """
 
 from __future__ import annotations
@@ -147,8 +151,10 @@ def built_config(ctx: Context, program: Program) -> FpgaConfig:
     ctx.launch(program, CONFIG_KERNEL, (1,), words, local_size=(1,))
     values = [int(v) for v in ctx.download(words, np.int32, (CONFIG_WORDS,))]
     conv_modes, pool_modes = FpgaDesign.modes_from_word(values[4])
+    persistent = bool(values[4] & design.PERSISTENT_BIT)
     try:
-        config = FpgaConfig(*values[:4], conv_modes=conv_modes, pool_modes=pool_modes)
+        config = FpgaConfig(*values[:4], conv_modes=conv_modes, pool_modes=pool_modes,
+                            persistent=persistent)
     except ValueError as error:
         raise ValueError(f"the FPGA program reports impossible knobs {values}: {error}") from None
     _built_configs[program] = config
@@ -328,6 +334,9 @@ def bind(prepared: PreparedFpgaConv, x: Buffer, out: Buffer,
     they compute and write the padded channels too, as the NDRange conv does."""
     g = prepared.geometry
     layer, i32 = g.layer, np.int32
+    if g.config.persistent:
+        raise ValueError("a persistent FPGA design runs its layers from a descriptor table "
+                         "(accel.ops.fpga_segment.bind_segment), not one launch per layer")
     check_buffer("input", x, layer.input_bytes)
     check_buffer("output", out, g.output_bytes)
     if layer.residual is not None:
@@ -455,6 +464,9 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     if not isinstance(params, (pool_ops.PoolParams, pool_ops.GlobalAvgPoolParams)):
         raise TypeError(f"params must be PoolParams or GlobalAvgPoolParams, got {type(params).__name__}")
     _check_modes(config, params)
+    if config.persistent:
+        raise ValueError("a persistent FPGA design runs its layers from a descriptor table "
+                         "(accel.ops.fpga_segment.bind_segment), not one launch per layer")
     n, h, w, c = params.input_shape
     _, oh, ow, _ = params.output_shape
     cp = padded_channels(c)

@@ -5,10 +5,12 @@ here: kernels/tuning.json (shipped) and the user's own tuning file, written by
 A table maps a kernel file and a device's tuning key (``Device.tuning_key``: the runtime
 and, on the host CPU, its instruction-set level, e.g. ``pocl-cpu/avx2``) to an entry of
 ``-D`` knobs and selection rules. The most specific key either table lists (the exact key,
-then the runtime alone, ``pocl-cpu``) is laid over the file's ``default`` entry; at that key
-the user's values are taken over the shipped ones. An entry's ``shapes`` maps a layer shape
-class (``conv_shape_class``) to knobs laid over the entry for layers of that class (``accel
-tune`` writes them); keys starting with ``_`` (``_provenance``) are notes.
+then the runtime alone, ``pocl-cpu``) is laid over the file's ``default`` entry. An entry's
+``shapes`` maps a layer shape class (``conv_shape_class``) to values laid over the entry for
+layers of that class (``accel tune`` writes them). At that key the user's entry and its
+shape entries are laid over the shipped ones, so the user's file wins as a whole (a device
+value there wins over a shipped shape entry). Keys starting with ``_`` (``_provenance``)
+are notes.
 
 The tables' ``_knobs`` and ``_rules`` declare, once, each file's knobs (passed to the
 kernel as -D) and selection rules (read by the compiler: Winograd on/off, the accumulator
@@ -205,22 +207,41 @@ def lookup_keys(tuning_key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((tuning_key, runtime)))
 
 
-def entry(kernel_file: str, tuning_key: str, shape: str | None = None) -> dict:
-    """Knobs and rules of ``kernel_file`` for a device (and a layer shape class): the most
-    specific key either table lists laid over the ``default`` entry, the user's values over
-    the shipped ones, the shape class's over both (a new dict: callers may change it)."""
+def _layers(kernel_file: str, tuning_key: str, shape: str | None) -> list[tuple[dict, bool]]:
+    """The values laid over one another for a device (and a layer shape class), least
+    specific first, each with whether it is a shape class's own entry: the ``default``
+    entries, then at the most specific key either table lists the shipped entry and its
+    shape's, then the user's entry and its shape's (the user's file wins as a whole)."""
     shipped = _table().get(kernel_file, {})
     user = _user().get(kernel_file, {})
-    chosen = {**_values(shipped.get("default", {})), **_values(user.get("default", {}))}
-    for key in lookup_keys(tuning_key):
-        if key in shipped or key in user:
-            chosen.update(_values(shipped.get(key, {})))
-            chosen.update(_values(user.get(key, {})))
+    found = [(_values(shipped.get("default", {})), False),
+             (_values(user.get("default", {})), False)]
+    key = next((k for k in lookup_keys(tuning_key) if k in shipped or k in user), None)
+    if key is not None:
+        for table in (shipped, user):
+            found.append((_values(table.get(key, {})), False))
             if shape is not None:
-                chosen.update(_values(shipped.get(key, {}).get(SHAPES, {}).get(shape, {})))
-                chosen.update(_values(user.get(key, {}).get(SHAPES, {}).get(shape, {})))
-            break
+                found.append((_values(table.get(key, {}).get(SHAPES, {}).get(shape, {})), True))
+    return found
+
+
+def entry(kernel_file: str, tuning_key: str, shape: str | None = None) -> dict:
+    """Knobs and rules of ``kernel_file`` for a device (and a layer shape class): the values
+    of _layers laid over one another (a new dict: callers may change it)."""
+    chosen = {}
+    for values, _ in _layers(kernel_file, tuning_key, shape):
+        chosen.update(values)
     return chosen
+
+
+def from_shape_entry(kernel_file: str, name: str, tuning_key: str, shape: str) -> bool:
+    """Whether a layer of this shape class takes ``name`` from a shape class's own entry
+    (e.g. the Winograd selection ``accel tune`` measured for it) rather than a device's."""
+    decided = False
+    for values, is_shape in _layers(kernel_file, tuning_key, shape):
+        if name in values:
+            decided = is_shape
+    return decided
 
 
 def knobs(kernel_file: str, tuning_key: str, shape: str | None = None) -> dict[str, int]:
@@ -231,11 +252,13 @@ def knobs(kernel_file: str, tuning_key: str, shape: str | None = None) -> dict[s
             if k not in rule_names}
 
 
-def rules(kernel_file: str, tuning_key: str = "default") -> dict[str, int]:
+def rules(kernel_file: str, tuning_key: str = "default",
+          shape: str | None = None) -> dict[str, int]:
     """The selection rules of ``kernel_file`` for a device's tuning key (the compiler's
-    choices: Winograd on/off and its threshold, the accumulator budget, ...)."""
+    choices: Winograd on/off and its threshold, the accumulator budget, ...), with a layer
+    shape class's own where given."""
     rule_names = declared(kernel_file, "_rules")
-    return {k: v for k, v in entry(kernel_file, tuning_key).items() if k in rule_names}
+    return {k: v for k, v in entry(kernel_file, tuning_key, shape).items() if k in rule_names}
 
 
 def rule(kernel_file: str, name: str, tuning_key: str = "default") -> int:

@@ -156,13 +156,17 @@ def check_knobs(knobs: dict) -> dict:
 
 # The compiler's selection rules in winograd.cl's tuning entries (not -D knobs; declared in
 # kernels/tuning.json's "_rules"): WINOGRAD 1 where Winograd measured faster than conv.cl on
-# the device, and the smallest output image (pixels per channel) worth it there.
+# the device, and the smallest output image (pixels per channel) worth it there. A layer
+# shape class's own WINOGRAD (written by accel tune, which times both kernels on the shape)
+# decides for the layers of that class, the threshold aside.
 SCHEDULER_KEYS = ("WINOGRAD", "WINOGRAD_MIN_OUTPUT_PIXELS")
 
 
-def tuned_knobs(tuning_key: str) -> dict:
-    """The device's winograd.cl entry in kernels/tuning.json, kernel knobs only."""
-    return tuning.knobs(KERNEL_FILE, tuning_key)
+def tuned_knobs(tuning_key: str, layer: ConvLayer | None = None) -> dict:
+    """The device's winograd.cl entry in kernels/tuning.json (with ``layer``'s shape
+    class's own, where the tuning has one), kernel knobs only."""
+    return tuning.knobs(KERNEL_FILE, tuning_key,
+                        conv_ops.shape_class(layer) if layer is not None else None)
 
 
 def enabled_on(tuning_key: str) -> bool:
@@ -171,15 +175,20 @@ def enabled_on(tuning_key: str) -> bool:
 
 
 def use_for(tuning_key: str, layer: ConvLayer, weights: np.ndarray) -> bool:
-    """Whether the compiler should run this layer as Winograd on this device: it is eligible,
-    Winograd is enabled there, and the output image has at least WINOGRAD_MIN_OUTPUT_PIXELS
-    pixels (PoCL: ResNet-50's 7x7x512 layers measured no faster inside the model, their U'
-    (8 MiB) streaming from memory and a quarter of their tile outputs falling off the
-    7x7 edge)."""
-    min_pixels = tuning.rules(KERNEL_FILE, tuning_key)["WINOGRAD_MIN_OUTPUT_PIXELS"]
-    return (enabled_on(tuning_key)
-            and layer.out_height * layer.out_width >= min_pixels
-            and ineligibility(layer, weights) is None)
+    """Whether the compiler should run this layer as Winograd on this device: it is eligible
+    and its shape class's measured selection says so (accel tune), or, where the tuning has
+    none for the class, Winograd is enabled there and the output image has at least
+    WINOGRAD_MIN_OUTPUT_PIXELS pixels (PoCL: ResNet-50's 7x7x512 layers measured no faster
+    inside the model, their U' (8 MiB) streaming from memory and a quarter of their tile
+    outputs falling off the 7x7 edge)."""
+    if ineligibility(layer, weights) is not None:
+        return False
+    shape = conv_ops.shape_class(layer)
+    rules = tuning.rules(KERNEL_FILE, tuning_key, shape)
+    if tuning.from_shape_entry(KERNEL_FILE, "WINOGRAD", tuning_key, shape):
+        return bool(rules["WINOGRAD"])  # accel tune timed both kernels on this shape class
+    return (bool(rules["WINOGRAD"])
+            and layer.out_height * layer.out_width >= rules["WINOGRAD_MIN_OUTPUT_PIXELS"])
 
 
 def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
@@ -191,7 +200,7 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
     reason = ineligibility(layer, weights)
     if reason is not None:
         raise ValueError(f"layer not eligible for Winograd F(2x2, 3x3): {reason}")
-    chosen = tuned_knobs(ctx.device.tuning_key)
+    chosen = tuned_knobs(ctx.device.tuning_key, layer)
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)
     chosen["HAS_RESIDUAL"] = int(layer.residual is not None)

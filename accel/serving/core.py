@@ -86,15 +86,21 @@ class Core:
                 raise ServingError(Status.NOT_FOUND, f"unknown model {name!r}; serving "
                                    f"{sorted(self.models)}")
         else:
-            routed = (route or "").rstrip("/").rsplit("/", 1)[-1]
-            if routed in self.models:
-                model = self.models[routed]
-            elif len(self.models) == 1:
-                model = next(iter(self.models.values()))
-            else:
+            model = self.routed(route)
+            if model is None:
                 raise invalid(f"the request names no model; this server serves "
                               f"{sorted(self.models)}: set model_spec.name")
         return self.available(model)
+
+    def routed(self, route: str | None) -> ServedModel | None:
+        """The model a request without a model name means: the one the service route header
+        names, else the only model served; None when neither tells."""
+        routed = (route or "").rstrip("/").rsplit("/", 1)[-1]
+        if routed in self.models:
+            return self.models[routed]
+        if len(self.models) == 1:
+            return next(iter(self.models.values()))
+        return None
 
     def available(self, model: ServedModel) -> ServedModel:
         if self.draining:

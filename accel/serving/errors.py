@@ -44,3 +44,11 @@ class ServingError(Exception):
 
 def invalid(message: str) -> ServingError:
     return ServingError(Status.INVALID_ARGUMENT, message)
+
+
+def too_large(size: int, limit: int, *, at_least: bool = False) -> ServingError:
+    """A request over the server's size limit, in the same words over gRPC and REST.
+    ``at_least``: ``size`` is what was read before the limit was passed, not the whole."""
+    amount = f"at least {size}" if at_least else str(size)
+    return ServingError(Status.TOO_LARGE, f"the request is {amount} bytes, larger than the "
+                        f"server's limit of {limit} bytes")

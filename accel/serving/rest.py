@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from .core import Core
-from .errors import ServingError, Status, invalid
+from .errors import ServingError, Status, invalid, too_large
 from .grpc_service import signature_defs
 from .models import ServedModel
 from .tensors import RawInput
@@ -485,8 +485,9 @@ class AccessAndLimits:
 
         try:
             limited = await self._limited(scope, receive)
-            if limited is None:
-                await self._too_large(receive, sending)
+            if isinstance(limited, ServingError):
+                state["error"] = limited.message
+                await self._refuse(limited, receive, sending)
             else:
                 receive = limited
                 await self.app(scope, receive, sending)
@@ -503,15 +504,17 @@ class AccessAndLimits:
                                  state.get("error", ""))
 
     async def _limited(self, scope, receive):
-        """``receive`` if the body fits (replayed when it had to be read to tell), or None."""
+        """``receive`` if the body fits (replayed when it had to be read to tell), or the
+        error that refuses it."""
         headers = dict(scope.get("headers") or ())
         length = headers.get(b"content-length")
         if length is not None:
             try:
-                if int(length) > self.limit:
-                    return None
+                size = int(length)
             except ValueError:
-                return None
+                return invalid(f"Content-Length {length[:40]!r} is not a number")
+            if size > self.limit:
+                return too_large(size, self.limit)
             return receive
         if scope.get("method") in ("GET", "HEAD"):
             return receive
@@ -523,7 +526,7 @@ class AccessAndLimits:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                return None
+                return too_large(size, self.limit, at_least=True)
             if not message.get("more_body", False):
                 break
         body, sent = b"".join(chunks), False
@@ -536,7 +539,7 @@ class AccessAndLimits:
             return await receive()
         return replay
 
-    async def _too_large(self, receive, send):
+    async def _refuse(self, error: ServingError, receive, send):
         # read (and drop) what the client is still sending, up to a bound: closing a socket
         # with unread data resets the connection, and the client would never see the 413
         dropped = 0
@@ -547,9 +550,8 @@ class AccessAndLimits:
             dropped += len(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = json.dumps({"error": f"the request is larger than the server's limit of "
-                                    f"{self.limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
+        body = json.dumps({"error": error.message}).encode()
+        await send({"type": "http.response.start", "status": error.status.http_status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

@@ -28,6 +28,7 @@ import grpc
 import uvicorn
 
 from .core import Core
+from .grpc_limits import SizeLimit, hard_cap
 from .grpc_service import add_services, set_health
 from .metrics import Metrics
 from .models import ServedModel
@@ -47,7 +48,7 @@ class ServeConfig:
     auth_keys: tuple[str, ...] = ()
     device: str | None = None
     max_queue: int = 64                          # requests in flight per model
-    max_request_bytes: int = 32 << 20
+    max_request_bytes: int = 32 << 20            # gRPC and REST; see grpc_limits.hard_cap
     max_pixels: int | None = None                # per image; None: accel.preprocess's limit
     max_images: int = 64                         # per request
     workers: int = 0                             # decode/preprocess threads; 0: one per core
@@ -122,10 +123,13 @@ async def serve(config: ServeConfig, *, announce=None) -> bool:
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         tls = (Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())
 
-    options = [("grpc.max_receive_message_length", config.max_request_bytes),
+    # core refuses only over a hard cap (uncounted); SizeLimit refuses over the configured
+    # limit, counted and logged (see grpc_limits)
+    options = [("grpc.max_receive_message_length", hard_cap(config.max_request_bytes)),
                ("grpc.max_send_message_length", -1),
                ("grpc.so_reuseport", 0)]  # port taken => an error, not a silent second server
-    grpc_server = grpc.aio.server(options=options)
+    grpc_server = grpc.aio.server(options=options,
+                                  interceptors=[SizeLimit(core, config.max_request_bytes)])
     health = add_services(grpc_server, core)
     address = _address(config.host, config.grpc_port)
     try:
