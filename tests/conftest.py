@@ -70,3 +70,19 @@ def _tensorflow_stays_out_of_the_test_process():
     yield
     assert "tensorflow" not in sys.modules, \
         "this test module imported TensorFlow into the test process: run it in a child"
+
+
+@pytest.fixture
+def compile_calls(monkeypatch) -> dict:
+    """The keyword arguments of the test's accel.compile calls (the real compile still runs),
+    for tests that check a CLI option reaches compile()."""
+    import accel
+    seen: dict = {}
+    real_compile = accel.compile
+
+    def recording_compile(*args, **kwargs):
+        seen.update(kwargs)
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(accel, "compile", recording_compile)
+    return seen

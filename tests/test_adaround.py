@@ -186,10 +186,9 @@ def test_apply_rounding_gives_the_scheduler_exactly_the_chosen_integers():
     np.testing.assert_array_equal(got_scales, scales)
 
 
-def test_cli_compile_takes_adaround(capsys, monkeypatch, tmp_path):
+def test_cli_compile_takes_adaround(capsys, compile_calls, tmp_path):
     """`accel compile --weight-rounding adaround --adaround-iterations N` reaches compile();
     a step count below 1 is a usage error (exit 2)."""
-    import accel
     from accel.cli import main
     from test_cli_commands import PHOTOS, tiny_classifier
     model = tiny_classifier(tmp_path / "tiny.onnx")
@@ -197,14 +196,7 @@ def test_cli_compile_takes_adaround(capsys, monkeypatch, tmp_path):
     photos.mkdir()
     for photo in PHOTOS[:2]:
         (photos / photo.name).write_bytes(photo.read_bytes())
-    seen = {}
-    real_compile = accel.compile
-
-    def recording_compile(*args, **kwargs):
-        seen.update(kwargs)
-        return real_compile(*args, **kwargs)
-
-    monkeypatch.setattr(accel, "compile", recording_compile)
+    seen = compile_calls
     out = tmp_path / "tiny.accel"
     code = main(["compile", str(model), "-o", str(out), "--calibration", str(photos),
                  "--weight-rounding", "adaround", "--adaround-iterations", "20"])

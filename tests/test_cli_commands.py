@@ -266,17 +266,9 @@ def test_compile_bad_option_value_is_a_usage_error(capsys, work, tiny_onnx):
     (("--bias-correction",), "minmax", "analytic"),
     (("--observer", "auto", "--bias-correction", "empirical"), "auto", "empirical"),
 ])
-def test_compile_passes_the_calibration_choices(capsys, monkeypatch, work, tiny_onnx, photo_dir,
+def test_compile_passes_the_calibration_choices(capsys, compile_calls, work, tiny_onnx, photo_dir,
                                                 options, observer, correction):
-    import accel
-    seen = {}
-    real_compile = accel.compile
-
-    def recording_compile(*args, **kwargs):
-        seen.update(kwargs)
-        return real_compile(*args, **kwargs)
-
-    monkeypatch.setattr(accel, "compile", recording_compile)
+    seen = compile_calls
     out = work / f"choices-{len(options)}.accel"
     code, _, err = run_cli(capsys, "compile", tiny_onnx, "-o", out, "--calibration", photo_dir,
                            *options)
