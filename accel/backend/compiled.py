@@ -77,7 +77,6 @@ class CompiledModel:
         self.fpga_design = fpga_presets.resolve(fpga_design)
         self._bound = bind(self._ctx, lowered, fpga_pipelines, self.fpga_design)
         self._lowered = self._bound.lowered
-        self._ops = [s.op for s in lowered.steps]
         self.layer_errors = None  # set by compile(..., report=True)
         self.source = None  # the ONNX model (proto or path) compile() was given; None if loaded
         self._lock = threading.Lock()  # one Plan, one set of buffers: one run at a time

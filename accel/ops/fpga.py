@@ -455,18 +455,34 @@ def _pool_float32_mode(params) -> int:
     return 2 if isinstance(params, pool_ops.GlobalAvgPoolParams) else 1
 
 
-def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_stride: int | None = None,
-              out_channel_offset: int = 0, config: FpgaConfig = DEFAULT_CONFIG,
-              program: Program | None = None) -> Stage:
-    """The pooling pipeline (fpga_pool, fpga_pool_writer) as one concurrent stage. The output
-    may be a channel slice [offset, offset + C_padded) of a wider tensor (concat)."""
-    _check_fpga(ctx)
-    if not isinstance(params, (pool_ops.PoolParams, pool_ops.GlobalAvgPoolParams)):
-        raise TypeError(f"params must be PoolParams or GlobalAvgPoolParams, got {type(params).__name__}")
-    _check_modes(config, params)
-    if config.persistent:
-        raise ValueError("a persistent FPGA design runs its layers from a descriptor table "
-                         "(accel.ops.fpga_segment.bind_segment), not one launch per layer")
+@dataclass(frozen=True)
+class PoolSetup:
+    """What the pooling pipeline needs of a layer, checked (bind_pool; a persistent segment's
+    descriptor, accel.ops.fpga_segment.pool_layer)."""
+    n: int
+    h: int
+    w: int
+    cp: int                  # padded channels
+    oh: int
+    ow: int
+    out_channel_stride: int
+    kernel: tuple
+    stride: tuple
+    pads: tuple
+    is_max: int
+    region: tuple            # the count region (count_h0, count_h1, count_w0, count_w1)
+    mult: np.ndarray
+    shift: np.ndarray
+    float32_mode: int
+    dequantized: np.ndarray  # float32 mode's tables (one unread entry each otherwise)
+    reciprocals: np.ndarray
+    out_scale: float
+    offset: int
+
+
+def pool_setup(params, config: FpgaConfig, out_channel_stride: int | None,
+               out_channel_offset: int) -> PoolSetup:
+    """A pooling layer's geometry and tables for the FPGA pool, its channel slice checked."""
     n, h, w, c = params.input_shape
     _, oh, ow, _ = params.output_shape
     cp = padded_channels(c)
@@ -476,14 +492,14 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
                          f"(activations padded to {CHANNEL_ALIGN}; a VEC_SIZE above that "
                          f"needs them padded to VEC_SIZE)")
     out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
-    check_buffer("input", x, n * h * w * cp)
-    check_buffer("output", out, n * oh * ow * out_channel_stride)
     if out_channel_offset < 0 or out_channel_offset % CHANNEL_ALIGN or \
             out_channel_offset + cp > out_channel_stride:
         raise ValueError(f"output channels [{out_channel_offset}, {out_channel_offset + cp}) do not "
                          f"fit a tensor of {out_channel_stride} channels at a multiple of "
                          f"{CHANNEL_ALIGN}")
-    i32 = np.int32
+    if out_channel_stride % CHANNEL_ALIGN:  # aligned stores: stride and offset multiples of 16
+        raise ValueError(f"output channel stride {out_channel_stride} is not a multiple of "
+                         f"{CHANNEL_ALIGN}")
     if isinstance(params, pool_ops.GlobalAvgPoolParams):
         kernel, stride, pads, is_max, region = (h, w), (1, 1), (0, 0), 0, (0, h, 0, w)
     else:
@@ -497,23 +513,43 @@ def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_strid
     else:  # unread: one entry each so the arguments are valid buffers
         dequantized, reciprocals = np.zeros(1, np.float32), np.ones(1, np.float32)
         out_scale, offset = 1.0, 0
+    return PoolSetup(n, h, w, cp, oh, ow, out_channel_stride, tuple(kernel), tuple(stride),
+                     tuple(pads), is_max, tuple(region), np.asarray(mult, np.int32),
+                     np.asarray(shift, np.int32), float32_mode,
+                     np.asarray(dequantized, np.float32), np.asarray(reciprocals, np.float32),
+                     float(out_scale), int(offset))
+
+
+def bind_pool(ctx: Context, params, x: Buffer, out: Buffer, *, out_channel_stride: int | None = None,
+              out_channel_offset: int = 0, config: FpgaConfig = DEFAULT_CONFIG,
+              program: Program | None = None) -> Stage:
+    """The pooling pipeline (fpga_pool, fpga_pool_writer) as one concurrent stage. The output
+    may be a channel slice [offset, offset + C_padded) of a wider tensor (concat)."""
+    _check_fpga(ctx)
+    if not isinstance(params, (pool_ops.PoolParams, pool_ops.GlobalAvgPoolParams)):
+        raise TypeError(f"params must be PoolParams or GlobalAvgPoolParams, got {type(params).__name__}")
+    _check_modes(config, params)
+    if config.persistent:
+        raise ValueError("a persistent FPGA design runs its layers from a descriptor table "
+                         "(accel.ops.fpga_segment.bind_segment), not one launch per layer")
+    p = pool_setup(params, config, out_channel_stride, out_channel_offset)
+    check_buffer("input", x, p.n * p.h * p.w * p.cp)
+    check_buffer("output", out, p.n * p.oh * p.ow * p.out_channel_stride)
+    i32 = np.int32
     act = params.activation
     program = program if program is not None else bitstream(ctx, config)
     check_program(ctx, program, config)
     pool = Kernel(program, "fpga_pool")
-    pool.set_args(x, ctx.upload(mult), ctx.upload(shift), i32(n), i32(h), i32(w), i32(cp),
-                  i32(cp // config.vec_size), i32(oh), i32(ow), i32(kernel[0]), i32(kernel[1]), i32(stride[0]),
-                  i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(is_max),
-                  *(i32(v) for v in region), i32(params.input_zero_point),
-                  i32(params.output_zero_point), i32(act.lo), i32(act.hi), i32(float32_mode),
-                  ctx.upload(dequantized), ctx.upload(reciprocals), np.float32(out_scale),
-                  numerics.reciprocal_f32(out_scale), i32(offset))
+    pool.set_args(x, ctx.upload(p.mult), ctx.upload(p.shift), i32(p.n), i32(p.h), i32(p.w),
+                  i32(p.cp), i32(p.cp // config.vec_size), i32(p.oh), i32(p.ow),
+                  *(i32(v) for v in (*p.kernel, *p.stride, *p.pads)), i32(p.is_max),
+                  *(i32(v) for v in p.region), i32(params.input_zero_point),
+                  i32(params.output_zero_point), i32(act.lo), i32(act.hi), i32(p.float32_mode),
+                  ctx.upload(p.dequantized), ctx.upload(p.reciprocals), np.float32(p.out_scale),
+                  numerics.reciprocal_f32(p.out_scale), i32(p.offset))
     writer = Kernel(program, "fpga_pool_writer")
     unit = config.pool_store_bytes  # aligned stores: stride and offset multiples of 16
-    if out_channel_stride % CHANNEL_ALIGN:
-        raise ValueError(f"output channel stride {out_channel_stride} is not a multiple of "
-                         f"{CHANNEL_ALIGN}")
-    writer.set_args(out, i32(n * oh * ow), i32(cp), i32(out_channel_stride // unit),
+    writer.set_args(out, i32(p.n * p.oh * p.ow), i32(p.cp), i32(p.out_channel_stride // unit),
                     i32(out_channel_offset // unit))
     one = (1,)
     return [Launch(pool, one, one), Launch(writer, one, one)]

@@ -27,7 +27,6 @@ from accel import numerics
 from accel.ops import fpga
 from accel.ops import pool as pool_ops
 from accel.ops.conv import ConvLayer, Residual, padding_multiplier
-from accel.ops.layout import CHANNEL_ALIGN, padded_channels
 from accel.runtime import Buffer, Context, Kernel, Program
 
 # fpga_descriptor.h's FD_* words, in order (tests/test_fpga_persistent.py checks the header).
@@ -129,52 +128,27 @@ def pool_layer(params, x: tuple[int, int], out: tuple[int, int], *,
         raise TypeError(f"params must be PoolParams or GlobalAvgPoolParams, got "
                         f"{type(params).__name__}")
     fpga._check_modes(config, params)
-    n, h, w, c = params.input_shape
-    _, oh, ow, _ = params.output_shape
-    cp = padded_channels(c)
+    p = fpga.pool_setup(params, config, out_channel_stride, out_channel_offset)
     vec, unit = config.vec_size, config.pool_store_bytes
-    if cp % vec:
-        raise ValueError(f"{cp} padded channels are not a multiple of VEC_SIZE {vec}: the "
-                         f"FPGA pool reads whole aligned vectors")
-    out_channel_stride = cp if out_channel_stride is None else int(out_channel_stride)
-    if out_channel_offset < 0 or out_channel_offset % CHANNEL_ALIGN or \
-            out_channel_offset + cp > out_channel_stride or out_channel_stride % CHANNEL_ALIGN:
-        raise ValueError(f"output channels [{out_channel_offset}, {out_channel_offset + cp}) do "
-                         f"not fit a tensor of {out_channel_stride} channels at a multiple of "
-                         f"{CHANNEL_ALIGN}")
-    x_at = _check_region("input", x, n * h * w * cp, vec)
-    out_at = _check_region("output", out, n * oh * ow * out_channel_stride, unit)
-    if isinstance(params, pool_ops.GlobalAvgPoolParams):
-        kernel, stride, pads, is_max, region = (h, w), (1, 1), (0, 0), 0, (0, h, 0, w)
-    else:
-        kernel, stride, pads = params.kernel, params.stride, params.pads[:2]
-        is_max, region = int(params.kind == "max"), params.count_region()
-    mult, shift = fpga._pool_tables(params)
-    float32_mode = fpga._pool_float32_mode(params)
-    if float32_mode == 1:
-        dequantized, reciprocals = params.float32_tables()
-        out_scale, offset = params.output_scale, params.storage_offset
-    else:
-        dequantized, reciprocals = np.zeros(1, np.float32), np.ones(1, np.float32)
-        out_scale, offset = 1.0, 0
+    x_at = _check_region("input", x, p.n * p.h * p.w * p.cp, vec)
+    out_at = _check_region("output", out, p.n * p.oh * p.ow * p.out_channel_stride, unit)
     bits = lambda v: int(np.float32(v).view(np.int32))  # noqa: E731  (float32 as its word)
     act = params.activation
     words = dict(
-        kind=LAYER_POOL, in_base=x_at // vec, batch=n, in_height=h, in_width=w, in_channels=cp,
-        in_stride_vecs=cp // vec, out_height=oh, out_width=ow, kernel_h=kernel[0],
-        kernel_w=kernel[1], stride_h=stride[0], stride_w=stride[1], pad_top=pads[0],
-        pad_left=pads[1], is_max=is_max, count_h0=region[0], count_h1=region[1],
-        count_w0=region[2], count_w1=region[3], input_zero_point=params.input_zero_point,
-        output_zero_point=params.output_zero_point, lo=act.lo, hi=act.hi,
-        float32_mode=float32_mode, out_scale=bits(out_scale),
-        out_scale_reciprocal=bits(numerics.reciprocal_f32(out_scale)), offset=offset,
-        out_base=out_at // unit, pixels=n * oh * ow, out_stride_units=out_channel_stride // unit,
+        kind=LAYER_POOL, in_base=x_at // vec, batch=p.n, in_height=p.h, in_width=p.w,
+        in_channels=p.cp, in_stride_vecs=p.cp // vec, out_height=p.oh, out_width=p.ow,
+        kernel_h=p.kernel[0], kernel_w=p.kernel[1], stride_h=p.stride[0], stride_w=p.stride[1],
+        pad_top=p.pads[0], pad_left=p.pads[1], is_max=p.is_max, count_h0=p.region[0],
+        count_h1=p.region[1], count_w0=p.region[2], count_w1=p.region[3],
+        input_zero_point=params.input_zero_point, output_zero_point=params.output_zero_point,
+        lo=act.lo, hi=act.hi, float32_mode=p.float32_mode, out_scale=bits(p.out_scale),
+        out_scale_reciprocal=bits(numerics.reciprocal_f32(p.out_scale)), offset=p.offset,
+        out_base=out_at // unit, pixels=p.n * p.oh * p.ow,
+        out_stride_units=p.out_channel_stride // unit,
         out_offset_units=out_channel_offset // unit)
     return SegmentLayer(LAYER_POOL, name, words,
-                        ints={"mult_base": np.asarray(mult, np.int32),
-                              "shift_base": np.asarray(shift, np.int32)},
-                        floats={"dequant_base": np.asarray(dequantized, np.float32),
-                                "recip_base": np.asarray(reciprocals, np.float32)})
+                        ints={"mult_base": p.mult, "shift_base": p.shift},
+                        floats={"dequant_base": p.dequantized, "recip_base": p.reciprocals})
 
 
 def descriptor_table(layers: list[SegmentLayer], config: fpga.FpgaConfig):
