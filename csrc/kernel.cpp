@@ -66,6 +66,12 @@ void Kernel::set_buffer(cl_uint index, const Buffer& buffer) {
   state_->bound.insert_or_assign(index, buffer);
 }
 
+std::vector<Buffer> Kernel::buffers() const {
+  std::vector<Buffer> out;
+  for (const auto& entry : state_->bound) out.push_back(entry.second);
+  return out;
+}
+
 void Kernel::set_scalar(cl_uint index, const void* value, size_t size) {
   check_settable(index);
   check(clSetKernelArg(state_->kernel.get(), index, size, value), "clSetKernelArg", where(index));

@@ -26,6 +26,8 @@ class Kernel {
   void set_scalar(cl_uint index, const void* value, size_t size);
   void set_local(cl_uint index, size_t nbytes);
   void freeze() { state_->frozen = true; }
+  // The buffers bound to its arguments.
+  std::vector<Buffer> buffers() const;
 
   // global/local have 1 to 3 entries; an empty local lets the runtime choose. A
   // single-work-item kernel (FPGA pipelines) is launched with global {1}.

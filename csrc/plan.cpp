@@ -1,24 +1,32 @@
 #include "plan.hpp"
 
+#include <algorithm>
+
 #include "errors.hpp"
 
 namespace accel {
 
 namespace {
 
-// "kernel 'a' still running, kernels 'b', 'c' never started": the launches of a timed-out
-// run that had not finished (an FPGA pipeline whose channels deadlocked shows which kernel
-// spins and which wait).
+// "kernel 'a' still running; kernels 'b', 'c' never started; kernel 'd' failed (status
+// -5)": the launches of a timed-out run that had not finished (an FPGA pipeline whose
+// channels deadlocked shows which kernel spins and which wait; a launch the runtime aborted
+// leaves its partners waiting for ever).
 std::string unfinished(const std::vector<Event>& events) {
-  std::vector<std::string> running, waiting;
+  std::vector<std::string> running, waiting, failed;
   for (const Event& event : events) {
     cl_int status = CL_COMPLETE;
     cl_event raw = event.get();
     if (clGetEventInfo(raw, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status,
-                       nullptr) != CL_SUCCESS || status == CL_COMPLETE || status < 0) {
+                       nullptr) != CL_SUCCESS || status == CL_COMPLETE) {
       continue;
     }
-    (status == CL_RUNNING ? running : waiting).push_back("'" + event.label() + "'");
+    const std::string name = "'" + event.label() + "'";
+    if (status < 0) {
+      failed.push_back(name + " (status " + std::to_string(status) + ")");
+    } else {
+      (status == CL_RUNNING ? running : waiting).push_back(name);
+    }
   }
   auto join = [](const std::vector<std::string>& names, const char* what) {
     std::string text = names.size() == 1 ? "kernel " : "kernels ";
@@ -26,12 +34,38 @@ std::string unfinished(const std::vector<Event>& events) {
     return text + what;
   };
   std::string text;
-  if (!running.empty()) text += join(running, " still running");
-  if (!waiting.empty()) text += (text.empty() ? "" : "; ") + join(waiting, " never started");
+  auto add = [&](const std::vector<std::string>& names, const char* what) {
+    if (!names.empty()) text += (text.empty() ? "" : "; ") + join(names, what);
+  };
+  add(running, " still running");
+  add(waiting, " never started");
+  add(failed, " failed");
   return text.empty() ? "every kernel had finished" : text;
 }
 
 }  // namespace
+
+// Concurrent kernels sharing a buffer that no command has used on the device yet: Intel's
+// FPGA emulator then sometimes starts one of them without its arguments in place (it never
+// reads them and the pipeline deadlocks; measured, about one first run in ten of a
+// persistent segment, whose six kernels share the layer table and arenas). Migrating the
+// stage's buffers to the device once, before any run, puts each in place first.
+void Plan::make_resident(const std::vector<Launch>& launches) {
+  std::vector<cl_mem> mems;
+  for (const Launch& launch : launches) {
+    for (const Buffer& buffer : launch.kernel.buffers()) {
+      if (std::find(mems.begin(), mems.end(), buffer.get()) == mems.end()) {
+        mems.push_back(buffer.get());
+      }
+    }
+  }
+  if (mems.empty()) return;
+  const Queue& queue = queues_[0];
+  cl_event event = nullptr;
+  ACCEL_CL(clEnqueueMigrateMemObjects, queue.get(), static_cast<cl_uint>(mems.size()), mems.data(),
+           0, 0, nullptr, &event);
+  Event(event, "make resident", queue.ref()).wait();
+}
 
 Plan::Plan(const Queue& queue) : queues_{queue} {}
 
@@ -43,6 +77,7 @@ void Plan::add_concurrent(std::vector<Launch> launches) {
   if (launches.empty()) return;
   std::lock_guard<std::mutex> lock(mutex_);
   for (Launch& launch : launches) launch.kernel.freeze();
+  if (launches.size() > 1) make_resident(launches);
   while (queues_.size() < launches.size()) queues_.emplace_back(queues_[0].context());
   stages_.push_back(std::move(launches));
 }

@@ -53,6 +53,7 @@ class Plan {
   const std::vector<std::pair<std::string, cl_ulong>>& last_profile() const { return profile_; }
 
  private:
+  void make_resident(const std::vector<Launch>& launches);
   std::vector<Queue> queues_;  // queues_[0] also does the copies
   std::vector<Buffer> inputs_;
   std::vector<Buffer> outputs_;

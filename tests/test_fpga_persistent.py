@@ -226,6 +226,27 @@ def test_a_small_resnet_runs_as_one_launch_equal_to_the_per_layer_pipeline():
     assert segment.op == "fpga_segment" and segment.ms > 0
 
 
+@pytest.mark.slow
+def test_every_new_binding_runs_at_its_first_launch(monkeypatch):
+    """A segment's six kernels share its table and arenas. Before the plan made a stage's
+    buffers resident (Plan::make_resident), the emulator sometimes started a kernel of a new
+    binding without its arguments in place and the first run deadlocked: about one binding
+    in ten, most often with bindings on one Context (measured; CI saw it). Twelve new
+    bindings on one Context, each run once, all equal to PoCL."""
+    from test_fpga_end_to_end import small_resnet
+    monkeypatch.setenv("ACCEL_FPGA_TIMEOUT_S", "60")  # ~1 s a run; a deadlock fails fast
+    emulator = accel.Context(device_of("fpga-emulator"))
+    pocl = device_of("cpu", "Portable Computing Language")
+    rng = np.random.default_rng(5)
+    images = [rng.normal(0, 1, (1, 3, 32, 32)).astype(np.float32) for _ in range(2)]
+    on_pocl = accel.compile(small_resnet(), calibration=images, device=pocl, progress=False)
+    for i in range(12):
+        x = images[i % 2]
+        persistent = accel.CompiledModel(on_pocl.lowered, emulator, fpga_design=PERSISTENT)
+        for ours, theirs in zip(persistent.run_int8(x), on_pocl.run_int8(x)):
+            np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.slow  # two bitstream builds (~6 s)
 def test_a_persistent_bitstream_refuses_a_launch_per_layer_and_vice_versa():
     emulator = device_of("fpga-emulator")

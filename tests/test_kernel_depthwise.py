@@ -88,6 +88,7 @@ def test_depthwise_tap_pairs(ctx, name, knobs):
                           dilation=dilation), knobs=knobs)
 
 
+@pytest.mark.oclgrind
 def test_depthwise_requantize_shifts_both_sides_of_32(ctx):
     """quant_vec.h's 16-lane requantization takes a 32-bit path when every shift of the block
     is at least 32 and the 64-bit one otherwise: blocks of each kind, and one mixing both."""

@@ -4,9 +4,9 @@
 #
 #   tools/oclgrind-tests.sh [--uninitialized] [pytest arguments]
 #
-# Default pytest arguments: -m oclgrind tests/test_kernel_*.py. Exits non-zero when pytest
-# fails or oclgrind reports anything. See tests/test_oclgrind.py for why --uninitialized is
-# optional (oclgrind 21.10's plugin breaks on vector code).
+# Default pytest arguments: -m oclgrind tests/test_kernel_*.py tests/test_quant_vec.py. Exits
+# non-zero when pytest fails or oclgrind reports anything. See tests/test_oclgrind.py for why
+# --uninitialized is optional (oclgrind 21.10's plugin breaks on vector code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ if [[ "${1:-}" == "--uninitialized" ]]; then
   shift
 fi
 if (( $# == 0 )); then
-  set -- -m oclgrind tests/test_kernel_*.py
+  set -- -m oclgrind tests/test_kernel_*.py tests/test_quant_vec.py
 fi
 python="${PYTHON:-.venv/bin/python}"
 # The same pytest entry point as the test: every device buffer kept alive.

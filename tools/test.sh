@@ -14,4 +14,5 @@ workers=${ACCEL_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
 if [ "$workers" = 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+# The slowest tests are listed at the end (what to look at when the suite grows slow).
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --durations=25 "$@"

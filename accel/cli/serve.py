@@ -59,6 +59,13 @@ def resolve_model(ref: str) -> tuple[str, Path, int]:
 @click.option("--max-request-mb", type=click.FloatRange(0.001, 2048), default=32.0,
               show_default=True, help="largest request body (larger: RESOURCE_EXHAUSTED / 413; past 4x "
                    "gRPC refuses it uncounted)")
+@click.option("--max-inflight-mb", type=click.FloatRange(0.001, 1 << 20), default=None,
+              envvar="ACCEL_SERVE_MAX_INFLIGHT_MB", show_envvar=True,
+              help="request bytes the server holds at once, gRPC and REST together (default: 4x "
+                   "--max-request-mb); more wait, then get RESOURCE_EXHAUSTED / 503")
+@click.option("--inflight-wait", type=click.FloatRange(0, 3600), default=10.0,
+              envvar="ACCEL_SERVE_INFLIGHT_WAIT", show_envvar=True, show_default=True,
+              help="seconds a request waits for room in --max-inflight-mb")
 @click.option("--workers", type=click.IntRange(0, 256), default=0,
               help="decode/preprocess threads (default: one per core, 2 to 8)")
 @click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=30.0,
@@ -68,8 +75,8 @@ def resolve_model(ref: str) -> tuple[str, Path, int]:
 @click.option("--load-delay", type=float, default=0.0, hidden=True)        # tests
 @click.option("--simulate-device-ms", type=float, default=0.0, hidden=True)  # tests
 def serve_command(models, names, host, grpc_port, rest_port, tls_cert, tls_key, auth_keys,
-                  device, max_queue, max_request_mb, workers, drain_timeout, access_log,
-                  load_delay, simulate_device_ms) -> None:
+                  device, max_queue, max_request_mb, max_inflight_mb, inflight_wait, workers,
+                  drain_timeout, access_log, load_delay, simulate_device_ms) -> None:
     """Serve compiled MODELs (artifact directories or registry references name[:version])
     over gRPC (TF Serving's PredictionService, health, reflection) and REST (TF Serving v1,
     KServe v2, /metrics, /docs). Prints the bound ports as one JSON line on stdout; stops
@@ -90,9 +97,14 @@ def serve_command(models, names, host, grpc_port, rest_port, tls_cert, tls_key, 
             raise InputError(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
         resolved.append((name, path, version))
     keys = tuple(k for key in auth_keys for k in key.split(",") if k)
+    if max_inflight_mb is not None and max_inflight_mb < max_request_mb:
+        raise InputError(f"--max-inflight-mb {max_inflight_mb:g} is smaller than "
+                         f"--max-request-mb {max_request_mb:g}: one request must fit")
     run(ServeConfig(models=resolved, host=host, grpc_port=grpc_port, rest_port=rest_port,
                     tls_cert=tls_cert, tls_key=tls_key, auth_keys=keys, device=device,
                     max_queue=max_queue, max_request_bytes=int(max_request_mb * (1 << 20)),
+                    max_inflight_bytes=None if max_inflight_mb is None
+                    else int(max_inflight_mb * (1 << 20)), inflight_wait=inflight_wait,
                     workers=workers, drain_timeout=drain_timeout, access_log=access_log,
                     load_delay=load_delay, simulate_device_ms=simulate_device_ms))
 

@@ -19,6 +19,7 @@ class Status(enum.Enum):
     UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, 401)
     TOO_LARGE = (grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
     QUEUE_FULL = (grpc.StatusCode.RESOURCE_EXHAUSTED, 429)
+    OVER_BUDGET = (grpc.StatusCode.RESOURCE_EXHAUSTED, 503)  # in-flight bytes (budget.py)
     INTERNAL = (grpc.StatusCode.INTERNAL, 500)
     UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, 503)  # loading, or shutting down
     DEADLINE_EXCEEDED = (grpc.StatusCode.DEADLINE_EXCEEDED, 504)

@@ -8,6 +8,7 @@ import json
 import time
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -98,28 +99,48 @@ class PredictionService(tf_serving_pb2_grpc.PredictionServiceServicer):
             code = "OK" if status is None else status.grpc_code.name
             self.core.record("grpc", method, name, code, status is not None,
                              time.monotonic() - start, context.peer() or "", timing, message)
-        await context.abort(status.grpc_code, message)
+        # the status is set, not raised with context.abort: an AbortError's traceback would
+        # hold these frames (and the request) in a cycle until the garbage collector runs
+        context.set_code(status.grpc_code)
+        context.set_details(message)
+        return None
 
-    async def Predict(self, request, context):
+    async def Predict(self, data: bytes, context):
+        """``data``: the serialized request (registered without a deserializer, see
+        ``add_services``): it is parsed here so that the parsed copy can be dropped once the
+        inputs are taken from it, before the images are decoded."""
+        try:
+            parsed = tf_serving_pb2.PredictRequest.FromString(data)
+        except DecodeError:
+            parsed = None
+        spec = tf_serving_pb2.ModelSpec()
+        if parsed is not None:
+            spec.CopyFrom(parsed.model_spec)  # a copy: a sub-message keeps the whole alive
+        held = [parsed]
+        del parsed
+
         async def work(model: ServedModel):
-            inputs = {}
-            for key, proto in request.inputs.items():
-                inputs[key] = from_tensor_proto(key, proto)
+            request = held.pop()
+            if request is None:
+                raise invalid("the request is not a valid tensorflow.serving.PredictRequest")
+            inputs = {key: from_tensor_proto(key, proto)
+                      for key, proto in request.inputs.items()}
             keys = model.select_outputs(list(request.output_filter))
+            del request
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             outputs, timing = await self.core.predict(model, inputs, deadline)
+            del inputs
             start = time.monotonic()
             response = tf_serving_pb2.PredictResponse()
             response.model_spec.name = model.name
             response.model_spec.version.value = model.version
-            response.model_spec.signature_name = request.model_spec.signature_name or \
-                "serving_default"
+            response.model_spec.signature_name = spec.signature_name or "serving_default"
             for key, name in keys.items():
                 to_tensor_proto(outputs[name], response.outputs[key])
             self.core.metrics.postprocess.labels(model.name).observe(time.monotonic() - start)
             return response, timing
-        return await self._answer("Predict", context, request.model_spec, work)
+        return await self._answer("Predict", context, spec, work)
 
     async def GetModelMetadata(self, request, context):
         async def work(model: ServedModel):
@@ -143,7 +164,17 @@ class PredictionService(tf_serving_pb2_grpc.PredictionServiceServicer):
 def add_services(server: grpc.aio.Server, core: Core) -> health.aio.HealthServicer:
     """PredictionService, health (NOT_SERVING until the models are loaded) and reflection
     (described from accel's descriptor pool, which the health and reflection files join)."""
-    tf_serving_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+    servicer = PredictionService(core)
+    handlers = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            servicer.Predict, request_deserializer=None,  # bytes: Predict parses them
+            response_serializer=tf_serving_pb2.PredictResponse.SerializeToString),
+        "GetModelMetadata": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelMetadata,
+            request_deserializer=tf_serving_pb2.GetModelMetadataRequest.FromString,
+            response_serializer=tf_serving_pb2.GetModelMetadataResponse.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for module in (health_pb2, reflection_pb2):

@@ -36,6 +36,14 @@ class Metrics:
                                      ["model"], buckets=BUCKETS, registry=r)
         self.queue_depth = Gauge("accel_queue_depth", "Batches waiting for the device",
                                  ["model"], registry=r)
+        self.inflight_bytes = Gauge("accel_inflight_request_bytes", "Request bytes held by "
+                                    "requests in flight (the in-flight budget's use)",
+                                    registry=r)
+        self.budget_waits = Counter("accel_budget_waits", "Requests that waited for room in "
+                                    "the in-flight bytes budget", ["protocol"], registry=r)
+        self.budget_refusals = Counter("accel_budget_refusals", "Requests refused because "
+                                       "the in-flight bytes budget stayed full",
+                                       ["protocol"], registry=r)
         self.in_flight = Gauge("accel_requests_in_flight", "Requests admitted and not yet "
                                "answered", ["model"], registry=r)
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from .budget import Budget
 from .core import Core
 from .errors import ServingError, Status, invalid, too_large
 from .grpc_service import signature_defs
@@ -259,7 +260,7 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 # --- the app -------------------------------------------------------------------------------
-def create_app(core: Core, *, max_request_bytes: int) -> FastAPI:
+def create_app(core: Core, *, max_request_bytes: int, budget: Budget | None = None):
     app = FastAPI(title="accel model server", version=__version__,
                   description="TF Serving REST (v1) and Open Inference Protocol (v2) over int8 "
                   "image models compiled by accel.")
@@ -458,15 +459,16 @@ def create_app(core: Core, *, max_request_bytes: int) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi
-    return AccessAndLimits(app, core, max_request_bytes)
+    return AccessAndLimits(app, core, max_request_bytes, budget)
 
 
 class AccessAndLimits:
     """Outermost ASGI layer: refuses bodies over the size limit with 413 before anything
-    reads them, counts every answer in the metrics and writes the access log."""
+    reads them, holds each body's bytes in the in-flight ``budget`` (waiting for room, or
+    503 unread), counts every answer in the metrics and writes the access log."""
 
-    def __init__(self, app: FastAPI, core: Core, limit: int):
-        self.app, self.core, self.limit = app, core, int(limit)
+    def __init__(self, app: FastAPI, core: Core, limit: int, budget: Budget | None = None):
+        self.app, self.core, self.limit, self.budget = app, core, int(limit), budget
 
     def __getattr__(self, name):  # app.openapi() and friends stay reachable
         return getattr(self.app, name)
@@ -477,6 +479,7 @@ class AccessAndLimits:
         start = time.monotonic()
         state = scope.setdefault("state", {})
         status = {"code": 500}
+        reservation = None
 
         async def sending(message):
             if message["type"] == "http.response.start":
@@ -484,14 +487,22 @@ class AccessAndLimits:
             await send(message)
 
         try:
-            limited = await self._limited(scope, receive)
+            limited = await self._size(scope)
+            if not isinstance(limited, ServingError) and limited and self.budget is not None:
+                try:  # before the body is read: a refused one is never held
+                    reservation = await self.budget.take(limited, "rest")
+                except ServingError as error:
+                    limited = error
+            if not isinstance(limited, ServingError):
+                limited = await self._body(scope, receive, reservation)
             if isinstance(limited, ServingError):
                 state["error"] = limited.message
                 await self._refuse(limited, receive, sending)
             else:
-                receive = limited
-                await self.app(scope, receive, sending)
+                await self.app(scope, limited, sending)
         finally:
+            if reservation is not None:
+                reservation.release()
             path = scope.get("path", "")
             if not path.startswith(("/metrics", "/v2/health", "/docs", "/openapi")):
                 code = status["code"]
@@ -503,9 +514,9 @@ class AccessAndLimits:
                                  f"{client[0]}:{client[1]}", state.get("timing"),
                                  state.get("error", ""))
 
-    async def _limited(self, scope, receive):
-        """``receive`` if the body fits (replayed when it had to be read to tell), or the
-        error that refuses it."""
+    async def _size(self, scope) -> int | ServingError:
+        """The body's size as far as the headers tell (the limit when chunked, 0 for none),
+        or the error that refuses it."""
         headers = dict(scope.get("headers") or ())
         length = headers.get(b"content-length")
         if length is not None:
@@ -513,10 +524,15 @@ class AccessAndLimits:
                 size = int(length)
             except ValueError:
                 return invalid(f"Content-Length {length[:40]!r} is not a number")
-            if size > self.limit:
-                return too_large(size, self.limit)
-            return receive
-        if scope.get("method") in ("GET", "HEAD"):
+            return too_large(size, self.limit) if size > self.limit else size
+        return 0 if scope.get("method") in ("GET", "HEAD") else self.limit
+
+    async def _body(self, scope, receive, reservation):
+        """``receive`` if the body has a length (it was checked), else the chunked body read
+        up to the limit and replayed (its reservation shrunk to what came), or the error
+        that refuses it."""
+        headers = dict(scope.get("headers") or ())
+        if b"content-length" in headers or scope.get("method") in ("GET", "HEAD"):
             return receive
         chunks, size = [], 0
         while True:  # no length given (chunked): read up to the limit
@@ -530,12 +546,16 @@ class AccessAndLimits:
             if not message.get("more_body", False):
                 break
         body, sent = b"".join(chunks), False
+        del chunks
+        if reservation is not None:
+            reservation.shrink(size)
 
         async def replay():
-            nonlocal sent
+            nonlocal sent, body
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                message, body = {"type": "http.request", "body": body, "more_body": False}, b""
+                return message
             return await receive()
         return replay
 
@@ -551,8 +571,10 @@ class AccessAndLimits:
             if not message.get("more_body", False):
                 break
         body = json.dumps({"error": error.message}).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        if error.status is Status.OVER_BUDGET:
+            headers.append((b"retry-after", b"1"))
         await send({"type": "http.response.start", "status": error.status.http_status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+                    "headers": headers})
         await send({"type": "http.response.body", "body": body})

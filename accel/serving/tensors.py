@@ -64,12 +64,12 @@ def from_tensor_proto(name: str, proto) -> RawInput:
             raise invalid(f"input {name!r}: a float tensor needs a shape with a batch "
                           "dimension")
         n = _count(dims)
-        if proto.tensor_content:
-            if len(proto.tensor_content) != 4 * n:
-                raise invalid(f"input {name!r}: tensor_content holds "
-                              f"{len(proto.tensor_content)} bytes, shape {list(dims)} of "
-                              f"DT_FLOAT needs {4 * n}")
-            array = np.frombuffer(proto.tensor_content, dtype="<f4").reshape(dims)
+        content = proto.tensor_content  # each read of a bytes field is a fresh copy
+        if content:
+            if len(content) != 4 * n:
+                raise invalid(f"input {name!r}: tensor_content holds {len(content)} bytes, "
+                              f"shape {list(dims)} of DT_FLOAT needs {4 * n}")
+            array = np.frombuffer(content, dtype="<f4").reshape(dims)
         else:
             if len(proto.float_val) != n:
                 raise invalid(f"input {name!r}: shape {list(dims)} needs {n} float_val "
@@ -97,6 +97,7 @@ def to_numpy(proto) -> np.ndarray:
         raise ValueError(f"expected a DT_FLOAT tensor, got "
                          f"{DT_NAMES.get(proto.dtype, proto.dtype)}")
     dims = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype="<f4").reshape(dims).astype(np.float32)
+    content = proto.tensor_content  # read once: each read is a copy
+    if content:
+        return np.frombuffer(content, dtype="<f4").reshape(dims).astype(np.float32)
     return np.asarray(proto.float_val, dtype=np.float32).reshape(dims)
