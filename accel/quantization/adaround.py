@@ -128,9 +128,14 @@ def reconstruction_error(rounded: np.ndarray, weight: np.ndarray,
     """The quadratic error above for float weights ``rounded`` (W~) against ``weight`` (W)."""
     cqq, cqf, cff = stats.covariances()
     w, wt = _grouped(weight, stats.groups), _grouped(rounded, stats.groups)
-    value = (np.einsum("gmk,gkl,gml->", wt, cqq, wt) - 2 * np.einsum("gmk,gkl,gml->", wt, cqf, w)
-             + np.einsum("gmk,gkl,gml->", w, cff, w))
+    value = _trace_form(wt, cqq, wt) - 2 * _trace_form(wt, cqf, w) + _trace_form(w, cff, w)
     return float(max(value, 0.0))
+
+
+def _trace_form(a: np.ndarray, c: np.ndarray, b: np.ndarray) -> float:
+    """sum over groups of tr(A C B^T), as batched matrix products (BLAS): a three-operand
+    einsum loops in C, about 100x slower on a 1152-wide layer."""
+    return float(np.sum(np.matmul(a, c) * b))
 
 
 def _grouped(weight: np.ndarray, groups: int) -> np.ndarray:
