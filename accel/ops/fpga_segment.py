@@ -197,6 +197,7 @@ class BoundSegment:
     stage: fpga.Stage
     buffers: tuple  # the table and parameter arenas (kept alive with the plan)
     arena: Buffer   # the activations
+    table: np.ndarray  # the descriptor table on the host (single_layer_stages' rows)
 
 
 def bind_segment(ctx: Context, layers: list[SegmentLayer], arena: Buffer, *,
@@ -211,11 +212,9 @@ def bind_segment(ctx: Context, layers: list[SegmentLayer], arena: Buffer, *,
     fpga.check_program(ctx, program, config)
     table, weights, ints, floats = descriptor_table(layers, config)
     bufs = tuple(ctx.upload(a) for a in (table, weights, ints, floats))
-    table_buf, weight_buf, int_buf, float_buf = bufs
+    table_buf = bufs[0]
     count = np.int32(len(layers))
-    args = {"fpga_conv_reader": (arena, weight_buf), "fpga_conv_core": (),
-            "fpga_conv_epilogue": (arena, int_buf), "fpga_conv_writer": (arena,),
-            "fpga_pool": (arena, int_buf, float_buf), "fpga_pool_writer": (arena,)}
+    args = _kernel_args(arena, bufs)
     kinds = {item.kind for item in layers}
     names = (CONV_KERNELS if LAYER_CONV in kinds else ()) + \
         (POOL_KERNELS if LAYER_POOL in kinds else ())
@@ -224,7 +223,16 @@ def bind_segment(ctx: Context, layers: list[SegmentLayer], arena: Buffer, *,
         kernel = Kernel(program, name)
         kernel.set_args(*args[name], table_buf, count)
         stage.append(fpga.Launch(kernel, (1,), (1,)))
-    return BoundSegment(stage, bufs, arena)
+    return BoundSegment(stage, bufs, arena, table)
+
+
+def _kernel_args(arena: Buffer, buffers: tuple) -> dict:
+    """Each persistent kernel's arguments before its table and layer count: the activation
+    arena and the parameter arenas it reads (``buffers``: table, weights, int32, float32)."""
+    _, weights, ints, floats = buffers
+    return {"fpga_conv_reader": (arena, weights), "fpga_conv_core": (),
+            "fpga_conv_epilogue": (arena, ints), "fpga_conv_writer": (arena,),
+            "fpga_pool": (arena, ints, floats), "fpga_pool_writer": (arena,)}
 
 
 def single_layer_stages(ctx: Context, layers: list[SegmentLayer], bound: BoundSegment, *,
@@ -233,19 +241,13 @@ def single_layer_stages(ctx: Context, layers: list[SegmentLayer], bound: BoundSe
     wait for or send) from the segment's parameter arenas: for running the layers one by one
     (CompiledModel.trace reads every layer's output before a later one overwrites it)."""
     program = program if program is not None else fpga.bitstream(ctx, config)
-    table, _, _, _ = descriptor_table(layers, config)
     wait, signal = DESCRIPTOR_FIELDS.index("wait"), DESCRIPTOR_FIELDS.index("signal")
-    _, weight_buf, int_buf, float_buf = bound.buffers
+    args = _kernel_args(bound.arena, bound.buffers)
     stages = []
     for i, item in enumerate(layers):
-        row = table[i:i + 1].copy()
+        row = bound.table[i:i + 1].copy()
         row[0, wait] = row[0, signal] = LAYER_NONE
         row_buf = ctx.upload(row)
-        args = {"fpga_conv_reader": (bound.arena, weight_buf), "fpga_conv_core": (),
-                "fpga_conv_epilogue": (bound.arena, int_buf),
-                "fpga_conv_writer": (bound.arena,),
-                "fpga_pool": (bound.arena, int_buf, float_buf),
-                "fpga_pool_writer": (bound.arena,)}
         names = CONV_KERNELS if item.kind == LAYER_CONV else POOL_KERNELS
         stage = []
         for name in names:
