@@ -15,7 +15,7 @@ try:
 except ImportError:  # AdaRound needs the [pretrained] extra's PyTorch
     torch = None
 
-from accel.backend import api, quantize
+from accel.backend import api, quantize, reconstruct
 from accel.compiler import load_onnx, optimize
 from accel.quantization import dequantize, qparams_from_range, quantize as quantize_values
 from accel.quantization import quantize_weights_per_channel
@@ -149,11 +149,12 @@ def test_adaround_rejects_bad_arguments():
 
 
 @pytest.mark.slow
-def test_compiled_model_carries_the_adaround_weights(monkeypatch):
-    """compile(weight_rounding="adaround") on the MobileNet-style net: every conv's,
-    depthwise conv's and the dense's int8 weights in the lowered steps are exactly the ones
-    AdaRound chose (each output channel's nonzero values, whatever the step's layout and
-    padding), some differ from nearest rounding, and the model still agrees with
+@pytest.mark.parametrize("rounding", ["adaround", "block"])
+def test_compiled_model_carries_the_adaround_weights(monkeypatch, rounding):
+    """compile(weight_rounding="adaround" or "block") on the MobileNet-style net: every
+    conv's, depthwise conv's and the dense's int8 weights in the lowered steps are exactly
+    the ones the rounding chose (each output channel's nonzero values, whatever the step's
+    layout and padding), some differ from nearest rounding, and the model still agrees with
     onnxruntime's float output."""
     model = mobile_net()
     calibration = inputs_for(model, 6, 0)
@@ -166,9 +167,13 @@ def test_compiled_model_carries_the_adaround_weights(monkeypatch):
         return real_apply(graph, rounded)
 
     monkeypatch.setattr(quantize, "apply_rounding", recording_apply)
+    blocks_learnt = []
+    real_round_block = reconstruct.round_block
+    monkeypatch.setattr(reconstruct, "round_block", lambda *a, **k: blocks_learnt.append(a[1])
+                        or real_round_block(*a, **k))
     compiled = api.compile(model, calibration=calibration, device=FASTEST, progress=False,
                            observer="auto", bias_correction="empirical",
-                           weight_rounding="adaround", adaround_iterations=100)
+                           weight_rounding=rounding, adaround_iterations=100)
     for x in inputs_for(model, 4, 1):
         assert cosine(compiled.run(x)["logits"], ort_outputs(model, x)["logits"]) > 0.99
     graph = load_onnx(model)
@@ -187,6 +192,8 @@ def test_compiled_model_carries_the_adaround_weights(monkeypatch):
         assert np.abs(q.astype(int) - nearest[name]).max() <= 1
         flipped += int(np.sum(q != nearest[name]))
     assert checked == len(chosen) and flipped > 0, (checked, flipped)
+    # block rounding learnt both of the net's blocks (none fell back to layer by layer)
+    assert len(blocks_learnt) == (2 if rounding == "block" else 0), blocks_learnt
     with pytest.raises(ValueError, match="weight_rounding must be"):
         api.compile(model, calibration=calibration, device=FASTEST, progress=False,
                     weight_rounding="stochastic")

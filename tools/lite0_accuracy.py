@@ -98,27 +98,32 @@ def _accel_probs(compiled, inputs):
 
 CONFIDENT = 0.05  # the second table: images where fp32's top-1 leads by >= 0.05
 # observer, then +bc (bias correction) or +ebc (empirical bias correction), then +ar
-# (AdaRound weight rounding, its default steps per layer) or +arN (N steps per layer)
+# (AdaRound weight rounding, its default steps per layer) or +arN (N steps per layer), or
+# +blk / +blkN (block-wise rounding, N steps per block)
 CONFIGS = ("minmax", "minmax+bc", "percentile+bc", "mse+bc", "auto+bc", "auto+ebc",
-           "auto+ebc+ar")
+           "auto+ebc+ar", "auto+ebc+blk")
 BIAS_CORRECTION = {"": False, "bc": True, "ebc": "empirical"}
 BIAS_LABEL = {"": "", "bc": ", bias correction", "ebc": ", empirical bias correction"}
+ROUNDING = {"ar": ("adaround", "AdaRound"), "blk": ("block", "block-wise AdaRound")}
 
 
 def parse_config(config: str) -> dict:
     """"auto+ebc+ar200" -> observer "auto", empirical bias correction, AdaRound 200 steps."""
     observer, *rest = config.split("+")
     corrected = next((r for r in rest if r in BIAS_CORRECTION), "")
-    rounding = next((r for r in rest if r.startswith("ar")), "")
+    rounding = next((r for r in rest if r.rstrip("0123456789") in ROUNDING), "")
     unknown = [r for r in rest if r not in (corrected, rounding)]
-    if unknown or (rounding and rounding != "ar" and not rounding[2:].isdigit()):
-        raise ValueError(f"bad configuration {config!r}: observer[+bc|+ebc][+ar|+arN]")
-    iterations = int(rounding[2:]) if rounding[2:] else None
+    if unknown:
+        raise ValueError(f"bad configuration {config!r}: "
+                         "observer[+bc|+ebc][+ar|+arN|+blk|+blkN]")
+    kind = rounding.rstrip("0123456789")
+    digits = rounding[len(kind):]
+    iterations = int(digits) if digits else None
+    name, title = ROUNDING.get(kind, ("nearest", ""))
     label = f"accel int8 ({observer}{BIAS_LABEL[corrected]}" + (
-        f", AdaRound{f' {iterations} steps' if iterations else ''})" if rounding else ")")
+        f", {title}{f' {iterations} steps' if iterations else ''})" if rounding else ")")
     return {"observer": observer, "bias_correction": BIAS_CORRECTION[corrected],
-            "weight_rounding": "adaround" if rounding else "nearest",
-            "adaround_iterations": iterations, "label": label}
+            "weight_rounding": name, "adaround_iterations": iterations, "label": label}
 
 
 def measure(images: int | None = None, calibration: int = 32, device=None,
@@ -161,7 +166,11 @@ def measure(images: int | None = None, calibration: int = 32, device=None,
         all_probs[label] = _ort_probs(model, inputs)
         rows[label] = agreement(reference, all_probs[label])
         log(f"{label}: {rows[label]}")
+    names = [name for name, _ in evaluation]
+    top1 = reference.argmax(axis=1)
     result = {"device": details, "host_ort_u8s8_saturates": saturates,
+              "misses": {k: [n for n, a, b in zip(names, top1, probs.argmax(axis=1)) if a != b]
+                         for k, probs in all_probs.items()},
               "rows": {k: v.to_dict() for k, v in rows.items()},
               "confident_rows": {k: agreement(reference, probs, CONFIDENT).to_dict()
                                  for k, probs in all_probs.items()},
@@ -209,9 +218,10 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--device", default=None)
     parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="observer[+bc|+ebc][+ar|+arN] list: +bc adds bias correction, "
-                             "+ebc empirical bias correction, +ar AdaRound weight rounding "
-                             "(+arN: N steps per layer)")
+                        help="observer[+bc|+ebc][+ar|+arN|+blk|+blkN] list: +bc adds bias "
+                             "correction, +ebc empirical bias correction, +ar AdaRound weight "
+                             "rounding (+arN: N steps per layer), +blk block-wise rounding "
+                             "(+blkN: N steps per block)")
     parser.add_argument("--progress", action="store_true", help="show the compiles' bars")
     parser.add_argument("--no-qdq", action="store_true")
     parser.add_argument("--no-onnxruntime", action="store_true",

@@ -147,8 +147,9 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     calibration input's live activations in memory twice). ``weight_rounding`` (fp32 models,
     with calibration): "nearest", or "adaround" to round each layer's int8 weights up or down
     as its output on the calibration inputs needs (accel.quantization.adaround; then the bias
-    correction, if any, for those weights), ``adaround_iterations`` steps per layer (default
-    300). ``input_shapes``: static
+    correction, if any, for those weights), or "block" to learn that rounding for each block
+    of layers together against the block's output (accel.backend.reconstruct),
+    ``adaround_iterations`` steps per layer or block (default 300). ``input_shapes``: static
     shapes for inputs the model leaves dynamic, e.g. {"input": (1, 3, 224, 224)}; a dynamic
     batch alone defaults to the calibration inputs' batch, or 1 (with a
     DynamicBatchWarning).
@@ -168,8 +169,8 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
     if bias_correction not in (False, True, "analytic", "empirical"):
         raise ValueError("bias_correction must be False, True (\"analytic\") or "
                          f"\"empirical\", got {bias_correction!r}")
-    if weight_rounding not in ("nearest", "adaround"):
-        raise ValueError("weight_rounding must be \"nearest\" or \"adaround\", got "
+    if weight_rounding not in quantize.WEIGHT_ROUNDINGS:
+        raise ValueError(f"weight_rounding must be one of {quantize.WEIGHT_ROUNDINGS}, got "
                          f"{weight_rounding!r}")
     fpga_design = fpga_presets.resolve(fpga_design)  # a bad name fails before the slow part
     if not isinstance(device, Context):  # an accel.Context (e.g. over pyopencl's) as it is
@@ -194,7 +195,7 @@ def compile(model, *, calibration=None, device=None, observer: str = "minmax",
         progress=progress, channel_means=channel_means,
         observer_for=quantize.bounded_observers(graph) if observer == "auto" else None)
     reference = graph
-    adaround = weight_rounding == "adaround" and not given and calibration is not None
+    adaround = weight_rounding != "nearest" and not given and calibration is not None
     if (channel_means or empirical or adaround) and report:  # errors are measured
         reference = copy.deepcopy(graph)  # against the float model as it was
     if channel_means and not adaround:

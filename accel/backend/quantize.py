@@ -21,6 +21,10 @@ from ..compiler.interpret import interpret
 from ..numerics import INT8_MAX, INT8_MIN
 from ..quantization import (MinMaxObserver, MSEObserver, QParams, calibrate, from_uint8,
                             qparams_from_range, quantize_weights_per_channel)
+from . import reconstruct
+
+
+WEIGHT_ROUNDINGS = ("nearest", "adaround", "block")
 
 
 def as_input_dict(graph: ir.Graph, item) -> dict[str, np.ndarray]:
@@ -152,10 +156,14 @@ def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], 
     (accel.quantization.adaround) on this same simulation (its inputs as the int8 network
     computes them, its float output as the target), then its bias is corrected for them;
     ``iterations`` per layer (default adaround.ITERATIONS), a progress bar if ``progress``.
+    ``weight_rounding="block"``: the same, learnt for each block of layers together against
+    the block's float output (accel.backend.reconstruct; a block holding an op the torch
+    simulation lacks falls back to layer by layer); ``iterations`` per block.
     ``rounded``, if given, receives {weight tensor: (int8 weights, scales)} of every layer
     (to give the scheduler: apply_rounding). ``correct=False`` leaves the biases (AdaRound
     alone); the simulation then carries the uncorrected error on. ``rounding_results``, if
-    given, receives AdaRound's RoundingResult of each layer by node name."""
+    given, receives AdaRound's RoundingResult of each layer by node name (for a block's
+    layers, the block's loss with nearest and with the chosen rounding)."""
     from collections import ChainMap
     from dataclasses import replace
 
@@ -163,10 +171,11 @@ def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], 
     from ..progress import task
     from ..quantization import adaround, dequantize, quantize
 
-    if weight_rounding not in ("nearest", "adaround"):
-        raise ValueError(f"weight_rounding must be \"nearest\" or \"adaround\", got "
+    if weight_rounding not in WEIGHT_ROUNDINGS:
+        raise ValueError(f"weight_rounding must be one of {WEIGHT_ROUNDINGS}, got "
                          f"{weight_rounding!r}")
     steps = adaround.ITERATIONS if iterations is None else int(iterations)
+    adaround.check_iterations(steps)  # before the slow part
 
     def fake_quant(name, value):
         q = qparams.get(name)
@@ -175,6 +184,8 @@ def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], 
         return dequantize(quantize(value, q), q)
 
     def round_weights(node, weight, advance):
+        if node.weight in chosen:
+            return chosen.pop(node.weight)
         if weight_rounding == "nearest":
             return quantize_weights_per_channel(weight.data)
         stats = _patch_statistics(graph, node)
@@ -192,10 +203,21 @@ def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], 
     simulated = [{n: fake_quant(n, v) for n, v in item.items()} for item in items]
     readers = {name: len(users) for name, users in graph.consumers().items()}
     layers = [node for node in graph.nodes if _float_weights(graph, node) is not None]
+    runs = {}  # first node's output: a block whose rounding is learnt together
+    if weight_rounding == "block":
+        runs = {run[0].output: run for run in reconstruct.blocks(graph, {n.name for n in layers})
+                if reconstruct.simulable(run)}
+    chosen: dict = {}  # weight tensor: (int8 weights, scales) its block chose
+    names = {node.name for node in layers}
+    in_runs = sum(node.name in names for run in runs.values() for node in run)
+    learnt = len(layers) - in_runs + len(runs)  # optimisations: one per block, else per layer
     corrected = 0
-    with task("adaround:", total=len(layers) * steps, unit="steps",
-              enabled=progress and weight_rounding == "adaround") as advance:
+    with task("adaround:", total=learnt * steps, unit="steps",
+              enabled=progress and weight_rounding != "nearest") as advance:
         for node in graph.nodes:
+            if node.output in runs:
+                chosen.update(_round_block(graph, runs[node.output], exact, simulated, qparams,
+                                           host_only, steps, advance, rounding_results))
             weight = _float_weights(graph, node)
             if weight is not None:
                 q, scales = round_weights(node, weight, advance)
@@ -234,6 +256,24 @@ def correct_biases_empirically(graph: ir.Graph, qparams: Mapping[str, QParams], 
                     for env in exact + simulated:
                         env.pop(name, None)
     return corrected
+
+
+def _round_block(graph, block, exact, simulated, qparams, host_only, steps, advance,
+                 results) -> dict:
+    """{weight tensor: (int8 weights, scales)} of a block's float-weighted layers, learnt
+    together (reconstruct.round_block) from the live activations of both simulations."""
+    from ..quantization.adaround import RoundingResult
+    nodes = [node for node in block if _float_weights(graph, node) is not None]
+    inputs, _ = reconstruct.boundary(graph, block)
+    chosen = reconstruct.round_block(
+        graph, block, {node.weight: graph.tensors[node.weight].data for node in nodes},
+        [{n: e[n] for n in inputs} for e in exact], [{n: e[n] for n in inputs} for e in simulated],
+        qparams, host_only, iterations=steps, advance=advance)
+    if results is not None:  # the block's error, for each of its layers
+        for node in nodes:
+            r = chosen[node.weight]
+            results[node.name] = RoundingResult(r.block_error_nearest, r.block_error, r.flipped)
+    return {name: (r.q, r.scales) for name, r in chosen.items()}
 
 
 def _float_weights(graph: ir.Graph, node: ir.Node):

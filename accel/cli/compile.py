@@ -69,12 +69,14 @@ def preprocessing_spec(proto, name: str | None):
                    "EfficientNet-Lite0): analytic (the flag alone) for its int8 weights' "
                    "mean error; empirical for the whole int8 network's error up to that "
                    "layer (slower to compile)")
-@click.option("--weight-rounding", type=click.Choice(["nearest", "adaround"]),
+@click.option("--weight-rounding", type=click.Choice(["nearest", "adaround", "block"]),
               default="nearest", show_default=True,
-              help="int8 weights: nearest rounding, or adaround (each weight up or down as "
-                   "the layer's output on the calibration images needs; slower to compile)")
+              help="int8 weights: nearest rounding; adaround (each weight up or down as "
+                   "the layer's output on the calibration images needs); or block (the same, "
+                   "learnt for each block of layers against the block's output); slower to "
+                   "compile")
 @click.option("--adaround-iterations", type=click.IntRange(min=1), default=None,
-              help="AdaRound's optimisation steps per layer (default 300)")
+              help="optimisation steps per layer (adaround) or per block (block); default 300")
 @click.option("--fpga-design", default=None, metavar="NAME",
               help="on an FPGA or the FPGA emulator, the bitstream's design: default "
                    "(VEC 16 x LANE 16, broadcast), board (the Arria 10 design the estimator "

@@ -46,8 +46,8 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise ImportError("weight_rounding=\"adaround\" needs PyTorch (the [pretrained] "
-                          "extra: pip install 'accel[pretrained]')") from None
+        raise ImportError("weight_rounding=\"adaround\" or \"block\" needs PyTorch (the "
+                          "[pretrained] extra: pip install 'accel[pretrained]')") from None
     return torch
 
 
@@ -143,25 +143,79 @@ def _grouped(weight: np.ndarray, groups: int) -> np.ndarray:
     return np.asarray(weight, np.float64).reshape(groups, weight.shape[0] // groups, -1)
 
 
+class SoftRounding:
+    """The rounding variables of one weight tensor (float OIHW or [out, in]): each int8 value
+    is floor(w / scale) + h, with h a stretched sigmoid of a learnt V pushed to 0 or 1 (the
+    paper's eq. 22-24); the scales are quantize_weights_per_channel's, and the weights at each
+    channel's largest magnitude keep their nearest rounding, so the scales stay what they
+    were. Shared by the layer-wise error below and the block-wise reconstruction
+    (accel.backend.reconstruct)."""
+
+    def __init__(self, weight: np.ndarray):
+        torch = _torch()
+        self.shape = np.shape(weight)
+        self.nearest, self.scales = quantize_weights_per_channel(weight)
+        broadcast = (-1,) + (1,) * (len(self.shape) - 1)
+        w = np.asarray(weight, np.float32)
+        steps = w / self.scales.reshape(broadcast)
+        floor = np.floor(steps)
+        peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).reshape(broadcast)
+        f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
+        self.floor, self.fixed = f32(floor), f32(np.abs(w) == peak) > 0
+        self.scale = f32(np.broadcast_to(self.scales.reshape(broadcast), w.shape))
+        self.nearest_t = f32(self.nearest)
+        # the stretched sigmoid starts at each weight's own fractional part (section 5)
+        r = torch.from_numpy(np.clip((steps - floor).astype(np.float64), 0.01, 0.99)).float()
+        self.v = torch.log((r - GAMMA) / (ZETA - r)).requires_grad_(True)
+
+    def soft(self):
+        torch = _torch()
+        return torch.clamp(torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def weights(self, h=None):
+        """The float weights the soft (``h``, default soft()) or given rounding makes."""
+        torch = _torch()
+        h = self.soft() if h is None else h
+        ints = torch.where(self.fixed, self.nearest_t,
+                           torch.clamp(self.floor + h, -WEIGHT_MAX, WEIGHT_MAX))
+        return ints * self.scale
+
+    def regularizer(self, h, step: int, iterations: int):
+        """The annealed push of h to 0 or 1 (eq. 24): 0 in the warm-up, then beta falls
+        linearly from BETA[0] to BETA[1]."""
+        warmup = int(WARMUP * iterations)
+        if step < warmup:
+            return None
+        progress = (step - warmup) / max(1, iterations - warmup)
+        beta = BETA[1] + (BETA[0] - BETA[1]) * (1 - progress)
+        return (1 - (2 * h - 1).abs().pow(beta)).sum()
+
+    def hard(self) -> np.ndarray:
+        """The int8 weights the learnt V chooses (each its floor or its ceiling)."""
+        torch = _torch()
+        with torch.no_grad():
+            ints = torch.where(self.fixed, self.nearest_t,
+                               torch.clamp(self.floor + (self.v >= 0).float(),
+                                           -WEIGHT_MAX, WEIGHT_MAX))
+        return ints.numpy().astype(np.int8)
+
+
+def check_iterations(iterations: int) -> None:
+    if iterations < 1:
+        raise ValueError(f"AdaRound needs at least 1 iteration, got {iterations}")
+
+
 def adaround(weight: np.ndarray, stats: PatchStatistics, *, iterations: int = ITERATIONS,
              learning_rate: float = LEARNING_RATE, reg_weight: float = REG_WEIGHT,
              advance=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, RoundingResult]:
     """(int8 weights, per-channel scales, RoundingResult) for float ``weight`` (OIHW or
     [out, in]): the scales are quantize_weights_per_channel's, and every value is its floor or
-    its ceiling on that grid (so within one step of nearest). The weights at each channel's
-    largest magnitude keep their nearest rounding, so the scales stay what they were.
-    ``advance(n)`` is called as steps are done (a progress bar)."""
+    its ceiling on that grid (so within one step of nearest; SoftRounding). Never worse than
+    nearest rounding on the layer's own error. ``advance(n)`` is called as steps are done (a
+    progress bar)."""
     torch = _torch()
-    if iterations < 1:
-        raise ValueError(f"AdaRound needs at least 1 iteration, got {iterations}")
-    nearest, scales = quantize_weights_per_channel(weight)
-    shape = (-1,) + (1,) * (weight.ndim - 1)
+    check_iterations(iterations)
     w = np.asarray(weight, np.float32)
-    steps = w / scales.reshape(shape)
-    floor = np.floor(steps)
-    rest = steps - floor
-    peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).reshape(shape)
-    fixed = np.abs(w) == peak
     groups = stats.groups
     cqq, cqf, _ = stats.covariances()
     # In D = W~ - W (small), the error is tr(D Cqq D^T) + 2 tr(D (Cqq - Cqf)^T W^T) + const:
@@ -176,28 +230,14 @@ def adaround(weight: np.ndarray, stats: PatchStatistics, *, iterations: int = IT
     dropped = eigenvalues[:, :-rank] if rank < eigenvalues.shape[1] else eigenvalues[:, :0]
     residual = dropped.mean(axis=1) if dropped.shape[1] else np.zeros(groups)
     basis, kept = eigenvectors[:, :, -rank:], eigenvalues[:, -rank:]
-    w64 = _grouped(w, groups)
-    linear = np.einsum("gml,gkl->gmk", w64, cqq - cqf)  # W (Cqq - Cqf)^T
+    linear = np.einsum("gml,gkl->gmk", _grouped(w, groups), cqq - cqf)  # W (Cqq - Cqf)^T
     torch.manual_seed(seed)
     f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
-    g = lambda a: f32(_grouped(a, groups))  # noqa: E731
-    s_t = g(np.broadcast_to(scales.reshape(shape), w.shape))
-    floor_t, w_t, fixed_t = g(floor), g(w), g(fixed) > 0
-    nearest_t = g(nearest)
+    w_t = f32(_grouped(w, groups))
     basis_t, kept_t, linear_t = f32(basis), f32(kept)[:, None, :], f32(linear)
     residual_t = f32(residual)[:, None, None]
-    # the stretched sigmoid starts at each weight's own fractional part (paper, section 5)
-    r = torch.from_numpy(_grouped(np.clip(rest, 0.01, 0.99), groups)).float()
-    v = torch.log((r - GAMMA) / (ZETA - r)).requires_grad_(True)
-    optimizer = torch.optim.Adam([v], lr=learning_rate)
-    warmup = int(WARMUP * iterations)
-
-    def soft(v):
-        return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
-
-    def rounded(h):
-        ints = torch.where(fixed_t, nearest_t, torch.clamp(floor_t + h, -WEIGHT_MAX, WEIGHT_MAX))
-        return ints * s_t
+    rounding = SoftRounding(w)
+    optimizer = torch.optim.Adam([rounding.v], lr=learning_rate)
 
     def error(d):
         p = torch.bmm(d, basis_t).square()
@@ -206,20 +246,17 @@ def adaround(weight: np.ndarray, stats: PatchStatistics, *, iterations: int = IT
 
     for step in range(iterations):
         optimizer.zero_grad()
-        h = soft(v)
-        loss = error(rounded(h) - w_t)
-        if step >= warmup:
-            progress = (step - warmup) / max(1, iterations - warmup)
-            beta = BETA[1] + (BETA[0] - BETA[1]) * (1 - progress)
-            loss = loss + reg_weight * (1 - (2 * h - 1).abs().pow(beta)).sum()
+        h = rounding.soft()
+        loss = error(rounding.weights(h).reshape(w_t.shape) - w_t)
+        push = rounding.regularizer(h, step, iterations)
+        if push is not None:
+            loss = loss + reg_weight * push
         loss.backward()
         optimizer.step()
         if advance is not None:
             advance()
-    with torch.no_grad():
-        ints = torch.where(fixed_t, nearest_t, torch.clamp(floor_t + (v >= 0).float(),
-                                                           -WEIGHT_MAX, WEIGHT_MAX))
-    q = ints.numpy().reshape(w.shape).astype(np.int8)
+    q, nearest, scales = rounding.hard(), rounding.nearest, rounding.scales
+    shape = (-1,) + (1,) * (w.ndim - 1)
     result = RoundingResult(reconstruction_error(nearest * scales.reshape(shape), w, stats),
                             reconstruction_error(q * scales.reshape(shape), w, stats),
                             float(np.mean(q != nearest)))
