@@ -183,8 +183,9 @@ def round_block(graph: ir.Graph, block: Sequence[ir.Node], weighted: dict[str, n
             tensor = graph.tensors[name]
             if tensor.is_const and name not in weighted:
                 consts[name] = torch.tensor(np.asarray(tensor.data, np.float32))
+    # centred: the weighted layers' outputs before their clamp, float ones kept per row
     linear = {node.name: replace(node, clamp=ir.Clamp()) for node in block
-              if getattr(node, "weight", None) in weighted}
+              if getattr(node, "weight", None) in weighted} if centred else {}
 
     def stack(items, name):
         return torch.from_numpy(np.concatenate([np.asarray(item[name], np.float32)
@@ -202,7 +203,7 @@ def round_block(graph: ir.Graph, block: Sequence[ir.Node], weighted: dict[str, n
                 value = SIMULATORS[type(node)](linear[node.name], env, weights)
                 if not quantized:
                     float_pre[node.name] = value
-                elif centred:
+                else:
                     want = float_pre[node.name] if rows is None else float_pre[node.name][rows]
                     axes = [0] + list(range(2, value.dim()))
                     value = value - (value - want).mean(dim=axes, keepdim=True)

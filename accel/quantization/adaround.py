@@ -153,9 +153,8 @@ class SoftRounding:
 
     def __init__(self, weight: np.ndarray):
         torch = _torch()
-        self.shape = np.shape(weight)
         self.nearest, self.scales = quantize_weights_per_channel(weight)
-        broadcast = (-1,) + (1,) * (len(self.shape) - 1)
+        broadcast = (-1,) + (1,) * (np.ndim(weight) - 1)
         w = np.asarray(weight, np.float32)
         steps = w / self.scales.reshape(broadcast)
         floor = np.floor(steps)
@@ -172,13 +171,15 @@ class SoftRounding:
         torch = _torch()
         return torch.clamp(torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
 
+    def _ints(self, h):
+        """floor + h within the weight range; the channel peaks keep their nearest value."""
+        torch = _torch()
+        return torch.where(self.fixed, self.nearest_t,
+                           torch.clamp(self.floor + h, -WEIGHT_MAX, WEIGHT_MAX))
+
     def weights(self, h=None):
         """The float weights the soft (``h``, default soft()) or given rounding makes."""
-        torch = _torch()
-        h = self.soft() if h is None else h
-        ints = torch.where(self.fixed, self.nearest_t,
-                           torch.clamp(self.floor + h, -WEIGHT_MAX, WEIGHT_MAX))
-        return ints * self.scale
+        return self._ints(self.soft() if h is None else h) * self.scale
 
     def regularizer(self, h, step: int, iterations: int):
         """The annealed push of h to 0 or 1 (eq. 24): 0 in the warm-up, then beta falls
@@ -192,12 +193,8 @@ class SoftRounding:
 
     def hard(self) -> np.ndarray:
         """The int8 weights the learnt V chooses (each its floor or its ceiling)."""
-        torch = _torch()
-        with torch.no_grad():
-            ints = torch.where(self.fixed, self.nearest_t,
-                               torch.clamp(self.floor + (self.v >= 0).float(),
-                                           -WEIGHT_MAX, WEIGHT_MAX))
-        return ints.numpy().astype(np.int8)
+        with _torch().no_grad():
+            return self._ints((self.v >= 0).float()).numpy().astype(np.int8)
 
 
 def check_iterations(iterations: int) -> None:
