@@ -101,6 +101,16 @@ void set_kernel_arg(Kernel& kernel, cl_uint index, py::handle value) {
   }
 }
 
+// Driver messages and build logs as text even where they are not valid UTF-8 (a compiler's
+// log may quote bytes of the source): a strict decode would replace the error with a
+// UnicodeDecodeError.
+py::str lenient_str(const std::string& text) {
+  PyObject* decoded = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()),
+                                           "replace");
+  if (decoded == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(decoded);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_runtime, m) {
@@ -111,8 +121,8 @@ PYBIND11_MODULE(_runtime, m) {
       if (pointer) std::rethrow_exception(pointer);
     } catch (const Error& error) {
       py::object error_class = python_error_class(error.error_class());
-      py::object log = error.log().empty() ? py::object(py::none()) : py::str(error.log());
-      py::object instance = error_class(error.what(), py::arg("code") = error.code(),
+      py::object log = error.log().empty() ? py::object(py::none()) : lenient_str(error.log());
+      py::object instance = error_class(lenient_str(error.what()), py::arg("code") = error.code(),
                                         py::arg("routine") = error.routine(), py::arg("log") = log);
       PyErr_SetObject(error_class.ptr(), instance.ptr());
     }

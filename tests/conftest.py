@@ -39,6 +39,30 @@ def pytest_generate_tests(metafunc):
                              scope="session")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config, report):
+    """A failing test's report may quote text that is not UTF-8 encodable (lone surrogates: a
+    fuzzer's generated input, bytes decoded with surrogateescape). pytest-xdist cannot send
+    such a report to the controller, and the worker then stops with an internal error that
+    ends the whole run; those characters are sent escaped instead."""
+    return utf8_encodable((yield))
+
+
+def utf8_encodable(value):
+    """``value`` (a report's serialized form) with every string UTF-8 encodable."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {utf8_encodable(k): utf8_encodable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(utf8_encodable(v) for v in value)
+    return value
+
+
 @pytest.fixture(scope="session")
 def fastest_cpu():
     device = _fastest_cpu()

@@ -14,5 +14,14 @@ workers=${ACCEL_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
 if [ "$workers" = 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-# The slowest tests are listed at the end (what to look at when the suite grows slow).
-exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --durations=25 "$@"
+# The slowest tests are listed at the end (what to look at when the suite grows slow). A
+# failed run ends with a digest (host class, failed tests, internal errors): CI keeps only
+# part of a long log, and it may run on a host class nobody here has.
+log=$(mktemp "${TMPDIR:-/tmp}/accel-tests.XXXXXX.log")
+set +e
+.venv/bin/python -m pytest -n "$workers" --dist loadfile --durations=25 "$@" 2>&1 | tee "$log"
+code=${PIPESTATUS[0]}
+set -e
+[ "$code" = 0 ] || .venv/bin/python tools/test_digest.py "$log" "$code"
+rm -f "$log"
+exit "$code"

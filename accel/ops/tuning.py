@@ -4,13 +4,15 @@ here: kernels/tuning.json (shipped) and the user's own tuning file, written by
 
 A table maps a kernel file and a device's tuning key (``Device.tuning_key``: the runtime
 and, on the host CPU, its instruction-set level, e.g. ``pocl-cpu/avx2``) to an entry of
-``-D`` knobs and selection rules. The most specific key either table lists (the exact key,
-then the runtime alone, ``pocl-cpu``) is laid over the file's ``default`` entry. An entry's
-``shapes`` maps a layer shape class (``conv_shape_class``) to values laid over the entry for
-layers of that class (``accel tune`` writes them). At that key the user's entry and its
-shape entries are laid over the shipped ones, so the user's file wins as a whole (a device
-value there wins over a shipped shape entry). Keys starting with ``_`` (``_provenance``)
-are notes.
+``-D`` knobs and selection rules. Over the file's ``default`` entry come the runtime's
+(``pocl-cpu``), then the exact key's (``pocl-cpu/avx2``): a more specific key wins, and a
+key neither table lists adds nothing (the shipped table lists AVX2 keys only, so AVX-512
+hosts get the runtime-wide values, and a user's entry at their exact key changes only what
+it names). An entry's ``shapes`` maps a layer shape class (``conv_shape_class``) to values
+laid over the entry for layers of that class (``accel tune`` writes them). At each key the
+user's entry and its shape entries are laid over the shipped ones, so the user's file wins
+as a whole there (a device value there wins over a shipped shape entry). Keys starting
+with ``_`` (``_provenance``) are notes.
 
 The tables' ``_knobs`` and ``_rules`` declare, once, each file's knobs (passed to the
 kernel as -D) and selection rules (read by the compiler: Winograd on/off, the accumulator
@@ -210,14 +212,16 @@ def lookup_keys(tuning_key: str) -> tuple[str, ...]:
 def _layers(kernel_file: str, tuning_key: str, shape: str | None) -> list[tuple[dict, bool]]:
     """The values laid over one another for a device (and a layer shape class), least
     specific first, each with whether it is a shape class's own entry: the ``default``
-    entries, then at the most specific key either table lists the shipped entry and its
-    shape's, then the user's entry and its shape's (the user's file wins as a whole)."""
+    entries, then at each lookup key from the runtime's to the exact one, the shipped entry
+    and its shape's, then the user's entry and its shape's. A more specific key wins, and at
+    one key the user's file wins; a key neither table lists adds nothing (an AVX-512 host,
+    which the shipped table does not list, keeps the runtime-wide values under a user's
+    entry for its exact key)."""
     shipped = _table().get(kernel_file, {})
     user = _user().get(kernel_file, {})
     found = [(_values(shipped.get("default", {})), False),
              (_values(user.get("default", {})), False)]
-    key = next((k for k in lookup_keys(tuning_key) if k in shipped or k in user), None)
-    if key is not None:
+    for key in reversed(lookup_keys(tuning_key)):
         for table in (shipped, user):
             found.append((_values(table.get(key, {})), False))
             if shape is not None:
