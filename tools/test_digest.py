@@ -1,7 +1,7 @@
 """Prints the end of a test run's log as the few lines that matter when it failed on a machine
 nobody can log into (CI keeps only part of a long log): the host class, the failed and
-errored tests with their one-line reasons, and the innermost frames of any pytest internal
-error. Usage: python tools/test_digest.py LOG EXIT_CODE (run by tools/test.sh)."""
+errored tests with their one-line reasons, and what any pytest internal error raised (with
+its last lines). Usage: python tools/test_digest.py LOG EXIT_CODE (run by tools/test.sh)."""
 
 from __future__ import annotations
 
