@@ -58,8 +58,10 @@ def utf8_encodable(value):
             return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         return {utf8_encodable(k): utf8_encodable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(utf8_encodable(v) for v in value)
+    if isinstance(value, list):
+        return [utf8_encodable(v) for v in value]
+    if isinstance(value, tuple):  # a subclass (named tuple) becomes a plain one
+        return tuple(utf8_encodable(v) for v in value)
     return value
 
 

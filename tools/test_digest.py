@@ -14,11 +14,12 @@ INTERNAL_TAIL = 12
 
 
 def host_line() -> str:
-    flags, model = set(), platform.processor() or "unknown CPU"
+    """The CPU's model and the ISA flags accel's host classes are told apart by."""
+    flags, model = set(), platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name") and model in ("", "unknown CPU"):
+                if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
