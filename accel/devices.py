@@ -4,7 +4,8 @@ A selector is one of:
   - a kind: ``fpga``, ``fpga-emulator`` (or ``fpga-emu``), ``cpu``, ``gpu``;
   - ``P:D``, the platform and device indices as ``accel devices`` prints them;
   - any other text, matched case-insensitively against the short name (``pocl-cpu``) and
-    the platform, vendor and device names (``pocl``, ``intel``, ``EPYC``).
+    the platform name (``pocl``, ``intel``), and only if neither matches, against the vendor
+    and device names (``EPYC``, ``Xeon``).
 When several devices match, the best-ranked one is taken (see ``RANK``). With no selector,
 ``ACCEL_DEVICE`` is read, and without that the best device present is chosen; the FPGA
 emulator is only chosen when asked for, since it is a correctness tool, not a fast one.
@@ -114,6 +115,17 @@ def _listing(present: list[Device]) -> str:
     return "devices present:\n" + "\n".join(f"  {d}" for d in present)
 
 
+def _named(present: list[Device], text: str) -> list[Device]:
+    """The devices whose short name or platform holds ``text``; only where none does, those
+    whose vendor or device name does. PoCL names a device after the CPU model, so on an Intel
+    host "intel" would otherwise match PoCL's device too (and rank it first)."""
+    for fields in (lambda x: (x.short_name, x.platform), lambda x: (x.vendor, x.name)):
+        matches = [x for x in present if any(text in f.lower() for f in fields(x))]
+        if matches:
+            return matches
+    return []
+
+
 def select_device(selector: str | Device | None = None) -> Device:
     """The device a selector names (see the module doc); DeviceError lists what exists."""
     if isinstance(selector, Device):
@@ -142,8 +154,7 @@ def select_device(selector: str | Device | None = None) -> Device:
     elif text in RANK:
         matches = [x for x in present if x.kind == text]
     else:
-        matches = [x for x in present
-                   if text in f"{x.short_name}\n{x.platform}\n{x.vendor}\n{x.name}".lower()]
+        matches = _named(present, text)
     if not matches:
         raise DeviceError(f"no OpenCL device matches {selector!r}; {_listing(present)}")
     return min(matches, key=_rank)

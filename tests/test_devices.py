@@ -55,6 +55,40 @@ def test_select_by_kind_index_and_name(monkeypatch):
         assert accel.select_device("POCL").platform == "Portable Computing Language"
 
 
+def _made_up(platform, name, vendor, kind, index):
+    device_class = importlib.import_module("accel.devices").Device  # accel.devices: a function
+    return device_class(platform=platform, name=name, kind=kind, vendor=vendor,
+                        compute_units=2, version="OpenCL 3.0", driver_version="1",
+                        global_mem_bytes=1 << 30, platform_index=index, device_index=0)
+
+
+# What an Intel Xeon host lists: PoCL names its device after the CPU model.
+XEON_HOST = [
+    _made_up("Portable Computing Language", "pthread-skylake-avx512-Intel(R) Xeon(R) Processor",
+             "GenuineIntel", "cpu", 0),
+    _made_up("Intel(R) OpenCL", "Intel(R) Xeon(R) Processor", "Intel(R) Corporation", "cpu", 1),
+    _made_up("Intel(R) FPGA Emulation Platform for OpenCL(TM)", "Intel(R) FPGA Emulation Device",
+             "Intel(R) Corporation", "fpga-emulator", 2)]
+
+
+@pytest.mark.parametrize("level", ["avx2", "avx512-vnni"])
+def test_a_runtime_s_name_wins_over_a_cpu_model_s_name(monkeypatch, level):
+    """"intel" is Intel's runtime even on an Intel CPU, where PoCL's device name says Intel
+    too and PoCL is preferred; "xeon", which no short name or platform holds, still finds
+    the CPU devices."""
+    module = importlib.import_module("accel.devices")
+    monkeypatch.setattr(module, "devices", lambda: list(XEON_HOST))
+    flags = {"avx2": (True, False, False, False), "avx512-vnni": (True, True, True, False)}
+    monkeypatch.setattr(module, "host_isa", lambda: HostISA(*flags[level]))
+    monkeypatch.delenv("ACCEL_DEVICE", raising=False)
+    assert module.select_device("intel").platform == "Intel(R) OpenCL"
+    assert module.select_device("pocl").platform == "Portable Computing Language"
+    assert module.select_device("fpga-emu").kind == "fpga-emulator"
+    assert module.select_device("xeon").platform == module.platform_preference()[0]
+    with pytest.raises(accel.DeviceError, match="devices present"):
+        module.select_device("epyc")
+
+
 def test_default_device_is_never_the_emulator(monkeypatch):
     monkeypatch.delenv("ACCEL_DEVICE", raising=False)
     if all(d.kind == "fpga-emulator" for d in PRESENT):
