@@ -11,8 +11,11 @@ models are quantized with reduce_range=True on every host, so they do not depend
 
 Calibration runs the float interpreter (numpy), whose last bits may differ on another host
 class (BLAS kernels per instruction set): the recorded activation scales are compared
-first, and a case whose scales differ on a host of another class than the recording's is
-skipped, not failed. To record again (only from code known to be right):
+first. A case whose scales differ on a host of another class than the recording's is
+checked against that class's own recording (a case's "other_hosts"; recorded on an
+AVX-512 VNNI host too) where there is one, and skipped, not failed, where there is none
+or its scales differ as well. To record again (only from code known to be right; on a host
+of another class, only the cases whose scales differ are recorded, under its class):
     ACCEL_RECORD_OUTPUTS=1 .venv/bin/python -m pytest tests/test_recorded_outputs.py
 """
 
@@ -202,30 +205,42 @@ def test_outputs_equal_the_recorded_ones(case, device, tmp_path_factory, monkeyp
         assert on_device._bound.plan.num_queues >= 2
     scales = scales_digest(compiled.lowered)
     digest, sample = outputs_digest(on_device, inputs)
+    level = host_isa().native_level
     if RECORD:
-        data = _recorded()
-        data["host_isa"] = host_isa().native_level
-        entry = data["cases"].setdefault(case, {})
-        if entry.get("scales") == scales and entry.get("outputs") not in (None, digest):
-            pytest.fail(f"{case} on {device.short_name}: outputs differ from another device's")
-        entry.update(scales=scales, outputs=digest, sample=sample)
-        entry["devices"] = sorted(set(entry.get("devices", [])) | {device.short_name})
-        DATA.parent.mkdir(exist_ok=True)
-        DATA.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        _record(case, device, level, scales, digest, sample)
         return
     data = _recorded()
     if case not in data["cases"]:
         pytest.fail(f"no recorded outputs for {case} in {DATA}")
     want = data["cases"][case]
     if scales != want["scales"]:
-        if host_isa().native_level != data.get("host_isa"):
-            pytest.skip(f"{case}: calibration chose other scales on this "
-                        f"{host_isa().native_level} host than on the recording's "
-                        f"{data.get('host_isa')} one")
-        pytest.fail(f"{case}: the activation scales differ from the recorded ones (the "
-                    "quantizer or the float interpreter changed)")
+        if level == data.get("host_isa"):
+            pytest.fail(f"{case}: the activation scales differ from the recorded ones (the "
+                        "quantizer or the float interpreter changed)")
+        want = want.get("other_hosts", {}).get(level)
+        if want is None or scales != want["scales"]:
+            pytest.skip(f"{case}: calibration chose other scales on this {level} host than "
+                        f"on the recording's {data.get('host_isa')} one" +
+                        ("" if want is None else " and its own class's recording"))
     assert (digest, sample) == (want["outputs"], want["sample"]), \
         f"{case} on {device.short_name}: int8 outputs differ from the recorded ones"
+
+
+def _record(case, device, level, scales, digest, sample):
+    """Records a case's outputs: under the case itself on the recording's host class (or the
+    first), under its "other_hosts" entry for this class on another class whose calibration
+    chose other scales (numpy's float sums differ per instruction set)."""
+    data = _recorded()
+    data.setdefault("host_isa", level)
+    entry = data["cases"].setdefault(case, {})
+    if level != data["host_isa"] and entry.get("scales") not in (None, scales):
+        entry = entry.setdefault("other_hosts", {}).setdefault(level, {})
+    if entry.get("scales") == scales and entry.get("outputs") not in (None, digest):
+        pytest.fail(f"{case} on {device.short_name}: outputs differ from another device's")
+    entry.update(scales=scales, outputs=digest, sample=sample)
+    entry["devices"] = sorted(set(entry.get("devices", [])) | {device.short_name})
+    DATA.parent.mkdir(exist_ok=True)
+    DATA.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 # An artifact saved by the code before the back end was split into modules (format

@@ -97,13 +97,14 @@ def test_quick_tune_writes_the_user_file_and_compile_applies_each_shapes_knobs(
             assert layer["own_entry"] == (layer["shape_class"] in result["shapes"])
 
 
-def fake_measure(winners: dict, tile_w: int):
+def fake_measure(winners: dict, tile_w):
     """A measure that makes ``winners[shape]`` (conv.cl's adapted knobs, or a kernel, "conv"
     or "winograd", and its knobs) the fastest on its shape in every round and otherwise
-    prefers conv.cl with TILE_W ``tile_w`` and winograd.cl with its shipped knobs, equally
-    (so the shipped kernel stays); no kernel runs."""
+    prefers conv.cl with TILE_W ``tile_w`` (or ``tile_w[shape]``) and winograd.cl with its
+    shipped knobs, equally (so the shipped kernel stays); no kernel runs."""
     def measure(ctx, shape, options, rounds):
         winner = winners.get(shape)
+        preferred = tile_w[shape] if isinstance(tile_w, dict) else tile_w
         winner = ("conv", winner) if isinstance(winner, dict) else winner
 
         def ms(kernel, knobs):
@@ -112,7 +113,7 @@ def fake_measure(winners: dict, tile_w: int):
             if kernel == "winograd":
                 shipped = tuning.knobs("winograd.cl", ctx.device.tuning_key)
                 return 1.0 if knobs == shipped else 2.0
-            return 1.0 if knobs.get("TILE_W") == tile_w else 2.0
+            return 1.0 if knobs.get("TILE_W") == preferred else 2.0
         return [[ms(kernel, knobs)] * rounds for kernel, knobs in options]
     return measure
 
@@ -150,7 +151,10 @@ def test_each_shape_gets_its_own_winner_and_compile_applies_it(fastest_cpu, user
     tile = conv_ops.layer_knobs(conv2, shipped, rules)["TILE_W"]
     own = conv_ops.layer_knobs(conv2, {"TILE_W": 4 if tile != 4 else 2, "CIN_STEP": 16,
                                        "COUT_BLOCKS": 1}, rules)
-    monkeypatch.setattr(tuner, "measure", fake_measure({TINY_CONV2[0]: own}, tile))
+    # each shape prefers the TILE_W the shipped set gives it (cut to its width differently)
+    preferred = {shape: conv_ops.layer_knobs(tuner.conv_layer(shape), shipped, rules)["TILE_W"]
+                 for shape, _ in layers}
+    monkeypatch.setattr(tuner, "measure", fake_measure({TINY_CONV2[0]: own}, preferred))
     result = tuner.tune(fastest_cpu, layers=layers, space=tuner.QUICK_CANDIDATES,
                         show_progress=False)
     assert result.chosen == shipped  # the network's best, the shipped set on a tie
@@ -369,10 +373,11 @@ def test_the_user_file_wins_over_the_shipped_table(fastest_cpu, user_file):
 @pytest.mark.parametrize("runtime", ["pocl-cpu", "intel-cpu"])
 def test_a_user_entry_for_an_isa_the_table_does_not_list_keeps_the_runtime_wide_values(
         user_file, runtime):
-    """The shipped table lists AVX2 keys only: on an AVX-512 host (``pocl-cpu/avx512-vnni``)
-    the runtime-wide entry applies, and a user's entry for the exact key (what ``accel tune``
-    writes there) changes only what it names, rules (Winograd) and shape entries included."""
-    key = f"{runtime}/avx512-vnni"
+    """The shipped table lists AVX2 and AVX-512 VNNI keys: on an AVX-512 host without VNNI
+    (``pocl-cpu/avx512``) the runtime-wide entry applies, and a user's entry for the exact key
+    (what ``accel tune`` writes there) changes only what it names, rules (Winograd) and shape
+    entries included."""
+    key = f"{runtime}/avx512"
     assert key not in tuning._table()["conv.cl"]
     runtime_wide = tuning.entry("conv.cl", runtime)
     assert tuning.entry("conv.cl", key) == runtime_wide
