@@ -14,13 +14,17 @@
  *     portable code, because one operand is a broadcast.
  *   - x86 with AVX-512 VNNI (ACCEL_CPU_ISA 4: Intel's CPU runtime asked for a VNNI target):
  *     four input channels per step, one vpdpbusd zmm per pixel and block (conv_knobs.h's
- *     accel_dpbusd) on the pair-packed weights shuffled to quads in registers. Not yet run
- *     on a VNNI host: built and read there (tests/test_pair_mac_variants.py).
+ *     accel_dpbusd): the weights, quad-packed and offset to unsigned by the host, against
+ *     each pixel's four input bytes broadcast straight from memory (signed, as stored); one
+ *     vpdpbusd xmm per pixel and step sums those bytes, and the epilogue takes 128 x that
+ *     sum off (the weights' offset). No per-use flip or shuffle: about 71 vector uops per
+ *     56 vpdpbusd at TILE_W 7 x 2 blocks, against 120 with the pair packing.
  *   - everywhere else (Intel's CPU runtime, the FPGA emulator, or -DX86_PAIR_MAC=0):
  *     ACCEL_MAC, 16 MACs per multiply (LLVM emits vpmaddwd with a zero upper half, or
  *     whatever the target has). Both paths give the same bits.
- * The input is read as x + 128 (x ^ 0x80: unsigned, which is what lets LLVM use vpmaddwd);
- * the host folds the extra 128*sum(w) into the bias. The epilogue applies quant.h's
+ * The pair and portable paths read the input as x + 128 (x ^ 0x80: unsigned, which is what
+ * lets LLVM use vpmaddwd); the host folds the extra 128*sum(w) into the bias. The quad path
+ * reads x as it is and its weights as w + 128 (see above); its bias has no 128*sum(w). The epilogue applies quant.h's
  * requantization 16 lanes at a time (quant_vec.h, both modes).
  *
  *   x        NHWC int8: pixel (n, y, x) starts at ((n*H + y)*W + x)*in_stride + in_offset
@@ -32,10 +36,12 @@
  *   weights  int8 packed by the host as [cout_pad/16][KH][KW][cin_pad/2][16][2]: for one
  *            block of 16 output channels, tap and pair of input channels, 32 adjacent
  *            bytes hold (channel 2j, channel 2j+1) for each output channel in turn (the
- *            operand order of vpmaddwd). Padded channels are zero.
- *   bias     int32 [cout_pad] = bias - (zx + 128)*sum(w), reduced modulo 2^32. The
- *            accumulation is modulo 2^32 too and the true accumulator fits int32, so the
- *            final sum is exact.
+ *            operand order of vpmaddwd). Padded channels are zero. With QUAD_PACKED=1 (the
+ *            quad path) instead uint8 w + 128 as [cout_pad/16][KH][KW][cin_pad/4][16][4]:
+ *            four input channels per output channel (vpdpbusd's order); padded ones 128.
+ *   bias     int32 [cout_pad] = bias - (zx + 128)*sum(w) (QUAD_PACKED: bias - zx*sum(w)),
+ *            reduced modulo 2^32. The accumulation is modulo 2^32 too and the true
+ *            accumulator fits int32, so the final sum is exact.
  *   multipliers, shifts  int32 [cout_pad] (quant.h); padded channels get (2^30, 1). With
  *            REQUANT_F32=1 they hold float32 multipliers as (mantissa, shift) pairs
  *            (quant.h's accel_requantize_f32); padded channels get (2^23, 1).
@@ -61,6 +67,8 @@
  *   X86_QUAD_MAC  1: the vpdpbusd quad path where the host has AVX-512 VNNI (CIN_STEP 4, 8
  *                 or 16); it wins over the pair path; 0: never
  *   QUAD_MAC_EMULATE  1: the quad path in plain C (tests its operands on any host)
+ *   QUAD_PACKED   set by the host, not a caller: 1 where it packed the weights for the quad
+ *                 path (accel/ops/conv.py's quad_mac); a build whose path disagrees fails
  *   HAS_RESIDUAL  1: fused residual add in the epilogue
  *   REQUANT_F32   1: onnxruntime's float32 requantization (accel_requantize_f32), for QDQ
  *                 models; 0: the fixed-point contract. No residual add in this mode.
@@ -96,6 +104,20 @@
 #define ACCEL_QUAD_MAC 1
 #else
 #define ACCEL_QUAD_MAC 0
+#endif
+#if defined(QUAD_PACKED) && QUAD_PACKED != ACCEL_QUAD_MAC
+#error "QUAD_PACKED: the host packed the weights for the other path (accel/ops/conv.py quad_mac)"
+#endif
+
+#if ACCEL_QUAD_MAC
+/* A pixel's CIN_STEP input bytes as 16 (zero-filled), for the 4-lane byte sum. */
+#if CIN_STEP == 16
+#define ACCEL_STEP_BYTES(p) vload16(0, (p))
+#elif CIN_STEP == 8
+#define ACCEL_STEP_BYTES(p) (char16)(vload8(0, (p)), (char8)0)
+#else
+#define ACCEL_STEP_BYTES(p) (char16)(vload4(0, (p)), (char4)0, (char8)0)
+#endif
 #endif
 
 /* The portable path, one input channel over the 16 output channels: acc += (x + 128) * w.
@@ -138,6 +160,11 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
     for (int p = 0; p < TILE_W; ++p) acc[b][p] = bias_vec;
   }
 
+#if ACCEL_QUAD_MAC
+  int4 x_sums[TILE_W];  /* each pixel's input bytes read, in 4 partial sums */
+#pragma unroll
+  for (int p = 0; p < TILE_W; ++p) x_sums[p] = 0;
+#endif
   const int tap_bytes = cin_pad * COUT_BLOCK;
   const size_t block_bytes = (size_t)kernel_h * kernel_w * tap_bytes;  /* one block's weights */
   const __global char* w_tap = weights + (size_t)block0 * block_bytes;
@@ -158,31 +185,23 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
       for (int c = 0; c < cin_used; c += CIN_STEP) {
         const __global char* w = w_tap + c * COUT_BLOCK;
 #if ACCEL_QUAD_MAC
-        /* Each pixel's CIN_STEP input channels, flipped to unsigned, four per 32-bit word. */
-        uint xquads[TILE_W][CIN_STEP / 4];
 #pragma unroll
         for (int p = 0; p < TILE_W; ++p)
-#pragma unroll
-          for (int q = 0; q < CIN_STEP / 4; ++q)
-            xquads[p][q] = as_uint(as_uchar4(vload4(0, x_tap[p] + c + 4 * q)) ^ (uchar4)0x80);
+          x_sums[p] = accel_dpbusd4(x_sums[p], (int4)0x01010101,
+                                    as_int4(ACCEL_STEP_BYTES(x_tap[p] + c)));
 #pragma unroll
         for (int k = 0; k < CIN_STEP; k += 4) {
-          /* Channels c + k .. c + k + 3 of 16 output channels: the pair chunks k and k + 2
-           * (adjacent 32-byte runs) shuffled to [16][4], the bytes vpdpbusd wants per lane. */
+          /* Channels c + k .. c + k + 3 of each block's 16 output channels: 64 bytes. */
           int16 wq[COUT_BLOCKS];
 #pragma unroll
-          for (int b = 0; b < COUT_BLOCKS; ++b) {
-            const __global short* wp = (const __global short*)(w + b * block_bytes + k * COUT_BLOCK);
-            const short16 first = vload16(0, wp), second = vload16(1, wp);
-            wq[b] = __builtin_astype(__builtin_shufflevector(first, second, ACCEL_QUAD_INTERLEAVE),
-                                     int16);
-          }
+          for (int b = 0; b < COUT_BLOCKS; ++b)
+            wq[b] = vload16(0, (const __global int*)(w + b * block_bytes + k * COUT_BLOCK));
 #pragma unroll
           for (int p = 0; p < TILE_W; ++p) {
-            const int16 x_quad = (int16)as_int(xquads[p][k / 4]);
+            const int16 x_quad = (int16)as_int(vload4(0, x_tap[p] + c + k));
 #pragma unroll
             for (int b = 0; b < COUT_BLOCKS; ++b)
-              acc[b][p] = accel_dpbusd(acc[b][p], x_quad, wq[b]);
+              acc[b][p] = accel_dpbusd(acc[b][p], wq[b], x_quad);
           }
         }
 #else
@@ -242,6 +261,16 @@ __kernel void conv2d_nhwc(__global const char* restrict x,
       }
     }
   }
+
+#if ACCEL_QUAD_MAC
+  /* The weights were offset by 128: take 128 x each pixel's input sum off (modulo 2^32). */
+#pragma unroll
+  for (int p = 0; p < TILE_W; ++p) {
+    const uint offset = 128u * as_uint(x_sums[p].s0 + x_sums[p].s1 + x_sums[p].s2 + x_sums[p].s3);
+#pragma unroll
+    for (int b = 0; b < COUT_BLOCKS; ++b) acc[b][p] = as_int16(as_uint16(acc[b][p]) - offset);
+  }
+#endif
 
   /* Epilogue, block by block: requantize (+ residual), clamp, store 16 channels per pixel,
    * in vector types (quant_vec.h: a loop over quant.h's scalar functions stays scalar). The

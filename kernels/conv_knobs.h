@@ -122,8 +122,9 @@ inline int16 accel_pmaddwd(accel_short32 a, accel_short32 b) {
  *     helper per tile, is not written yet; it needs a VNNI host to be tested on);
  *   - plain C with QUAD_MAC_EMULATE=1, on any target: the same operands, so the weight
  *     shuffle and the input quads are tested bit-exact on hosts without VNNI.
- * conv.cl takes it when CIN_STEP is a multiple of 4; the weights keep the pair packing and
- * are shuffled to [16][4] in registers (one shuffle per block serves TILE_W pixels). */
+ * accel_dpbusd4 is the same on 4 lanes (vpdpbusd xmm): conv.cl sums its pixels' input bytes
+ * with it. conv.cl takes the quad path when CIN_STEP is a multiple of 4, on weights the host
+ * packed for it (QUAD_PACKED, accel/ops/conv.py's quad_mac). */
 #ifndef X86_QUAD_MAC
 #define X86_QUAD_MAC 1
 #endif
@@ -142,15 +143,20 @@ inline int16 accel_pmaddwd(accel_short32 a, accel_short32 b) {
 #define ACCEL_QUAD_MAC_AVAILABLE 1
 typedef char accel_char64 __attribute__((ext_vector_type(64)));
 typedef uchar accel_uchar64 __attribute__((ext_vector_type(64)));
-/* Two pair chunks [16][2] (pairs k and k + 2 of 16 output channels, as 16-bit units) into
- * one quad chunk [16][4]: unit j of the first, then unit j of the second, for each j. */
-#define ACCEL_QUAD_INTERLEAVE 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, \
-                              8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
 #define ACCEL_QUAD_BYTES(t) t, t + 4, t + 8, t + 12, t + 16, t + 20, t + 24, t + 28, t + 32, \
                             t + 36, t + 40, t + 44, t + 48, t + 52, t + 56, t + 60
 
 #if QUAD_MAC_EMULATE
 #define ACCEL_QUAD_MAC_VARIANT 1 /* emulated */
+inline int4 accel_dpbusd4(int4 acc, int4 u, int4 s) {
+  const uchar16 ub = as_uchar16(u);
+  const char16 sb = as_char16(s);
+  const int4 p0 = convert_int4(ub.s048c) * convert_int4(sb.s048c);
+  const int4 p1 = convert_int4(ub.s159d) * convert_int4(sb.s159d);
+  const int4 p2 = convert_int4(ub.s26ae) * convert_int4(sb.s26ae);
+  const int4 p3 = convert_int4(ub.s37bf) * convert_int4(sb.s37bf);
+  return as_int4(as_uint4(acc) + as_uint4(p0 + p1 + p2 + p3));
+}
 inline int16 accel_dpbusd(int16 acc, int16 u, int16 s) {
   const accel_uchar64 ub = __builtin_astype(u, accel_uchar64);
   const accel_char64 sb = __builtin_astype(s, accel_char64);
@@ -172,9 +178,13 @@ int16 accel_llvm_dpbusd512(int16 acc, accel_char64 u, accel_char64 s)
     __asm__("llvm.x86.avx512.vpdpbusd.512");
 #define accel_dpbusd(acc, u, s) accel_llvm_dpbusd512((acc), __builtin_astype((u), accel_char64), \
                                                      __builtin_astype((s), accel_char64))
+int4 accel_llvm_dpbusd128(int4 acc, char16 u, char16 s) __asm__("llvm.x86.avx512.vpdpbusd.128");
+#define accel_dpbusd4(acc, u, s) accel_llvm_dpbusd128((acc), as_char16(u), as_char16(s))
 #else
 int16 accel_llvm_dpbusd512(int16 acc, int16 u, int16 s) __asm__("llvm.x86.avx512.vpdpbusd.512");
 #define accel_dpbusd(acc, u, s) accel_llvm_dpbusd512((acc), (u), (s))
+int4 accel_llvm_dpbusd128(int4 acc, int4 u, int4 s) __asm__("llvm.x86.avx512.vpdpbusd.128");
+#define accel_dpbusd4(acc, u, s) accel_llvm_dpbusd128((acc), (u), (s))
 #endif
 #endif
 #else

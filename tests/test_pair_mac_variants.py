@@ -142,5 +142,56 @@ def test_intel_runtime_builds_conv_with_vpdpbusd_for_a_vnni_target(tmp_path):
     vnni = intel_conv_assembly(tmp_path, intel, LEVEL_CODES["avx512-vnni"])
     dpbusd = re.findall(r"vpdpbusd\s+[^\n]*zmm", vnni)
     assert len(dpbusd) >= 4 * 2, f"{len(dpbusd)} vpdpbusd zmm"  # TILE_W x COUT_BLOCKS per quad
+    # weights packed in quad order (no vpermt2w), input bytes summed by vpdpbusd xmm
+    assert "vpermt2w" not in vnni
+    assert len(re.findall(r"vpdpbusd\s+[^\n]*xmm", vnni)) >= 4  # one per pixel and step
     capped = intel_conv_assembly(tmp_path, intel, LEVEL_CODES["avx512"])
     assert "vpdpbusd" not in capped
+
+
+def _device(isa: str, platform: str):
+    import types
+    return types.SimpleNamespace(isa=isa, platform=platform)
+
+
+@pytest.mark.parametrize("target", ["cascadelake", "skx"])
+def test_the_host_packs_weights_for_the_path_the_kernel_takes(monkeypatch, target):
+    """accel.ops.conv.quad_mac mirrors conv_knobs.h: the quad path on Intel's CPU runtime
+    for a VNNI target, with the emulation anywhere, never with X86_QUAD_MAC=0 or an odd
+    CIN_STEP."""
+    from accel.ops import conv as conv_ops
+    monkeypatch.setenv("CL_CONFIG_CPU_TARGET_ARCH", target)
+    intel, pocl = _device("avx512-vnni", INTEL_PLATFORM), _device("avx512-vnni", POCL_PLATFORM)
+    assert conv_ops.quad_mac(intel, {"CIN_STEP": 16}) == (target == "cascadelake")
+    assert not conv_ops.quad_mac(intel, {"CIN_STEP": 16, "X86_QUAD_MAC": 0})
+    assert not conv_ops.quad_mac(intel, {"CIN_STEP": 2, "QUAD_MAC_EMULATE": 1})
+    assert not conv_ops.quad_mac(pocl, {"CIN_STEP": 16})
+    assert not conv_ops.quad_mac(_device("avx2", INTEL_PLATFORM), {"CIN_STEP": 16})
+    assert conv_ops.quad_mac(_device(None, "FPGA"), {"CIN_STEP": 8, "QUAD_MAC_EMULATE": 1})
+
+
+def test_quad_packed_weights_are_offset_quads_and_the_bias_lacks_the_flip():
+    """[block][kh][kw][cin/4][16][4] of w + 128 (conv.cl's banner), and the folded bias
+    without the 128 * sum(w) that the pair path's flipped input needs."""
+    from accel.ops import conv as conv_ops
+    rng = np.random.default_rng(0)
+    layer = conv_ops.ConvLayer(batch=1, in_height=5, in_width=5, in_channels=20,
+                               out_channels=24, kernel_h=3, kernel_w=2, input_zero_point=-3)
+    w = rng.integers(-127, 128, (24, 3, 2, 20)).astype(np.int8)
+    bias = rng.integers(-1000, 1000, 24).astype(np.int32)
+    mult, shift = np.full(24, 1 << 30, np.int32), np.full(24, 1, np.int32)
+    quad, quad_bias, *_ = conv_ops.pack_parameters(layer, w, bias, mult, shift, quad=True)
+    pair, pair_bias, *_ = conv_ops.pack_parameters(layer, w, bias, mult, shift)
+    assert quad.dtype == np.uint8 and quad.shape == (2, 3, 2, 8, 16, 4)
+    assert quad[1, 2, 1, 4, 5, 3] == int(w[16 + 5, 2, 1, 4 * 4 + 3]) + 128
+    assert quad[1, 0, 0, 6, 9, 0] == 128  # a padded output channel (25th of 32)
+    sums = w.astype(np.int64).sum(axis=(1, 2, 3))
+    assert np.array_equal(quad_bias[:24].astype(np.int64) - pair_bias[:24], 128 * sums)
+    assert pair.shape == (2, 3, 2, 16, 16, 2)
+
+
+def test_a_build_whose_path_disagrees_with_the_packing_fails(ctx):
+    """QUAD_PACKED=1 where the kernel would take another path (the quad knob off) is a
+    build error, not wrong numbers."""
+    with pytest.raises(accel.BuildError, match="QUAD_PACKED"):
+        ctx.build_file("conv.cl", {"X86_QUAD_MAC": 0, "QUAD_PACKED": 1}, cache=False)

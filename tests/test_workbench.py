@@ -263,7 +263,7 @@ def test_asm_builds_for_a_shape_with_the_knobs_a_model_would_use(capsys):
     assert tuple(report["shape"]) == shape
     expected = conv.tuned_knobs(intel.tuning_key, workbench.kernel("conv").layer(shape))
     assert {k: v for k, v in report["knobs"].items()
-            if k not in ("HAS_RESIDUAL", "REQUANT_F32")} == expected
+            if k not in conv.HOST_KNOBS} == expected
 
 
 def test_asm_refuses_targets_it_cannot_build_for(capsys):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel import numerics
+from accel.isa import LEVEL_CODES
 from accel.numerics import WEIGHT_MAX, Activation
 from accel.ops import tuning
 from accel.ops.checks import (check_activation, check_array, check_buffer, check_knob_names,
@@ -31,12 +32,14 @@ from accel.ops.checks import (check_activation, check_array, check_buffer, check
 from accel.ops.launch import Launch
 from accel.ops.layout import CHANNEL_ALIGN, padded_channels, round_up, run_on_device
 from accel.reference.conv import output_size
-from accel.runtime import Buffer, Context, Event, Kernel, Program
+from accel.runtime import Buffer, Context, Event, Kernel, Program, host_defines
 
 KERNEL_FILE = "conv.cl"
 KERNEL_NAME = "conv2d_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
 # The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
+# -D values the host sets from the layer and the device, never a caller's
+HOST_KNOBS = ("HAS_RESIDUAL", "REQUANT_F32", "QUAD_PACKED")
 USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "PAIR_MAC_EMULATE", "X86_QUAD_MAC",
               "QUAD_MAC_EMULATE", "COUT_BLOCKS")
 # The selection rules that adapt the tuned knobs to a layer (MAX_ACCUMULATORS,
@@ -250,9 +253,10 @@ def padding_multiplier(layer: ConvLayer) -> tuple[int, int]:
 
 
 def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
-                    multipliers: np.ndarray, shifts: np.ndarray):
+                    multipliers: np.ndarray, shifts: np.ndarray, quad: bool = False):
     """The kernel's parameter arrays (see conv.cl's banner): packed weights, folded bias,
-    padded multipliers and shifts. Validates the logical arrays."""
+    padded multipliers and shifts. Validates the logical arrays. ``quad``: for conv.cl's
+    quad (vpdpbusd) path, which quad_mac says it takes."""
     check_parameters(layer, weights, bias, multipliers, shifts)
     cout = layer.out_channels
     cin_pad, cout_pad = layer.in_channels_padded, layer.out_channels_padded
@@ -260,15 +264,34 @@ def pack_parameters(layer: ConvLayer, weights: np.ndarray, bias: np.ndarray,
 
     padded = np.zeros((cout_pad, kh, kw, cin_pad), dtype=np.int8)
     padded[:cout, :, :, :layer.in_channels] = weights
-    # [block, co, kh, kw, pair, 2] -> [block, kh, kw, pair, co, 2] (see conv.cl's banner)
-    packed = padded.reshape(cout_pad // COUT_BLOCK, COUT_BLOCK, kh, kw, cin_pad // 2, 2)
+    # [block, co, kh, kw, group, g] -> [block, kh, kw, group, co, g], g input channels a
+    # group: pairs (vpmaddwd) or, offset to uint8, quads (vpdpbusd); see conv.cl's banner
+    group = 4 if quad else 2
+    grouped = (padded.astype(np.int16) + 128).astype(np.uint8) if quad else padded
+    packed = grouped.reshape(cout_pad // COUT_BLOCK, COUT_BLOCK, kh, kw, cin_pad // group, group)
     packed = np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1, 5))
 
     folded = np.zeros(cout_pad, dtype=np.int64)
-    # The kernel reads x + 128 (see conv.cl): fold (zx + 128) * sum(w) into the bias.
+    # The pair and portable paths read x + 128 (see conv.cl): fold (zx + 128) * sum(w) into
+    # the bias; the quad path reads x, and takes its weights' offset off itself.
     weight_sums = weights.astype(np.int64).sum(axis=(1, 2, 3))
-    folded[:cout] = bias.astype(np.int64) - (layer.input_zero_point + 128) * weight_sums
+    read_zero_point = layer.input_zero_point + (0 if quad else 128)
+    folded[:cout] = bias.astype(np.int64) - read_zero_point * weight_sums
     return (packed, wrap_int32(folded)) + padded_requantization(layer, multipliers, shifts)
+
+
+def quad_mac(device, knobs: dict) -> bool:
+    """Whether conv.cl takes its quad (vpdpbusd) path with these knobs on this device, as
+    conv_knobs.h decides it (ACCEL_QUAD_MAC): the quad knob on, CIN_STEP a multiple of 4, and
+    the emulation asked for or Intel's CPU runtime targeting AVX-512 VNNI. The weights are
+    packed for that path; the kernel's QUAD_PACKED check fails the build if this disagrees."""
+    if not knobs.get("X86_QUAD_MAC", 1) or knobs.get("CIN_STEP", 16) % 4:
+        return False
+    if knobs.get("QUAD_MAC_EMULATE", 0):
+        return True
+    defines = host_defines(device)
+    return defines.get("ACCEL_CPU_ISA", 0) >= LEVEL_CODES["avx512-vnni"] and \
+        defines.get("ACCEL_LLVM_X86", 0) == 1
 
 
 def padded_requantization(layer: ConvLayer, multipliers: np.ndarray,
@@ -286,7 +309,7 @@ def check_conv_knobs(knobs: dict, user_knobs, kernel_file: str) -> dict:
     """The checks conv.cl and winograd.cl share: the epilogue knobs follow the layer, not the
     caller; only ``user_knobs``, each an integer within the constraints kernels/tuning.json
     declares for ``kernel_file`` (mirrored by conv_knobs.h's and the kernel's #error guards)."""
-    for name in ("HAS_RESIDUAL", "REQUANT_F32"):
+    for name in HOST_KNOBS:
         if name in knobs:
             raise ValueError(f"{name} is not a caller's knob: it follows the layer")
     check_knob_names(knobs, user_knobs, kernel_file)
@@ -356,7 +379,6 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
             multipliers: np.ndarray, shifts: np.ndarray, knobs: dict | None = None) -> PreparedConv:
     """Pack and upload a layer's parameters and build its program (once per layer).
     ``knobs`` overrides the device's tuned -D values (kernels/tuning.json)."""
-    packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts)
     chosen = tuned_knobs(ctx.device.tuning_key, layer)
     chosen.update(knobs or {})
     chosen = check_knobs(chosen)  # the tuned values and the caller's
@@ -364,8 +386,12 @@ def prepare(ctx: Context, layer: ConvLayer, weights: np.ndarray, bias: np.ndarra
         raise ValueError(f"COUT_BLOCKS={chosen['COUT_BLOCKS']} needs the padded output channels "
                          f"({layer.out_channels_padded}) to be a multiple of "
                          f"{chosen['COUT_BLOCKS'] * COUT_BLOCK}")
+    quad = quad_mac(ctx.device, chosen)
+    packed, folded, mult, shift = pack_parameters(layer, weights, bias, multipliers, shifts,
+                                                  quad=quad)
     chosen["HAS_RESIDUAL"] = int(layer.residual is not None)
     chosen["REQUANT_F32"] = int(layer.requant == "float32")
+    chosen["QUAD_PACKED"] = int(quad)
     program = ctx.program(KERNEL_FILE, chosen)
     pad_row = np.full(layer.in_channels_padded, layer.input_zero_point, dtype=np.int8)
     return PreparedConv(layer=layer, program=program, knobs=chosen, weights=ctx.upload(packed),
