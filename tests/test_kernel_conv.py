@@ -289,6 +289,7 @@ def test_two_output_blocks_follow_the_layer(first_ctx):
     ({"COUT_BLOCKS": 4}, "COUT_BLOCKS=4 must be 1 or 2"),
     ({"TILEW": 4, "CINSTEP": 4}, "unknown knob(s) CINSTEP, TILEW for conv.cl"),
     ({"HAS_RESIDUAL": 1}, "HAS_RESIDUAL is not a caller's knob"),
+    ({"QUAD_PACKED": 1}, "QUAD_PACKED is not a caller's knob"),
 ], ids=str)
 def test_conv_rejects_bad_knobs(first_ctx, knobs, words):
     x, weights, bias, kwargs = make_case(np.random.default_rng(14), 1, 4, 4, 16, 16, 3, 3,

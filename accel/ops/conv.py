@@ -37,9 +37,9 @@ from accel.runtime import Buffer, Context, Event, Kernel, Program, host_defines
 KERNEL_FILE = "conv.cl"
 KERNEL_NAME = "conv2d_nhwc"
 COUT_BLOCK = 16  # output channels per work-item (the kernel's vector width)
-# The knobs a caller may set (conv.cl's banner); HAS_RESIDUAL follows the layer.
-# -D values the host sets from the layer and the device, never a caller's
+# -D values the host sets from the layer and the device (conv.cl's banner), never a caller
 HOST_KNOBS = ("HAS_RESIDUAL", "REQUANT_F32", "QUAD_PACKED")
+# The knobs a caller may set.
 USER_KNOBS = ("TILE_W", "CIN_STEP", "X86_PAIR_MAC", "PAIR_MAC_EMULATE", "X86_QUAD_MAC",
               "QUAD_MAC_EMULATE", "COUT_BLOCKS")
 # The selection rules that adapt the tuned knobs to a layer (MAX_ACCUMULATORS,
@@ -311,7 +311,7 @@ def check_conv_knobs(knobs: dict, user_knobs, kernel_file: str) -> dict:
     declares for ``kernel_file`` (mirrored by conv_knobs.h's and the kernel's #error guards)."""
     for name in HOST_KNOBS:
         if name in knobs:
-            raise ValueError(f"{name} is not a caller's knob: it follows the layer")
+            raise ValueError(f"{name} is not a caller's knob: it follows the layer and device")
     check_knob_names(knobs, user_knobs, kernel_file)
     return tuning.check(kernel_file, knobs)
 
