@@ -24,8 +24,8 @@
  *     whatever the target has). Both paths give the same bits.
  * The pair and portable paths read the input as x + 128 (x ^ 0x80: unsigned, which is what
  * lets LLVM use vpmaddwd); the host folds the extra 128*sum(w) into the bias. The quad path
- * reads x as it is and its weights as w + 128 (see above); its bias has no 128*sum(w). The epilogue applies quant.h's
- * requantization 16 lanes at a time (quant_vec.h, both modes).
+ * reads x as it is and its weights as w + 128 (see above); its bias has no 128*sum(w). The
+ * epilogue applies quant.h's requantization 16 lanes at a time (quant_vec.h, both modes).
  *
  *   x        NHWC int8: pixel (n, y, x) starts at ((n*H + y)*W + x)*in_stride + in_offset
  *            and holds cin_pad (a multiple of 16) channels; the kernel reads the first
