@@ -119,9 +119,9 @@ inline int16 accel_pmaddwd(accel_short32 a, accel_short32 b) {
  *     runtime (ACCEL_LLVM_X86=1) when the host is AVX-512 VNNI (ACCEL_CPU_ISA 4; the host
  *     then asks that runtime for the cascadelake target, accel/_icd.py);
  *   - (PoCL on VNNI hosts keeps the AVX-512BW pair path: its builtin route, a target-attribute
- *     helper per tile, is not written yet; it needs a VNNI host to be tested on);
- *   - plain C with QUAD_MAC_EMULATE=1, on any target: the same operands, so the weight
- *     shuffle and the input quads are tested bit-exact on hosts without VNNI.
+ *     helper per tile, is not written yet);
+ *   - plain C with QUAD_MAC_EMULATE=1, on any target: the same operands, so the quad packing,
+ *     the input quads and their byte sums are tested bit-exact on hosts without VNNI.
  * accel_dpbusd4 is the same on 4 lanes (vpdpbusd xmm): conv.cl sums its pixels' input bytes
  * with it. conv.cl takes the quad path when CIN_STEP is a multiple of 4, on weights the host
  * packed for it (QUAD_PACKED, accel/ops/conv.py's quad_mac). */

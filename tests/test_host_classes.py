@@ -1,6 +1,6 @@
 """The host-class logic on the classes this host is not: the modules below run again in a
 child pytest with tests/simulated_host.py making accel see an AVX-512 VNNI host
-(tuning keys the shipped table does not list, PoCL preferred, the ISA levels on devices).
+(its tuning keys, its preferred CPU runtime, the ISA levels on devices).
 Tests of what the compilers or onnxruntime do on such a host cannot be simulated and stay
 with the real host class."""
 
