@@ -3,6 +3,7 @@ accel's calibrations and onnxruntime's own int8 side by side (issue 14).
 
     .venv/bin/python tools/lite0_accuracy.py                      # every image, PoCL
     .venv/bin/python tools/lite0_accuracy.py --images 64 --device intel-cpu --json out.json
+    .venv/bin/python tools/lite0_accuracy.py --configs auto+ebc+blk --calibration 90  # best
 
 Evaluation images: accel.models.efficientnet_eval.photo_variants (the bundled photos,
 mirrored, cropped, halved, JPEG re-encoded; seed 0): 152, 248 with Debian's
@@ -215,7 +216,9 @@ def _table(result: dict, key: str = "rows") -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=None, help="the first N (default all)")
-    parser.add_argument("--calibration", type=int, default=32)
+    parser.add_argument("--calibration", type=int, default=32,
+                        help="calibration crops (one of each photo first; at most 57, or 93 "
+                             "with mate-backgrounds installed)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help="observer[+bc|+ebc][+ar|+arN|+blk|+blkN] list: +bc adds bias "
