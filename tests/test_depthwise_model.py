@@ -1,8 +1,8 @@
 """Depthwise convolution through the compiler: a small MobileNet-style ONNX net (conv stem,
 depthwise 3x3 + ReLU6, pointwise 1x1, depthwise 5x5 stride 2, GAP, Gemm) compiled and
 compared with onnxruntime, as an fp32 model with calibration and as onnxruntime's QDQ
-model; the same int8 outputs on every device (the FPGA emulator runs depthwise layers as
-NDRange kernels beside its conv pipelines)."""
+model; the same int8 outputs on every device (the FPGA emulator runs depthwise layers
+through its conv pipelines, as convs over channel groups, or as NDRange kernels)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_qdq_model_matches_onnxruntime_int8(activation_type, tmp_path):
 @pytest.mark.slow  # with a cold program cache
 def test_same_int8_outputs_on_every_device(model, compiled, device):
     """Every device, and on the FPGA emulator both with its conv pipelines (depthwise layers
-    then run as NDRange kernels beside them) and without."""
+    then run through them as convs over channel groups) and without."""
     x = inputs_for(model, 1, 7)[0]
     reference = compiled.run_int8(x)
     for pipelines in ((None, False) if fpga_ops.is_fpga(device) else (None,)):
@@ -119,20 +119,19 @@ def test_grouped_conv_that_is_not_depthwise_is_a_clear_error():
                     progress=False)
 
 
-def test_fpga_estimate_reports_depthwise_layers_as_off_the_pipeline(model):
+def test_fpga_estimate_charges_depthwise_layers_as_the_binding_runs_them(model):
+    """As convs over channel groups (accel.backend.fpga_depthwise), with their depthwise MACs
+    as the useful work and at least one cycle per tap and input vector of every output
+    pixel."""
     from accel.fpga.estimate import estimate
 
-    result = estimate(model)
-    assert result.unmodelled == {"Conv (depthwise)": 2}
-    assert [row.type for row in result.layers] == ["conv", "conv", "conv", "pool", "fc"]
-    assert "Conv (depthwise) x2" in result.table()
-
-
-def test_saved_model_runs_the_same(model, compiled, tmp_path):
-    import accel
-
-    x = inputs_for(model, 1, 4)[0]
-    loaded = accel.load(compiled.save(tmp_path / "mobile"), device=FASTEST)
-    assert [s.op for s in loaded.lowered.steps].count("depthwise") == 2
-    for got, want in zip(loaded.run_int8(x), compiled.run_int8(x)):
-        np.testing.assert_array_equal(got, want)
+    result = estimate(model, vec_size=16, lane_num=16)
+    assert result.unmodelled == {}
+    assert [row.type for row in result.layers] == ["conv"] * 6 + ["pool", "fc"]
+    depthwise = [row for row in result.layers if "/c" in row.name]
+    assert [row.name.rsplit("/", 1)[1] for row in depthwise] == ["c0", "c0", "c16"]
+    assert [row.macs for row in depthwise] == [16 * 16 * 16 * 9, 16 * 8 * 8 * 25,
+                                              8 * 8 * 8 * 25]
+    for row, pixels, taps in zip(depthwise, (16 * 16, 8 * 8, 8 * 8), (9, 25, 25)):
+        assert row.cycles >= pixels * taps
+    assert "Conv (depthwise)" not in result.table()

@@ -159,7 +159,7 @@ def test_depthwise_layers_carry_relu6_in_their_clamp(compiled):
 @pytest.mark.slow
 def test_same_int8_outputs_on_every_device(compiled, evaluation, device):
     """Every device; on the FPGA emulator both with its conv pipelines (the depthwise layers
-    then run as NDRange kernels beside them) and without."""
+    then run through them as convs over channel groups) and without."""
     x = evaluation[0]
     expected = compiled.run_int8(x)
     for pipelines in ((None, False) if fpga_ops.is_fpga(device) else (None,)):

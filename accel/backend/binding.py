@@ -15,6 +15,7 @@ from ..runtime import check_concurrent_kernels
 from .allocate import allocate
 from .errors import compile_errors
 from . import fpga_segments
+from .fpga_depthwise import split_depthwise
 from .fpga_layout import layout_for_fpga
 from .lowered import Lowered
 from .steps import step_kind
@@ -96,7 +97,8 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None,
     """Prepare every step on ``ctx``, allocate the buffers and record one Plan.
 
     ``fpga_pipelines`` (default: when the device is an FPGA or the FPGA emulator) runs the
-    steps whose kind has an FPGA binding (conv, dense, pooling) as the FPGA pipelines of
+    steps whose kind has an FPGA binding (conv, dense, pooling; depthwise convs as convs over
+    channel groups: fpga_depthwise) as the FPGA pipelines of
     accel.ops.fpga (concurrent single-work-item kernels joined by channels); every other
     op, and everything on other devices, runs as NDRange kernels. Both shapes are bit-exact
     against the same reference. ``fpga_design``: the bitstream's knobs (an
@@ -108,9 +110,12 @@ def bind(ctx, lowered: Lowered, fpga_pipelines: bool | None = None,
     (accel.backend.fpga_segments, accel.ops.fpga_segment)."""
     fpga = fpga_ops.is_fpga(ctx) if fpga_pipelines is None else bool(fpga_pipelines)
     if fpga:  # one bitstream for the model, carrying only the modes its layers use
+        design = fpga_design or fpga_ops.DEFAULT_CONFIG
+        # depthwise steps run as convs over channel groups (fpga_depthwise)
+        lowered = split_depthwise(lowered, design.vec_size, design.lane_num)
         fpga_config = fpga_ops.config_for(
             [step_kind(s.op).params(s) for s in lowered.steps if step_kind(s.op).bind_fpga],
-            fpga_design or fpga_ops.DEFAULT_CONFIG)
+            design)
         with compile_errors("the FPGA layout", (ValueError,)):
             lowered = layout_for_fpga(lowered, fpga_config.vec_size)
     assignment, sizes = allocate(lowered)

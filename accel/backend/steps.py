@@ -132,7 +132,7 @@ STEP_KINDS: dict[str, StepKind] = {
                      writes_at_offset=True),
     # an int8 QDQ model's float-island conv (onnxruntime's float Conv); NDRange everywhere
     "conv_f32": StepKind(conv_f32_params, _bind_conv_f32, writes_at_offset=True),
-    # NDRange on every device, the FPGA emulator too
+    # NDRange; with FPGA pipelines, convs over channel groups (accel.backend.fpga_depthwise)
     "depthwise": StepKind(lambda s: depthwise_layer(s.attrs), _bind_depthwise,
                           writes_at_offset=True),
     "pool": StepKind(lambda s: pool_ops.PoolParams(**_params(s)), _bind_pool, _bind_pool_fpga,

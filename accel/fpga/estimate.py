@@ -727,12 +727,31 @@ def _fold_stem(layer: Layer, vec: int) -> Layer:
                    fused=list(layer.fused) + ["FoldWidth"])
 
 
+def _depthwise_groups(layer: Layer, vec: int, lane: int) -> list[Layer]:
+    """A depthwise conv as the FPGA binding runs it (accel/backend/fpga_depthwise.py): a
+    dense conv over each group of lcm(VEC, LANE, 16) channels, weights zero off the
+    diagonal; its useful MACs are the depthwise ones."""
+    from ..backend.fpga_depthwise import group_size
+    size = group_size(vec, lane)
+    kh, kw = layer.kernel
+    return [replace(layer, name=f"{layer.name}/c{first}", in_c=count, out_c=count, groups=1,
+                    useful_macs=count * layer.out_h * layer.out_w * kh * kw)
+            for first in range(0, layer.in_c, size)
+            for count in [min(size, layer.in_c - first)]]
+
+
 def _passes(layers: list[Layer], design: Design, requant: str = "fixed",
-            vec: int | None = None) -> list[Layer]:
-    """The layers as pipeline passes: a conv's pool becomes its own pass unless fused. In a
+            vec: int | None = None, lane: int | None = None) -> list[Layer]:
+    """The layers as pipeline passes: a conv's pool becomes its own pass unless fused; with
+    the kernels' model (``vec`` and ``lane`` given), a depthwise conv becomes its group
+    convs. In a
     QDQ model (``requant`` "float32") the compiler fuses no residual add (onnxruntime rounds
     the conv output, then runs a QLinearAdd: accel/compiler/passes/residual_fusion.py), so
     each residual becomes an eltwise pass (the NDRange add, eltwise.cl, beside the pipelines)."""
+    if design.kernels and vec is not None and lane is not None:
+        layers = [group for layer in layers
+                  for group in (_depthwise_groups(layer, vec, lane) if layer.depthwise
+                                else [layer])]
     if design.stem_space_to_depth:
         layers = [_space_to_depth(layer) for layer in layers]
         if design.fold_stem and design.kernels and vec is not None:
@@ -877,7 +896,7 @@ def estimate(model, board: str | Board = "a10gx1150", vec_size: int = DEFAULT_VE
         raise ValueError(f"model {extracted.name!r} has no conv, fc, pool or eltwise layer")
     modes = None if fpga_design is not None else model_modes(extracted.layers, requant)
     record = design_record(vec_size, lane_num, fpga_design, modes)
-    passes = _passes(extracted.layers, design, requant, vec_size)
+    passes = _passes(extracted.layers, design, requant, vec_size, lane_num)
     eltwise = requant if any(p.kind == "eltwise" for p in passes) else None
     res = resources(board, vec_size, lane_num, design, record, eltwise=eltwise)
     fmax = float(fmax_mhz) if fmax_mhz is not None else float(math.floor(res.fmax_achievable_mhz))

@@ -6,9 +6,10 @@ fc, pool or eltwise. It folds what the FPGA pipeline fuses into a conv pass, as 
 does: BatchNorm/ReLU/Clip and constant scales (free) and a residual Add (the requantize stage
 reads the residual). A MaxPool/AveragePool that alone consumes a conv's output is recorded on
 the conv (``Layer.pool``); the estimate runs it as its own pass or in the conv's writer, as
-``Design.fuse_pool`` says. Concat is free (a write at a channel offset). Ops the pipeline does
-not run (Softmax, SSD box maths, depthwise convs: NDRange kernels beside the pipeline) are
-counted in ``ExtractedModel.unmodelled``.
+``Design.fuse_pool`` says. Concat is free (a write at a channel offset). A depthwise conv is
+a conv layer with ``groups`` = its channels; the estimate runs it as the binding does, as
+convs over channel groups (accel/backend/fpga_depthwise.py). Ops the pipeline does not run
+(Softmax, SSD box maths) are counted in ``ExtractedModel.unmodelled``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class Layer:
             return (self.out_c * self.out_h * self.out_w * self.kernel[0] * self.kernel[1]
                     * (self.in_c // self.groups))
         return 0
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == "conv" and 1 < self.groups == self.in_c == self.out_c
 
     @property
     def written_hw(self) -> tuple[int, int]:
@@ -237,12 +242,6 @@ def extract_layers(model, name: str = "model") -> ExtractedModel:
                                  f"supported, got weight shape {weight}")
             in_c, in_h, in_w = _chw(shapes, node.input[0], node)
             out_c, out_h, out_w = _chw(shapes, node.output[0], node)
-            group = int(attrs.get("group", 1))
-            if 1 < group == in_c == out_c:
-                # depthwise: accel runs it as an NDRange kernel (accel/ops/depthwise.py)
-                # beside the pipeline, not as a pipeline pass
-                unmodelled["Conv (depthwise)"] += 1
-                continue
             layer = Layer(label, "conv", in_c, in_h, in_w, out_c, out_h, out_w,
                           kernel=(int(weight[2]), int(weight[3])),
                           stride=_pair(attrs.get("strides"), (1, 1)),
