@@ -260,6 +260,28 @@ def test_qdq_model_weights_and_bias_are_constants():
     assert extracted.unmodelled == {}
 
 
+def test_exporter_padding_arithmetic_and_pad_are_free():
+    """torch's export of TF-style "same" padding (EfficientNet-Lite0's static_padding): pad
+    amounts computed by ConstantOfShape, Concat, Reshape, Slice, Transpose and Cast from
+    constants, then a Pad that the compiler folds into the conv. Nothing unmodelled, and the
+    conv reads the padded image."""
+    g = Graph((1, 8, 6, 6))
+    g.inits += [numpy_helper.from_array(np.array([4], np.int64), "n"),
+                numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "tail"),
+                numpy_helper.from_array(np.array([4, 2], np.int64), "shape")]
+    zeros = g.op("ConstantOfShape", ["n"], value=numpy_helper.from_array(np.zeros(1, np.int64)))
+    amounts = g.op("Reshape", [g.op("Concat", [zeros, "tail"], axis=0), "shape"])
+    amounts = g.op("Cast", [g.op("Transpose", [amounts], perm=[1, 0])], to=7)
+    flat = g.op("Reshape", [amounts, g.op("Constant", [], value=numpy_helper.from_array(
+        np.array([-1], np.int64)))])
+    padded = g.op("Pad", ["x", flat])
+    c = g.op("Conv", [padded], [(8, 8, 3, 3)], name="c", kernel_shape=[3, 3])
+    extracted = fpga.extract_layers(g.model(c))
+    assert extracted.unmodelled == {}
+    (conv,) = extracted.layers
+    assert (conv.in_h, conv.in_w, conv.out_h, conv.out_w) == (8, 8, 6, 6)
+
+
 def test_symbolic_batch_and_bad_models():
     g = Graph(("N", 4, 5, 5))
     model = g.model(g.conv("x", 4, 4, 3, pad=1, name="c"))

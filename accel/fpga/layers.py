@@ -25,6 +25,7 @@ FREE_OPS = {
     "Relu", "Clip", "LeakyRelu", "BatchNormalization", "Identity", "Dropout", "Flatten",
     "Reshape", "Squeeze", "Unsqueeze", "Concat", "Constant", "Cast", "QuantizeLinear",
     "DequantizeLinear", "Shape", "Gather", "Expand", "CastLike",
+    "Pad",  # the compiler folds it into the next conv's padding (passes/pad_fusion.py)
 }
 RELABEL_OPS = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg", "GlobalAveragePool": "global_avg",
@@ -234,6 +235,8 @@ def extract_layers(model, name: str = "model") -> ExtractedModel:
         label = node.name or f"{op.lower()}_{index}"
         attrs = _attrs(node)
         activations = [t for t in node.input if t and t not in constants]
+        if node.output and all(out in constants for out in node.output):
+            continue  # computed from constants alone: folded by the compiler
 
         if op == "Conv":
             weight = shapes.get(node.input[1])
