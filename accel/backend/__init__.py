@@ -8,5 +8,7 @@ Modules, one job each: lowered (the data model and its saved format), partition 
 / device / host tail), placement (where device tensors live; concats), op_lowering (one
 lowering per IR node type), stem (the space-to-depth rewrite of stem convs), steps (the
 step kinds: parameters, NDRange and FPGA binding), allocate (liveness-based buffer reuse),
-binding (kernel choice and the Plan), compiled (CompiledModel, save/load), api (compile).
+binding (kernel choice and the Plan), fpga_layout and fpga_depthwise (what the FPGA binding
+runs: stems folded, tensors re-strided, depthwise convs as group convs), compiled
+(CompiledModel, save/load), api (compile).
 """
