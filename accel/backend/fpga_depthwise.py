@@ -14,8 +14,10 @@ they are. The MAC array does G/VEC_SIZE of its work per group that a dense conv 
 cost the estimator charges the same way (accel.fpga.estimate: depthwise layers as these
 passes).
 
-``split_depthwise`` is part of the FPGA binding's layout (fpga_layout.layout_for_fpga); the
-NDRange kernels run the original depthwise steps.
+The FPGA binding (binding.bind) applies ``split_depthwise`` before it chooses the bitstream's
+modes and layout, and keeps the result as the model's lowered form (which runs, and saves,
+everywhere: the NDRange conv kernel runs the group convs too); without FPGA pipelines the
+depthwise kernel runs the original steps.
 """
 
 from __future__ import annotations
