@@ -3,16 +3,15 @@ of its channels, with diagonal weights.
 
 The FPGA conv pipeline (kernels/fpga_conv.cl) multiplies LANE_NUM output channels by
 VEC_SIZE input channels per cycle; a depthwise layer has one input channel per output
-channel. A group of G channels (G = lcm(VEC_SIZE, LANE_NUM, 16), so that every group starts
-on a whole input vector and on the 16-channel alignment of tensor slices, and fills whole lane
-groups) is a G -> G conv whose weights are zero
-off the diagonal: output channel c sums its own channel's taps, and the zeros add nothing, so
-the integers are the depthwise layer's (bias, requantization and clamp are per channel and
-carried over slice by slice). Each group reads its channels at their offset in the input
-and writes at its offset in the output, as a concat member would; the tensors stay where
-they are. The MAC array does G/VEC_SIZE of its work per group that a dense conv would, a
-cost the estimator charges the same way (accel.fpga.estimate: depthwise layers as these
-passes).
+channel. A group of G channels (G = lcm(VEC_SIZE, LANE_NUM, 16): every group starts on a
+whole input vector and on the 16-channel alignment of tensor slices, and fills whole lane
+groups) is a G -> G conv whose weights are zero off the diagonal: output channel c sums its
+own channel's taps and the zeros add nothing, so the integers are the depthwise layer's
+(bias, requantization and clamp are per channel, carried over slice by slice). Each group
+reads its channels at their offset in the input and writes at its offset in the output, as
+a concat member would; the tensors stay where they are. Each group costs what a dense
+G -> G conv costs, 1/G of it useful products; the estimator charges the same
+(accel.fpga.estimate: depthwise layers as these passes).
 
 The FPGA binding (binding.bind) applies ``split_depthwise`` before it chooses the bitstream's
 modes and layout, and keeps the result as the model's lowered form (which runs, and saves,
