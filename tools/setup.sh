@@ -25,6 +25,20 @@ if ! command -v openssl >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 
+# Photographs for EfficientNet-Lite0's agreement measurement (tools/lite0_accuracy.py: 368
+# images with both, 152 without; accel.models.efficientnet_eval): Debian's packages, best
+# effort, since nothing needs them to run.
+photos=""
+for p in mate-backgrounds lomiri-wallpapers-16.04; do
+  dpkg -s "$p" >/dev/null 2>&1 || photos="$photos $p"
+done
+if [ -n "$photos" ]; then
+  echo "[setup] apt:$photos (evaluation photos)"
+  { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq $photos >/dev/null; } \
+    || echo "[setup] could not install$photos: tools/lite0_accuracy.py uses fewer photos"
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
