@@ -835,9 +835,13 @@ def test_sigterm_mid_load_drains(model_dir, images, tmp_path):
     assert answered_before > 0 and "OK" in results and "OK" in grpc_results
     assert set(results) <= {"OK", "UNAVAILABLE"}, results
     # gRPC core answers CANCELLED to a call that reached the port but no handler before the
-    # listener closed (grpc/grpc#41785): nothing ran for it. Nothing is lost if every call the
-    # server handled was answered, and the client saw exactly the OKs the server logged.
-    assert set(grpc_results) <= {"OK", "UNAVAILABLE", "CANCELLED"}, grpc_results
+    # listener closed (grpc/grpc#41785): nothing ran for it. A call that the server's GOAWAY
+    # turned away before any handler saw it is retried by the client library, and that retry
+    # can wait out the call's deadline (DEADLINE_EXCEEDED, seen once in CI). Nothing is lost
+    # if every call the server handled was answered, and the client saw exactly the OKs the
+    # server logged (checked below).
+    assert set(grpc_results) <= {"OK", "UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"}, \
+        grpc_results
     log = srv.log()
     handled = [e["code"] for e in log if e.get("event") == "request" and e["protocol"] == "grpc"]
     assert set(handled) <= {"OK", "UNAVAILABLE"}, handled
