@@ -7,36 +7,33 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-missing=""
-for p in g++ python3-venv python3-dev; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-done
+# The Debian packages of those given that are not installed, each after a space.
+not_installed() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || printf ' %s' "$p"; done; }
+apt_install() {
+  as_root apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=$(not_installed g++ python3-venv python3-dev)
 # A Python built outside Debian (pyenv) brings its own venv module and headers.
 if [ -n "$missing" ] && ! { command -v g++ >/dev/null && python3 -c 'import venv, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null; }; then
   echo "[setup] apt:$missing"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  apt_install $missing
 fi
 
 # openssl: the tests make self-signed certificates for the TLS server tests with it.
 if ! command -v openssl >/dev/null; then
   echo "[setup] apt: openssl"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  apt_install openssl
 fi
 
 # Photographs for EfficientNet-Lite0's agreement measurement (tools/lite0_accuracy.py: 368
 # images with both, 152 without; accel.models.efficientnet_eval): Debian's packages, best
 # effort, since nothing needs them to run.
-photos=""
-for p in mate-backgrounds lomiri-wallpapers-16.04; do
-  dpkg -s "$p" >/dev/null 2>&1 || photos="$photos $p"
-done
+photos=$(not_installed mate-backgrounds lomiri-wallpapers-16.04)
 if [ -n "$photos" ]; then
   echo "[setup] apt:$photos (evaluation photos)"
-  { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq $photos >/dev/null; } \
-    || echo "[setup] could not install$photos: tools/lite0_accuracy.py uses fewer photos"
+  apt_install $photos || echo "[setup] could not install$photos: tools/lite0_accuracy.py uses fewer photos"
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
